@@ -1,0 +1,882 @@
+//! Directories by path: listings, fingerprints, generations, and what makes
+//! them stale. Nothing here reads the filesystem except through `refresh`.
+//!
+//! Each requested path (the *key*, as the client spelled it) has one node:
+//! a listing, an absence (ABSENT), a lasting refusal (NOT_SERVED), or a
+//! crawl in progress. Nodes are immutable; a change replaces the node.
+//!
+//! Freshness rests on three rules:
+//! 1. A crawl registers every `dir/name` its resolution looks up (a
+//!    *dependency*) and watches `dir` *before* reading it; it watches the
+//!    listed directory before `getdents`. So every later change produces
+//!    an event.
+//! 2. The barrier (one mutex around the watcher) reads the queue until it is
+//!    dry and applies every event before answering: an event for a name in a
+//!    listing re-stats that name (a new listing, a new generation in the
+//!    same slot); an event on a dependency drops every node that depended
+//!    on it; an overflow drops everything.
+//! 3. An event that arrives while its node is still being crawled marks the
+//!    crawl dirty; a dirty crawl is repeated instead of kept (checked under
+//!    the map's shard lock, so no event slips between check and insert).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+
+use crate::config::IndexLimits;
+use crate::genfile::{monotonic_ns, GenFile};
+use crate::policy::{denied_reason, Access, PeerInfo};
+use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
+use crate::stats::{bump, Gauges, Stats};
+use crate::watch::{Change, WatchError, Watcher};
+
+/// Crawls of one path before answering from a read that kept changing.
+const CRAWL_ATTEMPTS: usize = 3;
+
+/// A directory's listing at one generation.
+#[derive(Debug)]
+pub struct Listing {
+    /// The path as requested (the key).
+    pub path: Bytes,
+    /// Where it resolved to, every symlink followed.
+    pub real: Bytes,
+    pub generation: u64,
+    /// 0: not published in the generation file (an answer that was not kept).
+    pub slot: u32,
+    pub stat: Fingerprint,
+    pub entries: Vec<Entry>,
+    pub access: Access,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Listing {
+    /// The encoded `Directory` message, built once per listing version so a
+    /// warm answer is a copy.
+    pub fn encoded(&self, encode: impl FnOnce(&Listing) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
+    }
+
+    fn approximate_bytes(&self) -> i64 {
+        let names: usize = self.entries.iter().map(|e| e.name.len()).sum();
+        let bytes = std::mem::size_of::<Self>()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + names
+            + self.path.len()
+            + self.real.len();
+        i64::try_from(bytes).unwrap_or(i64::MAX)
+    }
+}
+
+/// A path that does not exist, kept fresh like a listing.
+#[derive(Debug)]
+pub struct Absence {
+    pub errno: i32,
+    pub generation: u64,
+    pub slot: u32,
+    pub access: Access,
+}
+
+/// A path the daemon will not answer for, until something changes.
+#[derive(Debug)]
+pub struct Refused {
+    pub reason: String,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Crawling(Arc<Ticket>),
+    Listed(Arc<Listing>),
+    Absent(Arc<Absence>),
+    Refused(Arc<Refused>),
+}
+
+impl Node {
+    fn access(&self) -> Option<&Access> {
+        match self {
+            Node::Crawling(_) => None,
+            Node::Listed(listing) => Some(&listing.access),
+            Node::Absent(absence) => Some(&absence.access),
+            Node::Refused(refused) => Some(&refused.access),
+        }
+    }
+}
+
+/// One crawl in progress; others asking for the same path wait for it.
+#[derive(Debug, Default)]
+struct Ticket {
+    dirty: AtomicBool,
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+impl Ticket {
+    fn wait(&self) {
+        let mut done = lock(&self.done);
+        while !*done {
+            done = self.finished.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn finish(&self) {
+        *lock(&self.done) = true;
+        self.finished.notify_all();
+    }
+}
+
+/// The answer about one path, for one peer.
+#[derive(Debug)]
+pub enum Answer {
+    Listed(Arc<Listing>),
+    Unchanged {
+        generation: u64,
+        slot: u32,
+    },
+    Absent {
+        errno: i32,
+        generation: u64,
+        slot: u32,
+    },
+    NotServed(String),
+}
+
+/// Why a path is asked for (sys.path entries are counted as roots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    SysPathEntry,
+    Other,
+}
+
+/// Which paths depend on which `dir/name` lookups.
+#[derive(Default)]
+struct Dependencies {
+    keys_at: HashMap<Vec<u8>, HashSet<Bytes>>,
+    keys_searching: HashMap<Bytes, HashMap<Bytes, usize>>,
+    of_key: HashMap<Bytes, HashSet<(Bytes, Vec<u8>)>>,
+}
+
+impl Dependencies {
+    fn add(&mut self, key: &Bytes, dir: &[u8], location: Vec<u8>) {
+        let dir = Bytes::copy_from_slice(dir);
+        let pairs = self.of_key.entry(key.clone()).or_default();
+        if !pairs.insert((dir.clone(), location.clone())) {
+            return;
+        }
+        self.keys_at
+            .entry(location)
+            .or_default()
+            .insert(key.clone());
+        *self
+            .keys_searching
+            .entry(dir)
+            .or_default()
+            .entry(key.clone())
+            .or_default() += 1;
+    }
+
+    /// Forgets a key's dependencies; returns the directories nobody searches
+    /// any more (their watches may go).
+    fn remove_key(&mut self, key: &Bytes) -> Vec<Bytes> {
+        let mut unsearched = Vec::new();
+        for (dir, location) in self.of_key.remove(key).unwrap_or_default() {
+            if let Some(keys) = self.keys_at.get_mut(&location) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.keys_at.remove(&location);
+                }
+            }
+            if let Some(keys) = self.keys_searching.get_mut(&dir) {
+                if let Some(count) = keys.get_mut(key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        keys.remove(key);
+                    }
+                }
+                if keys.is_empty() {
+                    self.keys_searching.remove(&dir);
+                    unsearched.push(dir);
+                }
+            }
+        }
+        unsearched
+    }
+
+    fn keys_at(&self, location: &[u8]) -> Vec<Bytes> {
+        self.keys_at
+            .get(location)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn keys_searching(&self, dir: &[u8]) -> Vec<Bytes> {
+        self.keys_searching
+            .get(dir)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn is_searched(&self, dir: &[u8]) -> bool {
+        self.keys_searching.contains_key(dir)
+    }
+}
+
+/// Watches that may have lost their last user.
+#[derive(Default)]
+struct Released {
+    listings: Vec<Bytes>,
+    dirs: Vec<Bytes>,
+}
+
+/// The index and the watcher that keeps it fresh.
+pub struct Index {
+    nodes: DashMap<Bytes, Node>,
+    dependencies: Mutex<Dependencies>,
+    /// Also the barrier: reading the queue and applying it happen under it.
+    watcher: Mutex<Watcher>,
+    inotify_fd: RawFd,
+    genfile: Arc<GenFile>,
+    next_generation: AtomicU64,
+    limits: IndexLimits,
+    stats: Arc<Stats>,
+    listed: AtomicI64,
+    entries: AtomicI64,
+    bytes: AtomicI64,
+    roots: Mutex<HashSet<Bytes>>,
+    /// Paths refused because no watch was available.
+    unwatchable: Mutex<HashSet<Bytes>>,
+    warned_watch_limit: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the daemon down with it: the guarded
+    // state is kept consistent at every step.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Index {
+    pub fn new(
+        limits: IndexLimits,
+        genfile: Arc<GenFile>,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Self> {
+        let watcher = Watcher::new(limits.max_watches, Arc::clone(&stats))?;
+        Ok(Self {
+            nodes: DashMap::new(),
+            dependencies: Mutex::new(Dependencies::default()),
+            inotify_fd: watcher.raw_fd(),
+            watcher: Mutex::new(watcher),
+            genfile,
+            next_generation: AtomicU64::new(1),
+            limits,
+            stats,
+            listed: AtomicI64::new(0),
+            entries: AtomicI64::new(0),
+            bytes: AtomicI64::new(0),
+            roots: Mutex::new(HashSet::new()),
+            unwatchable: Mutex::new(HashSet::new()),
+            warned_watch_limit: AtomicBool::new(false),
+        })
+    }
+
+    /// The inotify descriptor, for the reader thread's poll (valid as long
+    /// as the index lives).
+    pub fn inotify_fd(&self) -> RawFd {
+        self.inotify_fd
+    }
+
+    pub fn genfile(&self) -> &GenFile {
+        &self.genfile
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let count = |n: &AtomicI64| u64::try_from(n.load(Ordering::Relaxed)).unwrap_or(0);
+        Gauges {
+            roots: lock(&self.roots).len() as u64,
+            directories: count(&self.listed),
+            entries: count(&self.entries),
+            index_bytes: count(&self.bytes),
+            degraded_roots: lock(&self.unwatchable).len() as u64,
+        }
+    }
+
+    /// Applies every change queued before now, then publishes `dry_ns`.
+    /// Returns how long it took.
+    pub fn barrier(&self) -> Duration {
+        let started = Instant::now();
+        let mut watcher = lock(&self.watcher);
+        loop {
+            let before_read = monotonic_ns();
+            match watcher.read() {
+                Ok(None) => {
+                    self.genfile.set_dry_ns(before_read);
+                    break;
+                }
+                Ok(Some(changes)) => self.apply(changes, &mut watcher),
+                Err(error) => {
+                    // Not knowing what changed is an overflow; dry_ns stays
+                    // old so clients revalidate.
+                    tracing::error!(%error, "reading inotify failed; dropping the index");
+                    self.apply(vec![Change::Overflow], &mut watcher);
+                    break;
+                }
+            }
+        }
+        started.elapsed()
+    }
+
+    /// The answer about `key` (absolute and canonical) for `peer`; crawls it
+    /// when it is not indexed. `known_generation` (0: none) turns a current
+    /// answer into UNCHANGED.
+    pub fn answer(
+        &self,
+        key: &Bytes,
+        peer: &PeerInfo,
+        known_generation: u64,
+        role: Role,
+    ) -> Answer {
+        let node = self.current(key);
+        if role == Role::SysPathEntry && self.nodes.contains_key(key) {
+            lock(&self.roots).insert(key.clone());
+        }
+        let allowed = match (peer, node.access()) {
+            (Some(peer), Some(access)) => access.permits(peer),
+            _ => false,
+        };
+        if !allowed {
+            return Answer::NotServed(denied_reason(peer));
+        }
+        match node {
+            Node::Listed(listing)
+                if known_generation != 0 && listing.generation == known_generation =>
+            {
+                Answer::Unchanged {
+                    generation: listing.generation,
+                    slot: listing.slot,
+                }
+            }
+            Node::Absent(absence)
+                if known_generation != 0 && absence.generation == known_generation =>
+            {
+                Answer::Unchanged {
+                    generation: absence.generation,
+                    slot: absence.slot,
+                }
+            }
+            Node::Listed(listing) => Answer::Listed(listing),
+            Node::Absent(absence) => Answer::Absent {
+                errno: absence.errno,
+                generation: absence.generation,
+                slot: absence.slot,
+            },
+            Node::Refused(refused) => Answer::NotServed(refused.reason.clone()),
+            Node::Crawling(_) => Answer::NotServed("directory is being read".to_string()),
+        }
+    }
+
+    /// The node for `key`, crawling it if needed (never `Crawling`).
+    fn current(&self, key: &Bytes) -> Node {
+        loop {
+            let existing = self.nodes.get(key).map(|node| node.clone());
+            match existing {
+                Some(Node::Crawling(ticket)) => ticket.wait(),
+                Some(node) => {
+                    bump(&self.stats.hits);
+                    return node;
+                }
+                None => {
+                    let ticket = Arc::new(Ticket::default());
+                    if let MapEntry::Vacant(vacant) = self.nodes.entry(key.clone()) {
+                        vacant.insert(Node::Crawling(Arc::clone(&ticket)));
+                        bump(&self.stats.misses);
+                        let guard = CrawlGuard {
+                            index: self,
+                            key,
+                            ticket: &ticket,
+                        };
+                        return guard.crawl();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes a crawl's result the node of `key`, unless an event arrived
+    /// since the crawl began (`Err`: crawl again).
+    fn install(
+        &self,
+        key: &Bytes,
+        ticket: &Arc<Ticket>,
+        outcome: Outcome,
+    ) -> Result<Node, Outcome> {
+        let MapEntry::Occupied(mut occupied) = self.nodes.entry(key.clone()) else {
+            return Ok(self.unkept(key, outcome));
+        };
+        match occupied.get() {
+            Node::Crawling(current) if Arc::ptr_eq(current, ticket) => {
+                if ticket.dirty.load(Ordering::SeqCst) {
+                    return Err(outcome);
+                }
+                let node = self.kept(key, outcome);
+                occupied.insert(node.clone());
+                Ok(node)
+            }
+            _ => Ok(self.unkept(key, outcome)),
+        }
+    }
+
+    /// A node for the index: with a generation and a published slot.
+    fn kept(&self, key: &Bytes, outcome: Outcome) -> Node {
+        let needs_slot = matches!(outcome, Outcome::Listed(_) | Outcome::Absent { .. });
+        let slot = if needs_slot {
+            self.genfile.allocate_slot()
+        } else {
+            0
+        };
+        let node = self.node_from(key, outcome, slot);
+        match &node {
+            Node::Listed(listing) => {
+                self.genfile.publish(listing.slot, listing.generation);
+                self.count_listing(listing, 1);
+            }
+            Node::Absent(absence) => self.genfile.publish(absence.slot, absence.generation),
+            Node::Refused(_) | Node::Crawling(_) => {}
+        }
+        node
+    }
+
+    /// A node only for this answer (slot 0: the client must revalidate).
+    fn unkept(&self, key: &Bytes, outcome: Outcome) -> Node {
+        self.node_from(key, outcome, 0)
+    }
+
+    fn node_from(&self, key: &Bytes, outcome: Outcome, slot: u32) -> Node {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        match outcome {
+            Outcome::Listed(listed) => Node::Listed(Arc::new(Listing {
+                path: key.clone(),
+                real: listed.real,
+                generation,
+                slot,
+                stat: listed.stat,
+                entries: listed.entries,
+                access: listed.access,
+                encoded: OnceLock::new(),
+            })),
+            Outcome::Absent { errno, access } => Node::Absent(Arc::new(Absence {
+                errno,
+                generation,
+                slot,
+                access,
+            })),
+            Outcome::Refused { refusal, access } => Node::Refused(Arc::new(Refused {
+                reason: refusal.reason,
+                access,
+            })),
+            Outcome::Raced => Node::Refused(Arc::new(Refused {
+                reason: "directory kept changing while being read".to_string(),
+                access: Access::default(),
+            })),
+        }
+    }
+
+    fn count_listing(&self, listing: &Listing, sign: i64) {
+        self.listed.fetch_add(sign, Ordering::Relaxed);
+        self.entries
+            .fetch_add(sign * listing.entries.len() as i64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(sign * listing.approximate_bytes(), Ordering::Relaxed);
+    }
+
+    fn dependencies(&self) -> MutexGuard<'_, Dependencies> {
+        lock(&self.dependencies)
+    }
+
+    /// Turns a watch failure into a refusal, tracking watch-limit paths.
+    fn watch_result(&self, key: &Bytes, result: Result<(), WatchError>) -> Result<(), Refusal> {
+        match result {
+            Ok(()) => Ok(()),
+            // The lookup or open that follows finds out, and the event
+            // in the (watched) parent makes the crawl dirty.
+            Err(WatchError::Vanished) => Ok(()),
+            Err(WatchError::Limit) => {
+                lock(&self.unwatchable).insert(key.clone());
+                if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %key.escape_ascii(),
+                        max_watches = ?self.limits.max_watches,
+                        "inotify watch limit reached; such directories are not served \
+                         (raise fs.inotify.max_user_watches or --max-watches)"
+                    );
+                }
+                Err(Refusal::transient("watch limit reached"))
+            }
+            Err(WatchError::Io(error)) => Err(Refusal::transient(format!("cannot watch: {error}"))),
+        }
+    }
+
+    /// Applies one read's worth of changes (under the barrier).
+    fn apply(&self, changes: Vec<Change>, watcher: &mut Watcher) {
+        let mut names_by_key: HashMap<Bytes, BTreeSet<Bytes>> = HashMap::new();
+        let mut released = Released::default();
+        for change in changes {
+            match change {
+                Change::Entry { key, name } => match self.nodes.get(&key).map(|n| n.clone()) {
+                    Some(Node::Listed(_)) => {
+                        names_by_key.entry(key).or_default().insert(name);
+                    }
+                    Some(_) => self.invalidate(&key, &mut released),
+                    None => {}
+                },
+                Change::Location { path } => {
+                    let keys = self.dependencies().keys_at(&path);
+                    self.invalidate_all_of(&keys, &mut released);
+                }
+                Change::Stale { keys, dirs } => {
+                    self.invalidate_all_of(&keys, &mut released);
+                    for dir in dirs {
+                        let keys = self.dependencies().keys_searching(&dir);
+                        self.invalidate_all_of(&keys, &mut released);
+                    }
+                }
+                Change::Overflow => {
+                    tracing::warn!("inotify queue overflowed; recrawling everything");
+                    let keys: Vec<Bytes> = self.nodes.iter().map(|n| n.key().clone()).collect();
+                    self.invalidate_all_of(&keys, &mut released);
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for (key, names) in names_by_key {
+            if self.refresh_names(&key, names, &mut released) {
+                changed.push(key);
+            }
+        }
+        // A directory's entry in its parent's listing carries its mtime.
+        for key in changed {
+            if key.as_ref() != b"/" {
+                let parent = Bytes::copy_from_slice(parent_of(&key));
+                let name = key.slice(parent.len() + usize::from(parent.as_ref() != b"/")..);
+                self.refresh_names(&parent, BTreeSet::from([name]), &mut released);
+            }
+        }
+        self.release_unused(watcher, released);
+    }
+
+    fn invalidate_all_of(&self, keys: &[Bytes], released: &mut Released) {
+        for key in keys {
+            self.invalidate(key, released);
+        }
+    }
+
+    /// Drops the node of `key`; a crawl in progress is marked dirty instead.
+    fn invalidate(&self, key: &Bytes, released: &mut Released) {
+        if let Some(node) = self.nodes.get(key) {
+            // Marked while the shard is locked: `install` cannot slip between.
+            if let Node::Crawling(ticket) = &*node {
+                ticket.dirty.store(true, Ordering::SeqCst);
+                return;
+            }
+        } else {
+            return;
+        }
+        // Dependencies first: once the node is gone a new crawl may register
+        // its own, which must survive.
+        released.dirs.extend(self.dependencies().remove_key(key));
+        if let Some((_, node)) = self
+            .nodes
+            .remove_if(key, |_, n| !matches!(n, Node::Crawling(_)))
+        {
+            self.retire(key, &node, released);
+        }
+    }
+
+    fn retire(&self, key: &Bytes, node: &Node, released: &mut Released) {
+        match node {
+            Node::Listed(listing) => {
+                self.genfile.release_slot(listing.slot);
+                self.count_listing(listing, -1);
+                released.listings.push(key.clone());
+            }
+            Node::Absent(absence) => self.genfile.release_slot(absence.slot),
+            Node::Refused(_) | Node::Crawling(_) => {}
+        }
+        lock(&self.roots).remove(key);
+    }
+
+    /// Re-stats `names` in the listing of `key` and publishes a new
+    /// generation if anything differs. Returns whether it did.
+    fn refresh_names(&self, key: &Bytes, names: BTreeSet<Bytes>, released: &mut Released) -> bool {
+        let Some(Node::Listed(old)) = self.nodes.get(key).map(|n| n.clone()) else {
+            return false;
+        };
+        let names: Vec<Bytes> = names.into_iter().collect();
+        let Ok(refresh::Restat { stat, names: found }) = refresh::restat(&old.real, &names) else {
+            self.invalidate(key, released);
+            return false;
+        };
+        let entries = merge(&old.entries, found);
+        if stat == old.stat && entries == old.entries {
+            return false;
+        }
+        if entries.len() > self.limits.max_entries_per_directory {
+            self.invalidate(key, released);
+            return false;
+        }
+        let listing = Arc::new(Listing {
+            path: old.path.clone(),
+            real: old.real.clone(),
+            generation: self.next_generation.fetch_add(1, Ordering::SeqCst),
+            slot: old.slot,
+            stat,
+            entries,
+            access: old.access.clone(),
+            encoded: OnceLock::new(),
+        });
+        self.count_listing(&old, -1);
+        self.count_listing(&listing, 1);
+        self.genfile.publish(listing.slot, listing.generation);
+        self.nodes.insert(key.clone(), Node::Listed(listing));
+        true
+    }
+
+    /// Removes watches whose last user is gone. Checked here, under the
+    /// barrier, because a crawl may have taken a watch up again: crawls
+    /// register their node and dependencies before they ask for a watch.
+    fn release_unused(&self, watcher: &mut Watcher, released: Released) {
+        for key in released.listings {
+            if !self.nodes.contains_key(&key) {
+                watcher.unwatch_listing(&key);
+            }
+        }
+        for dir in released.dirs {
+            if !self.dependencies().is_searched(&dir) {
+                watcher.unwatch_searched(&dir);
+            }
+        }
+    }
+}
+
+/// `old` with each `(name, entry)` applied: replaced, inserted or removed.
+fn merge(old: &[Entry], updates: Vec<(Bytes, Option<Entry>)>) -> Vec<Entry> {
+    let mut entries = old.to_vec();
+    for (name, entry) in updates {
+        match (
+            entries.binary_search_by(|e| e.name.as_ref().cmp(name.as_ref())),
+            entry,
+        ) {
+            (Ok(at), Some(entry)) => entries[at] = entry,
+            (Ok(at), None) => {
+                entries.remove(at);
+            }
+            (Err(at), Some(entry)) => entries.insert(at, entry),
+            (Err(_), None) => {}
+        }
+    }
+    entries
+}
+
+/// Runs one crawl and guarantees that its ticket is finished and a
+/// `Crawling` node never outlives it, whatever happens.
+struct CrawlGuard<'a> {
+    index: &'a Index,
+    key: &'a Bytes,
+    ticket: &'a Arc<Ticket>,
+}
+
+impl CrawlGuard<'_> {
+    fn crawl(&self) -> Node {
+        let index = self.index;
+        let mut last = None;
+        for _ in 0..CRAWL_ATTEMPTS {
+            self.ticket.dirty.store(false, Ordering::SeqCst);
+            let started = Instant::now();
+            let outcome = refresh::crawl(self.key, self, index.limits.max_entries_per_directory);
+            bump(&index.stats.crawls_sync);
+            index.stats.refresh_latency.record(started.elapsed());
+            tracing::debug!(
+                path = %self.key.escape_ascii(),
+                outcome = outcome.summary(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "crawled"
+            );
+            match outcome {
+                Outcome::Raced => continue,
+                Outcome::Refused { refusal, access } if !refusal.lasting => {
+                    return index.unkept(self.key, Outcome::Refused { refusal, access });
+                }
+                outcome => match index.install(self.key, self.ticket, outcome) {
+                    Ok(node) => {
+                        lock(&index.unwatchable).remove(self.key);
+                        return node;
+                    }
+                    Err(dirty) => last = Some(dirty),
+                },
+            }
+        }
+        // Still changing: answer the last read without keeping it.
+        index.unkept(self.key, last.unwrap_or(Outcome::Raced))
+    }
+}
+
+impl Observer for CrawlGuard<'_> {
+    fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal> {
+        // The dependency before the watch: see `Index::release_unused`.
+        self.index
+            .dependencies()
+            .add(self.key, dir, join(dir, name));
+        let result = lock(&self.index.watcher).watch_searched(dir);
+        self.index.watch_result(self.key, result)
+    }
+
+    fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal> {
+        let result = lock(&self.index.watcher).watch_listing(self.key, dir);
+        self.index.watch_result(self.key, result)
+    }
+}
+
+impl Drop for CrawlGuard<'_> {
+    fn drop(&mut self) {
+        let index = self.index;
+        let ours = |_: &Bytes, node: &Node| matches!(node, Node::Crawling(t) if Arc::ptr_eq(t, self.ticket));
+        if index
+            .nodes
+            .get(self.key)
+            .is_some_and(|node| ours(self.key, &node))
+        {
+            // Not kept: forget what the crawl registered. Its watches are
+            // released when they next report an event nobody needs.
+            let unsearched = index.dependencies().remove_key(self.key);
+            index.nodes.remove_if(self.key, ours);
+            let mut watcher = lock(&index.watcher);
+            index.release_unused(
+                &mut watcher,
+                Released {
+                    listings: vec![self.key.clone()],
+                    dirs: unsearched,
+                },
+            );
+        }
+        self.ticket.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Peer;
+    use crate::refresh::Kind;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn root_peer() -> PeerInfo {
+        Some(Arc::new(Peer {
+            uid: 0,
+            gid: 0,
+            pid: None,
+            groups: Vec::new(),
+        }))
+    }
+
+    fn slot_value(genfile: &std::path::Path, slot: u32) -> u64 {
+        let bytes = std::fs::read(genfile).expect("read");
+        let at = crate::genfile::HEADER_BYTES + 8 * slot as usize;
+        u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn overflow_drops_every_node_and_its_slot_and_watches() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir(&tree).expect("mkdir");
+        let genfile_path = tmp.path().join("gen");
+        let genfile = Arc::new(
+            GenFile::create(&genfile_path, 16, Duration::from_millis(200)).expect("genfile"),
+        );
+        let stats = Arc::new(Stats::default());
+        let index = Index::new(IndexLimits::default(), genfile, Arc::clone(&stats)).expect("index");
+        let key = Bytes::copy_from_slice(tree.as_os_str().as_bytes());
+        let Answer::Listed(listing) = index.answer(&key, &root_peer(), 0, Role::SysPathEntry)
+        else {
+            panic!("not listed");
+        };
+        assert_eq!(slot_value(&genfile_path, listing.slot), listing.generation);
+        assert_eq!((index.gauges().roots, index.gauges().directories), (1, 1));
+        assert!(stats.watches.load(Ordering::Relaxed) > 0);
+
+        index.apply(vec![Change::Overflow], &mut lock(&index.watcher));
+        assert!(index.nodes.is_empty());
+        assert_eq!(
+            slot_value(&genfile_path, listing.slot),
+            0,
+            "clients must revalidate"
+        );
+        assert_eq!(
+            (
+                index.gauges().roots,
+                index.gauges().directories,
+                index.gauges().entries
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            stats.watches.load(Ordering::Relaxed),
+            0,
+            "every watch released"
+        );
+
+        let Answer::Listed(again) = index.answer(&key, &root_peer(), 0, Role::Other) else {
+            panic!("not listed after the recrawl");
+        };
+        assert!(again.generation > listing.generation);
+    }
+
+    fn entry(name: &'static [u8], size: u64) -> Entry {
+        Entry {
+            name: Bytes::from_static(name),
+            kind: Kind::File,
+            stat: Fingerprint {
+                mode: 0o100644,
+                mtime_ns: 1,
+                size,
+            },
+        }
+    }
+
+    #[test]
+    fn merge_replaces_inserts_and_removes_in_order() {
+        let old = vec![entry(b"a", 1), entry(b"c", 1), entry(b"e", 1)];
+        let merged = merge(
+            &old,
+            vec![
+                (Bytes::from_static(b"c"), Some(entry(b"c", 2))),
+                (Bytes::from_static(b"b"), Some(entry(b"b", 1))),
+                (Bytes::from_static(b"e"), None),
+                (Bytes::from_static(b"z"), None),
+            ],
+        );
+        assert_eq!(merged, vec![entry(b"a", 1), entry(b"b", 1), entry(b"c", 2)]);
+    }
+
+    #[test]
+    fn dependencies_track_locations_and_searched_dirs() {
+        let mut deps = Dependencies::default();
+        let key = Bytes::from_static(b"/a/b");
+        deps.add(&key, b"/", b"/a".to_vec());
+        deps.add(&key, b"/a", b"/a/b".to_vec());
+        deps.add(&key, b"/a", b"/a/b".to_vec());
+        let other = Bytes::from_static(b"/a/c");
+        deps.add(&other, b"/a", b"/a/c".to_vec());
+        assert_eq!(deps.keys_at(b"/a/b"), vec![key.clone()]);
+        assert_eq!(deps.keys_searching(b"/a").len(), 2);
+        let mut unsearched = deps.remove_key(&key);
+        unsearched.sort();
+        assert_eq!(unsearched, vec![Bytes::from_static(b"/")]);
+        assert!(deps.is_searched(b"/a"));
+        assert!(deps.keys_at(b"/a/b").is_empty());
+    }
+}

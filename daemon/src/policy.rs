@@ -1,0 +1,278 @@
+//! Who may see what: peer credentials, read once per connection, and the
+//! "could this peer list it itself" check (docs/architecture.md "Who may see
+//! what").
+//!
+//! The check is pure: `refresh` gathers the facts (mode, owner, group, ACL
+//! presence of every directory a path's resolution searched, and of the
+//! directory itself) when it crawls; they are cached with the listing and
+//! thrown away with it when inotify reports a change.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tonic::transport::server::Connected;
+
+/// A connected client's credentials, as the kernel reported them at accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// Supplementary groups; empty when `/proc/PID/status` was unreadable,
+    /// which can only make the check refuse more.
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// What tonic hands each request of a connection: the peer, or `None` when
+/// the kernel would not tell (every directory is then NOT_SERVED).
+pub type PeerInfo = Option<Arc<Peer>>;
+
+/// A Unix stream with its peer's credentials read once, at accept.
+pub struct PeerStream {
+    stream: UnixStream,
+    peer: PeerInfo,
+}
+
+impl PeerStream {
+    pub fn accept(stream: UnixStream) -> Self {
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Some(Arc::new(Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+                groups: cred
+                    .pid()
+                    .and_then(supplementary_groups)
+                    .unwrap_or_default(),
+            })),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read peer credentials; serving nothing to it");
+                None
+            }
+        };
+        Self { stream, peer }
+    }
+}
+
+/// Supplementary groups from the `Groups:` line of `/proc/PID/status`.
+fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_groups(&status)
+}
+
+fn parse_groups(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
+    line.split_whitespace().map(|g| g.parse().ok()).collect()
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The permission-relevant facts of one directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirFacts {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Carries a `system.posix_acl_access` xattr: the mode bits alone do not
+    /// tell who may use it, so only its owner (and root) pass.
+    pub has_acl: bool,
+}
+
+/// Read permission on a directory (list its names), in the "other" class;
+/// `grants` shifts it to the class that applies.
+const READ: u32 = 0o4;
+/// Search permission on a directory (look a name up in it).
+const SEARCH: u32 = 0o1;
+
+impl DirFacts {
+    /// The kernel's owner/group/other rule: the first class that matches the
+    /// peer decides, even when a later class would grant more.
+    fn grants(&self, peer: &Peer, wanted: u32) -> bool {
+        if peer.is_root() {
+            return true;
+        }
+        let class_shift = if peer.uid == self.uid {
+            6
+        } else if self.has_acl {
+            return false;
+        } else if peer.in_group(self.gid) {
+            3
+        } else {
+            0
+        };
+        (self.mode >> class_shift) & wanted == wanted
+    }
+}
+
+/// Everything that decides whether a peer may see one answer about a path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Directories the path's resolution looked names up in (the kernel
+    /// wants search permission on each).
+    pub searched: Vec<DirFacts>,
+    /// The directory itself when the answer is its listing (read + search).
+    pub listed: Option<DirFacts>,
+}
+
+impl Access {
+    pub fn permits(&self, peer: &Peer) -> bool {
+        self.searched.iter().all(|dir| dir.grants(peer, SEARCH))
+            && self
+                .listed
+                .is_none_or(|dir| dir.grants(peer, READ | SEARCH))
+    }
+}
+
+/// The NOT_SERVED reason for a peer that may not see a path.
+pub fn denied_reason(peer: &PeerInfo) -> String {
+    match peer {
+        Some(peer) => format!("permission denied for peer uid {}", peer.uid),
+        None => "peer credentials unavailable".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
+        Peer {
+            uid,
+            gid,
+            pid: None,
+            groups: groups.to_vec(),
+        }
+    }
+
+    fn dir(mode: u32, uid: u32, gid: u32) -> DirFacts {
+        DirFacts {
+            mode,
+            uid,
+            gid,
+            has_acl: false,
+        }
+    }
+
+    #[test]
+    fn owner_group_other_classes() {
+        let private = dir(0o700, 1000, 100);
+        assert!(private.grants(&peer(1000, 1, &[]), READ | SEARCH));
+        assert!(!private.grants(&peer(1001, 100, &[]), SEARCH));
+        assert!(
+            private.grants(&peer(0, 0, &[]), READ | SEARCH),
+            "root passes"
+        );
+        let group = dir(0o750, 1000, 100);
+        assert!(group.grants(&peer(1001, 5, &[100]), READ | SEARCH));
+        assert!(!group.grants(&peer(1001, 5, &[7]), SEARCH));
+        let search_only = dir(0o711, 1000, 100);
+        assert!(search_only.grants(&peer(2000, 5, &[]), SEARCH));
+        assert!(!search_only.grants(&peer(2000, 5, &[]), READ | SEARCH));
+    }
+
+    #[test]
+    fn first_matching_class_decides() {
+        // Owner bits deny even though "other" would allow: as the kernel does.
+        let odd = dir(0o077, 1000, 100);
+        assert!(!odd.grants(&peer(1000, 100, &[]), SEARCH));
+        assert!(odd.grants(&peer(2000, 5, &[]), SEARCH));
+    }
+
+    #[test]
+    fn acl_directories_are_owner_and_root_only() {
+        let with_acl = DirFacts {
+            has_acl: true,
+            ..dir(0o755, 1000, 100)
+        };
+        assert!(with_acl.grants(&peer(1000, 1, &[]), READ | SEARCH));
+        assert!(with_acl.grants(&peer(0, 0, &[]), READ | SEARCH));
+        assert!(!with_acl.grants(&peer(2000, 100, &[]), SEARCH));
+    }
+
+    #[test]
+    fn access_needs_search_everywhere_and_read_on_the_directory() {
+        let access = Access {
+            searched: vec![dir(0o755, 0, 0), dir(0o711, 0, 0)],
+            listed: Some(dir(0o755, 0, 0)),
+        };
+        assert!(access.permits(&peer(65534, 65534, &[])));
+        let hidden = Access {
+            searched: vec![dir(0o755, 0, 0), dir(0o700, 12345, 12345)],
+            listed: Some(dir(0o755, 0, 0)),
+        };
+        assert!(!hidden.permits(&peer(65534, 65534, &[])));
+        let unreadable = Access {
+            listed: Some(dir(0o711, 0, 0)),
+            ..access
+        };
+        assert!(!unreadable.permits(&peer(65534, 65534, &[])));
+    }
+
+    #[test]
+    fn groups_line_is_parsed() {
+        let status = "Name:\tpython3\nUid:\t1000\nGroups:\t4 24 1000 \nVmPeak:\t1 kB\n";
+        assert_eq!(parse_groups(status), Some(vec![4, 24, 1000]));
+        assert_eq!(parse_groups("Groups:\t\n"), Some(vec![]));
+        assert_eq!(parse_groups("Name:\tx\n"), None);
+    }
+}

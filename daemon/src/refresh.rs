@@ -1,0 +1,714 @@
+//! Reading the filesystem: resolving a path one component at a time and
+//! listing a directory with `getdents64` plus one `fstatat` per entry.
+//!
+//! Resolution is done by hand, not with `realpath`, for two reasons: the
+//! peer policy needs the mode and owner of every directory the kernel would
+//! search (including those reached through symlinks), and freshness needs to
+//! know every `dir/name` the answer depends on. Before each lookup and
+//! before listing, the [`Observer`] is told, so that a watch is in place
+//! before the filesystem is read: a change made after that point always
+//! produces an inotify event.
+//!
+//! An io_uring engine (issue 3) will sit beside [`list_directory`]; the
+//! resolution stays synchronous.
+
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::policy::{Access, DirFacts};
+
+/// Symlinks followed while resolving one path before giving up, as Linux's
+/// MAXSYMLINKS.
+const MAX_SYMLINKS: u32 = 40;
+/// `getdents64` buffer: large enough that a typical directory is one call.
+const GETDENTS_BUFFER: usize = 64 * 1024;
+const ACL_XATTR: &CStr = c"system.posix_acl_access";
+
+/// The `stat()` values that import machinery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+}
+
+impl Fingerprint {
+    fn of(st: &libc::stat) -> Self {
+        Self {
+            mode: st.st_mode,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+            size: st.st_size as u64,
+        }
+    }
+}
+
+/// What an entry is after following symlinks, as `EntryKind` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    SymlinkDir,
+    Other,
+}
+
+/// One name in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Bytes,
+    pub kind: Kind,
+    pub stat: Fingerprint,
+}
+
+/// Told before the filesystem is read, so the reader's watches come first.
+/// An error aborts the crawl with that refusal.
+pub trait Observer {
+    /// `dir` (a real path: no symlinks) is about to be searched for `name`.
+    fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal>;
+    /// The directory at the real path `dir` is about to be listed.
+    fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal>;
+}
+
+/// Why a path is not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// The refusal stays true until inotify reports a change, so the index
+    /// may keep it; otherwise the next request tries again.
+    pub lasting: bool,
+}
+
+impl Refusal {
+    pub fn lasting(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            lasting: true,
+        }
+    }
+
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            lasting: false,
+        }
+    }
+}
+
+/// A directory as read.
+#[derive(Debug)]
+pub struct Listed {
+    /// The directory's real path (every symlink resolved).
+    pub real: Bytes,
+    pub stat: Fingerprint,
+    /// Sorted by name in unsigned byte order.
+    pub entries: Vec<Entry>,
+    pub access: Access,
+}
+
+/// What a crawl of one path found.
+#[derive(Debug)]
+pub enum Outcome {
+    Listed(Listed),
+    /// The path does not exist: the errno a `stat()` would give.
+    Absent {
+        errno: i32,
+        access: Access,
+    },
+    Refused {
+        refusal: Refusal,
+        access: Access,
+    },
+    /// A directory vanished between two steps: try again.
+    Raced,
+}
+
+impl Outcome {
+    /// One word for logs.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Outcome::Listed(_) => "listed",
+            Outcome::Absent { .. } => "absent",
+            Outcome::Refused { .. } => "refused",
+            Outcome::Raced => "raced",
+        }
+    }
+}
+
+/// Resolves `path` (absolute, canonical) and lists the directory it names.
+pub fn crawl(path: &[u8], observer: &dyn Observer, max_entries: usize) -> Outcome {
+    match resolve(path, observer) {
+        Ok(resolved) => list(resolved, observer, max_entries),
+        Err(outcome) => outcome,
+    }
+}
+
+struct Resolved {
+    real: Vec<u8>,
+    searched: Vec<DirFacts>,
+}
+
+/// Walks `path` from `/`, following symlinks the way the kernel does.
+fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
+    let mut pending: VecDeque<Vec<u8>> = components(path).collect();
+    let mut real = b"/".to_vec();
+    let mut searched = Vec::new();
+    let mut current = facts_of(&real).map_err(|error| refused_by(&error, &real, &searched))?;
+    let mut symlinks = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == b"." {
+            continue;
+        }
+        searched.push(current);
+        if name == b".." {
+            real = parent_of(&real).to_vec();
+            current = facts_of(&real).map_err(|error| refused_by(&error, &real, &searched))?;
+            continue;
+        }
+        observer
+            .before_lookup(&real, &name)
+            .map_err(|refusal| refused(refusal, &searched))?;
+        let location = join(&real, &name);
+        let metadata = match std::fs::symlink_metadata(as_path(&location)) {
+            Ok(metadata) => metadata,
+            Err(error) => return Err(lookup_failed(&error, &real, &searched)),
+        };
+        if metadata.file_type().is_symlink() {
+            symlinks += 1;
+            if symlinks > MAX_SYMLINKS {
+                return Err(refused(
+                    Refusal::lasting("too many levels of symbolic links"),
+                    &searched,
+                ));
+            }
+            let target = std::fs::read_link(as_path(&location))
+                .map_err(|error| lookup_failed(&error, &real, &searched))?;
+            let target = target.as_os_str().as_bytes();
+            // A relative target continues from the directory holding the link.
+            if target.starts_with(b"/") {
+                real = b"/".to_vec();
+                current = facts_of(&real).map_err(|e| refused_by(&e, &real, &searched))?;
+            }
+            for component in components(target).collect::<Vec<_>>().into_iter().rev() {
+                pending.push_front(component);
+            }
+        } else if metadata.is_dir() {
+            current = DirFacts {
+                mode: metadata.mode(),
+                uid: metadata.uid(),
+                gid: metadata.gid(),
+                has_acl: has_acl(&location),
+            };
+            real = location;
+        } else if pending.iter().all(|c| c == b".") {
+            return Err(refused(Refusal::lasting("not a directory"), &searched));
+        } else {
+            return Err(Outcome::Absent {
+                errno: libc::ENOTDIR,
+                access: only_searched(&searched),
+            });
+        }
+    }
+    Ok(Resolved { real, searched })
+}
+
+/// Lists the resolved directory.
+fn list(resolved: Resolved, observer: &dyn Observer, max_entries: usize) -> Outcome {
+    let Resolved { real, searched } = resolved;
+    if let Err(refusal) = observer.before_listing(&real) {
+        return refused(refusal, &searched);
+    }
+    let dir = match open_directory(&real) {
+        Ok(dir) => dir,
+        Err(error) => return open_failed(&error, &real, &searched),
+    };
+    let st = match fstat(&dir) {
+        Ok(st) => st,
+        Err(error) => return refused_by(&error, &real, &searched),
+    };
+    let listed_facts = DirFacts {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        has_acl: fd_has_acl(&dir),
+    };
+    let entries = match read_entries(&dir, max_entries) {
+        Ok(entries) => entries,
+        Err(ReadError::TooMany) => {
+            return refused(
+                Refusal::lasting(format!(
+                "directory has more than {max_entries} entries (limit max_entries_per_directory)"
+            )),
+                &searched,
+            )
+        }
+        Err(ReadError::Io(error)) => return refused_by(&error, &real, &searched),
+    };
+    Outcome::Listed(Listed {
+        real: Bytes::from(real),
+        stat: Fingerprint::of(&st),
+        entries,
+        access: Access {
+            searched,
+            listed: Some(listed_facts),
+        },
+    })
+}
+
+/// The current state of some names in a directory (the incremental update
+/// after inotify events).
+#[derive(Debug)]
+pub struct Restat {
+    /// The directory's own fingerprint.
+    pub stat: Fingerprint,
+    /// Per name, its entry, or `None` when it is gone.
+    pub names: Vec<(Bytes, Option<Entry>)>,
+}
+
+/// Re-reads `names` in the directory at the real path `real`.
+pub fn restat(real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
+    let dir = open_directory(real)?;
+    let st = fstat(&dir)?;
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        // A name with a NUL byte cannot exist.
+        let entry = match CString::new(name.as_ref()) {
+            Ok(c_name) => stat_entry(&dir, &c_name, libc::DT_UNKNOWN)?.map(|(kind, stat)| Entry {
+                name: name.clone(),
+                kind,
+                stat,
+            }),
+            Err(_) => None,
+        };
+        found.push((name.clone(), entry));
+    }
+    Ok(Restat {
+        stat: Fingerprint::of(&st),
+        names: found,
+    })
+}
+
+enum ReadError {
+    TooMany,
+    Io(io::Error),
+}
+
+/// Every entry of an open directory, stat'ed and sorted.
+fn read_entries(dir: &OwnedFd, max_entries: usize) -> Result<Vec<Entry>, ReadError> {
+    let names = read_names(dir, max_entries)?;
+    let mut stated = Vec::with_capacity(names.records.len());
+    for record in &names.records {
+        let c_name =
+            CStr::from_bytes_with_nul(&names.arena[record.start..=record.start + record.len])
+                .map_err(|_| ReadError::Io(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // A name that vanished since getdents is simply not listed: its
+        // deletion event follows and removes nothing.
+        if let Some((kind, stat)) = stat_entry(dir, c_name, record.d_type).map_err(ReadError::Io)? {
+            stated.push((record.start, record.len, kind, stat));
+        }
+    }
+    let arena = Bytes::from(names.arena);
+    let mut entries: Vec<Entry> = stated
+        .into_iter()
+        .map(|(start, len, kind, stat)| Entry {
+            name: arena.slice(start..start + len),
+            kind,
+            stat,
+        })
+        .collect();
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// Names from `getdents64`, kept NUL-terminated in one arena so that each
+/// `fstatat` needs no allocation and the listing shares one buffer.
+struct Names {
+    arena: Vec<u8>,
+    records: Vec<NameRecord>,
+}
+
+struct NameRecord {
+    start: usize,
+    len: usize,
+    d_type: u8,
+}
+
+fn read_names(dir: &OwnedFd, max_entries: usize) -> Result<Names, ReadError> {
+    let mut names = Names {
+        arena: Vec::new(),
+        records: Vec::new(),
+    };
+    let mut buffer = vec![0u8; GETDENTS_BUFFER];
+    loop {
+        // SAFETY: the kernel writes at most `buffer.len()` bytes into it.
+        let read = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            )
+        };
+        if read < 0 {
+            return Err(ReadError::Io(io::Error::last_os_error()));
+        }
+        if read == 0 {
+            return Ok(names);
+        }
+        parse_dirents(&buffer[..read as usize], &mut names);
+        if names.records.len() > max_entries {
+            return Err(ReadError::TooMany);
+        }
+    }
+}
+
+/// Appends the records of one `getdents64` buffer (`struct linux_dirent64`:
+/// u64 ino, i64 off, u16 reclen, u8 type, NUL-terminated name), skipping
+/// `.` and `..`.
+fn parse_dirents(buffer: &[u8], names: &mut Names) {
+    const NAME_OFFSET: usize = 19;
+    let mut offset = 0;
+    while offset + NAME_OFFSET <= buffer.len() {
+        let reclen = usize::from(u16::from_ne_bytes([
+            buffer[offset + 16],
+            buffer[offset + 17],
+        ]));
+        if reclen == 0 || offset + reclen > buffer.len() {
+            break;
+        }
+        let d_type = buffer[offset + 18];
+        let raw_name = &buffer[offset + NAME_OFFSET..offset + reclen];
+        let len = raw_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw_name.len());
+        let name = &raw_name[..len];
+        if name != b"." && name != b".." && !name.is_empty() {
+            names.records.push(NameRecord {
+                start: names.arena.len(),
+                len,
+                d_type,
+            });
+            names.arena.extend_from_slice(name);
+            names.arena.push(0);
+        }
+        offset += reclen;
+    }
+}
+
+/// `stat()` of one entry: its kind after following symlinks and its
+/// fingerprint. `None` when the name no longer exists. The extra
+/// `AT_SYMLINK_NOFOLLOW` call is made only when `d_type` does not already
+/// say whether the entry is a symlink.
+fn stat_entry(dir: &OwnedFd, name: &CStr, d_type: u8) -> io::Result<Option<(Kind, Fingerprint)>> {
+    let is_link = match d_type {
+        libc::DT_LNK => true,
+        libc::DT_UNKNOWN => match fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if !is_symlink(&st) => return Ok(Some(classify(&st, false))),
+            Ok(_) => true,
+            Err(error) if vanished(&error) => return Ok(None),
+            Err(error) => return Err(error),
+        },
+        _ => false,
+    };
+    match fstatat(dir, name, 0) {
+        Ok(st) => Ok(Some(classify(&st, is_link))),
+        // A dangling or looping symlink (or one we may not follow): OTHER.
+        Err(_) if is_link => Ok(Some((Kind::Other, Fingerprint::default()))),
+        Err(error) if vanished(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn classify(st: &libc::stat, through_link: bool) -> (Kind, Fingerprint) {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Kind::File,
+        libc::S_IFDIR if through_link => Kind::SymlinkDir,
+        libc::S_IFDIR => Kind::Dir,
+        _ => Kind::Other,
+    };
+    (kind, Fingerprint::of(st))
+}
+
+fn is_symlink(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+fn vanished(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+fn refused(refusal: Refusal, searched: &[DirFacts]) -> Outcome {
+    Outcome::Refused {
+        refusal,
+        access: only_searched(searched),
+    }
+}
+
+fn only_searched(searched: &[DirFacts]) -> Access {
+    Access {
+        searched: searched.to_vec(),
+        listed: None,
+    }
+}
+
+/// A refusal for an unexpected error while reading `path`.
+fn refused_by(error: &io::Error, path: &[u8], searched: &[DirFacts]) -> Outcome {
+    let reason = format!("cannot read {}: {error}", path.escape_ascii());
+    let lasting = matches!(
+        error.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::ENAMETOOLONG | libc::ELOOP)
+    );
+    refused(Refusal { reason, lasting }, searched)
+}
+
+/// `lstat` of a name in `dir` failed.
+fn lookup_failed(error: &io::Error, dir: &[u8], searched: &[DirFacts]) -> Outcome {
+    match error.raw_os_error() {
+        Some(errno @ (libc::ENOENT | libc::ENOTDIR)) => Outcome::Absent {
+            errno,
+            access: only_searched(searched),
+        },
+        _ => refused_by(error, dir, searched),
+    }
+}
+
+/// Opening the resolved directory failed.
+fn open_failed(error: &io::Error, real: &[u8], searched: &[DirFacts]) -> Outcome {
+    if vanished(error) {
+        Outcome::Raced
+    } else {
+        refused_by(error, real, searched)
+    }
+}
+
+/// Mode, owner and ACL presence of a directory given by its real path.
+fn facts_of(real: &[u8]) -> io::Result<DirFacts> {
+    let metadata = std::fs::symlink_metadata(as_path(real))?;
+    Ok(DirFacts {
+        mode: metadata.mode(),
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+        has_acl: has_acl(real),
+    })
+}
+
+/// Whether a path carries a POSIX access ACL. An error other than "no such
+/// attribute" or "not supported" counts as an ACL: that only refuses more.
+fn has_acl(path: &[u8]) -> bool {
+    let Ok(c_path) = CString::new(path) else {
+        return true;
+    };
+    // SAFETY: valid C strings; a NULL buffer of size 0 asks for the size only.
+    let size =
+        unsafe { libc::lgetxattr(c_path.as_ptr(), ACL_XATTR.as_ptr(), std::ptr::null_mut(), 0) };
+    acl_present(size)
+}
+
+fn fd_has_acl(dir: &OwnedFd) -> bool {
+    // SAFETY: an open descriptor and a valid C string; size query only.
+    let size =
+        unsafe { libc::fgetxattr(dir.as_raw_fd(), ACL_XATTR.as_ptr(), std::ptr::null_mut(), 0) };
+    acl_present(size)
+}
+
+fn acl_present(getxattr_result: isize) -> bool {
+    if getxattr_result >= 0 {
+        return true;
+    }
+    !matches!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENODATA | libc::ENOTSUP)
+    )
+}
+
+fn open_directory(real: &[u8]) -> io::Result<OwnedFd> {
+    let c_path = CString::new(real).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid C string; the descriptor is owned right below.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an open descriptor and a valid out pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn fstatat(dir: &OwnedFd, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an open directory descriptor, a valid C string, an out pointer.
+    if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Path components, without empty ones (`a//b`, a leading or trailing `/`).
+fn components(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+}
+
+/// `dir/name`, with no doubled slash after `/`.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+    path.extend_from_slice(dir);
+    if !dir.ends_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// The lexical parent of a canonical absolute path (`/` for `/`).
+pub fn parent_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/",
+        Some(slash) => &path[..slash],
+    }
+}
+
+pub fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::os::unix::fs::symlink;
+
+    /// Records what the crawl announced, refusing nothing.
+    #[derive(Default)]
+    struct Recorder {
+        lookups: RefCell<Vec<Vec<u8>>>,
+        listings: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl Observer for Recorder {
+        fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal> {
+            self.lookups.borrow_mut().push(join(dir, name));
+            Ok(())
+        }
+        fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal> {
+            self.listings.borrow_mut().push(dir.to_vec());
+            Ok(())
+        }
+    }
+
+    fn bytes_of(path: &Path) -> Vec<u8> {
+        path.as_os_str().as_bytes().to_vec()
+    }
+
+    #[test]
+    fn join_and_parent() {
+        assert_eq!(join(b"/", b"a"), b"/a");
+        assert_eq!(join(b"/a", b"b"), b"/a/b");
+        assert_eq!(parent_of(b"/a/b"), b"/a");
+        assert_eq!(parent_of(b"/a"), b"/");
+        assert_eq!(parent_of(b"/"), b"/");
+    }
+
+    #[test]
+    fn crawl_lists_sorted_entries_through_symlinks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::fs::write(real.join("b.py"), b"x = 1\n").expect("write");
+        std::fs::create_dir(real.join("a")).expect("mkdir");
+        symlink(tmp.path().join("missing"), real.join("c")).expect("symlink");
+        symlink("real", tmp.path().join("link")).expect("symlink");
+        let recorder = Recorder::default();
+        let Outcome::Listed(listed) = crawl(&bytes_of(&tmp.path().join("link")), &recorder, 100)
+        else {
+            panic!("not listed");
+        };
+        let real_bytes = bytes_of(&std::fs::canonicalize(&real).expect("canonicalize"));
+        assert_eq!(listed.real, real_bytes);
+        let names: Vec<&[u8]> = listed.entries.iter().map(|e| e.name.as_ref()).collect();
+        assert_eq!(names, [b"a".as_ref(), b"b.py", b"c"]);
+        assert_eq!(listed.entries[0].kind, Kind::Dir);
+        assert_eq!(listed.entries[1].kind, Kind::File);
+        assert_eq!(listed.entries[1].stat.size, 6);
+        assert_eq!(listed.entries[2].kind, Kind::Other);
+        assert_eq!(listed.entries[2].stat.mode, 0);
+        assert_eq!(*recorder.listings.borrow(), vec![real_bytes.clone()]);
+        assert!(recorder
+            .lookups
+            .borrow()
+            .contains(&bytes_of(&tmp.path().join("link"))));
+        assert!(recorder.lookups.borrow().contains(&real_bytes));
+    }
+
+    #[test]
+    fn missing_paths_are_absent_and_files_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("file"), b"").expect("write");
+        let recorder = Recorder::default();
+        let absent = crawl(&bytes_of(&tmp.path().join("nope/deeper")), &recorder, 100);
+        assert!(
+            matches!(
+                absent,
+                Outcome::Absent {
+                    errno: libc::ENOENT,
+                    ..
+                }
+            ),
+            "{absent:?}"
+        );
+        let through_file = crawl(&bytes_of(&tmp.path().join("file/x")), &recorder, 100);
+        assert!(matches!(
+            through_file,
+            Outcome::Absent {
+                errno: libc::ENOTDIR,
+                ..
+            }
+        ));
+        let file = crawl(&bytes_of(&tmp.path().join("file")), &recorder, 100);
+        assert!(
+            matches!(&file, Outcome::Refused { refusal, .. } if refusal.reason == "not a directory")
+        );
+    }
+
+    #[test]
+    fn symlink_loops_and_entry_limits_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        symlink("loop", tmp.path().join("loop")).expect("symlink");
+        let recorder = Recorder::default();
+        let looping = crawl(&bytes_of(&tmp.path().join("loop")), &recorder, 100);
+        assert!(matches!(&looping, Outcome::Refused { refusal, .. } if refusal.lasting));
+        for name in ["a", "b", "c"] {
+            std::fs::write(tmp.path().join(name), b"").expect("write");
+        }
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).expect("mkdir");
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.join(name), b"").expect("write");
+        }
+        let limited = crawl(&bytes_of(&dir), &recorder, 2);
+        assert!(
+            matches!(&limited, Outcome::Refused { refusal, .. } if refusal.reason.contains("more than 2 entries"))
+        );
+    }
+}

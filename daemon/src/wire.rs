@@ -1,0 +1,756 @@
+//! The `finderd.v1.Finder` gRPC service: validate a request, run the
+//! barrier, ask the index, encode the reply.
+//!
+//! The route table is written here rather than generated because replies
+//! are assembled from pre-encoded `Directory` messages (cached per listing
+//! version): the reply codec takes bytes, so a warm answer is a copy. The
+//! wire format is exactly that of the generated messages (concatenated
+//! protobuf fields), so generated clients decode it as usual.
+//!
+//! Handlers run on tokio's blocking pool: the barrier waits on a mutex and
+//! crawls read the filesystem.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use finderd_proto::v1 as pb;
+use finderd_proto::v1::PROTOCOL_VERSION;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+
+use crate::config::RequestLimits;
+use crate::index::{Answer, Index, Listing, Role};
+use crate::policy::PeerInfo;
+use crate::refresh::{join, Kind};
+use crate::stats::{bump, Stats};
+use crate::watch::Heartbeat;
+
+/// Linux's PATH_MAX, including the terminating NUL.
+const PATH_MAX: usize = 4096;
+/// Longest path quoted back in an error message.
+const QUOTED_PATH_BYTES: usize = 256;
+
+/// Everything a request can do wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("protocol_version is missing; an empty request?")]
+    MissingVersion,
+    #[error("protocol_version {got} is not supported; this daemon speaks version {speaks}")]
+    UnsupportedVersion { got: u32, speaks: u32 },
+    #[error("{field}[{index}] is not an absolute path: \"{path}\"")]
+    RelativePath {
+        field: &'static str,
+        index: usize,
+        path: String,
+    },
+    #[error("{field} has {count} entries, over the limit {limit} = {value}")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        limit: &'static str,
+        value: usize,
+    },
+    #[error(
+        "known_generations has {got} entries but paths has {paths}; send one per path or none"
+    )]
+    GenerationsMismatch { got: usize, paths: usize },
+    #[error("request body is not a valid {message}: {reason}")]
+    Malformed {
+        message: &'static str,
+        reason: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::MissingVersion
+            | Error::RelativePath { .. }
+            | Error::GenerationsMismatch { .. }
+            | Error::Malformed { .. } => Code::InvalidArgument,
+            Error::UnsupportedVersion { .. } => Code::FailedPrecondition,
+            Error::TooMany { .. } => Code::ResourceExhausted,
+            Error::Internal(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+/// The state every handler shares.
+pub struct Finder {
+    index: Arc<Index>,
+    stats: Arc<Stats>,
+    limits: RequestLimits,
+    heartbeat: Arc<Heartbeat>,
+    generations: pb::GenerationFile,
+}
+
+impl Finder {
+    pub fn new(
+        index: Arc<Index>,
+        stats: Arc<Stats>,
+        limits: RequestLimits,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Self {
+        let genfile = index.genfile();
+        let generations = pb::GenerationFile {
+            path: Bytes::copy_from_slice(genfile.path().as_os_str().as_encoded_bytes()),
+            epoch: genfile.epoch(),
+            slots: genfile.slot_count(),
+            lease_ns: crate::genfile::duration_ns(genfile.lease()),
+        };
+        Self {
+            index,
+            stats,
+            limits,
+            heartbeat,
+            generations,
+        }
+    }
+
+    fn snapshot(&self, peer: &PeerInfo, request: pb::SnapshotRequest) -> Result<Bytes, Error> {
+        bump(&self.stats.snapshot_requests);
+        check_version(request.protocol_version)?;
+        check_paths(
+            "sys_path",
+            &request.sys_path,
+            self.limits.max_sys_path_entries,
+            "max_sys_path_entries",
+        )?;
+        self.heartbeat.note_request();
+        self.stats.barrier_latency.record(self.index.barrier());
+        let header = pb::SnapshotReply {
+            protocol_version: PROTOCOL_VERSION,
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            generations: Some(self.generations.clone()),
+            directories: Vec::new(),
+        };
+        let mut reply = Reply::new(&header, SNAPSHOT_DIRECTORIES_FIELD);
+        let mut answered = HashSet::new();
+        let mut served = Vec::new();
+        for path in &request.sys_path {
+            let answer = self.answer(path, peer, 0, Role::SysPathEntry);
+            if answered.insert(path.clone()) {
+                if let Answer::Listed(listing) = &answer {
+                    served.push(Arc::clone(listing));
+                }
+            }
+            reply.push(&encode_answer(path, &answer));
+        }
+        self.prefetch(
+            &served,
+            request.prefetch_bytes,
+            peer,
+            &mut reply,
+            &mut answered,
+        );
+        Ok(reply.finish())
+    }
+
+    /// Adds package directories of the served sys.path entries, in sys.path
+    /// order then name order, while their encoded size fits the budget.
+    fn prefetch(
+        &self,
+        served: &[Arc<Listing>],
+        budget: u64,
+        peer: &PeerInfo,
+        reply: &mut Reply,
+        answered: &mut HashSet<Bytes>,
+    ) {
+        let mut spent = 0u64;
+        let candidates = served.iter().flat_map(|listing| {
+            listing
+                .entries
+                .iter()
+                .filter(|e| {
+                    matches!(e.kind, Kind::Dir | Kind::SymlinkDir) && is_package_name(&e.name)
+                })
+                .map(|e| Bytes::from(join(&listing.path, &e.name)))
+        });
+        for path in candidates {
+            if budget == 0 {
+                return;
+            }
+            if !answered.insert(path.clone()) {
+                continue;
+            }
+            let Answer::Listed(listing) = self.index.answer(&path, peer, 0, Role::Other) else {
+                continue; // absent, refused or not for this peer: simply omitted
+            };
+            let encoded = listing.encoded(encode_listing);
+            spent += Reply::framed_len(&encoded) as u64;
+            if spent > budget {
+                return;
+            }
+            bump(&self.stats.directories_served);
+            reply.push(&encoded);
+        }
+    }
+
+    fn lookup(&self, peer: &PeerInfo, request: pb::LookupRequest) -> Result<Bytes, Error> {
+        bump(&self.stats.lookup_requests);
+        check_version(request.protocol_version)?;
+        check_paths(
+            "paths",
+            &request.paths,
+            self.limits.max_lookup_paths,
+            "max_lookup_paths",
+        )?;
+        let known = &request.known_generations;
+        if !known.is_empty() && known.len() != request.paths.len() {
+            return Err(Error::GenerationsMismatch {
+                got: known.len(),
+                paths: request.paths.len(),
+            });
+        }
+        self.heartbeat.note_request();
+        self.stats.barrier_latency.record(self.index.barrier());
+        let header = pb::LookupReply {
+            protocol_version: PROTOCOL_VERSION,
+            generations: Some(self.generations.clone()),
+            directories: Vec::new(),
+        };
+        let mut reply = Reply::new(&header, LOOKUP_DIRECTORIES_FIELD);
+        // Generations of another daemon run (another epoch) mean nothing here.
+        let comparable = request.known_epoch == self.generations.epoch;
+        for (at, path) in request.paths.iter().enumerate() {
+            let known_generation = known.get(at).copied().filter(|_| comparable).unwrap_or(0);
+            let answer = self.answer(path, peer, known_generation, Role::Other);
+            reply.push(&encode_answer(path, &answer));
+        }
+        Ok(reply.finish())
+    }
+
+    fn stats(&self, _peer: &PeerInfo, _request: pb::StatsRequest) -> Result<Bytes, Error> {
+        Ok(self.stats.reply(self.index.gauges()).encode_to_vec().into())
+    }
+
+    /// The answer for one requested path, counted.
+    fn answer(&self, path: &Bytes, peer: &PeerInfo, known_generation: u64, role: Role) -> Answer {
+        let answer = match non_canonical_reason(path) {
+            Some(reason) => Answer::NotServed(format!("path is not canonical: {reason}")),
+            None => self.index.answer(path, peer, known_generation, role),
+        };
+        let counter = match &answer {
+            Answer::Listed(_) => Some(&self.stats.directories_served),
+            Answer::NotServed(_) => Some(&self.stats.directories_not_served),
+            Answer::Unchanged { .. } => Some(&self.stats.directories_unchanged),
+            Answer::Absent { .. } => None,
+        };
+        if let Some(counter) = counter {
+            bump(counter);
+        }
+        answer
+    }
+}
+
+fn check_version(version: u32) -> Result<(), Error> {
+    match version {
+        0 => Err(Error::MissingVersion),
+        PROTOCOL_VERSION => Ok(()),
+        got => Err(Error::UnsupportedVersion {
+            got,
+            speaks: PROTOCOL_VERSION,
+        }),
+    }
+}
+
+fn check_paths(
+    field: &'static str,
+    paths: &[Bytes],
+    max: usize,
+    limit: &'static str,
+) -> Result<(), Error> {
+    if paths.len() > max {
+        return Err(Error::TooMany {
+            field,
+            count: paths.len(),
+            limit,
+            value: max,
+        });
+    }
+    match paths.iter().position(|path| !path.starts_with(b"/")) {
+        Some(index) => Err(Error::RelativePath {
+            field,
+            index,
+            path: quote(&paths[index]),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A path for a message: escaped (not UTF-8 safe otherwise) and truncated.
+fn quote(path: &[u8]) -> String {
+    let shown = &path[..path.len().min(QUOTED_PATH_BYTES)];
+    let ellipsis = if path.len() > QUOTED_PATH_BYTES {
+        "..."
+    } else {
+        ""
+    };
+    format!("{}{ellipsis}", shown.escape_ascii())
+}
+
+/// Why an absolute path is not in canonical form (see the proto's
+/// conventions), or `None` when it is.
+pub fn non_canonical_reason(path: &[u8]) -> Option<&'static str> {
+    if path.contains(&0) {
+        return Some("contains a NUL byte");
+    }
+    if path.len() >= PATH_MAX {
+        return Some("longer than PATH_MAX");
+    }
+    if path == b"/" {
+        return None;
+    }
+    if path.ends_with(b"/") {
+        return Some("trailing '/'");
+    }
+    path.get(1..)?
+        .split(|&b| b == b'/')
+        .find_map(|component| match component {
+            b"" => Some("empty component"),
+            b"." => Some("'.' component"),
+            b".." => Some("'..' component"),
+            _ => None,
+        })
+}
+
+/// An ASCII Python identifier other than `__pycache__`: a directory an
+/// `import` could name.
+fn is_package_name(name: &[u8]) -> bool {
+    let Some((&first, rest)) = name.split_first() else {
+        return false;
+    };
+    (first == b'_' || first.is_ascii_alphabetic())
+        && rest.iter().all(|&b| b == b'_' || b.is_ascii_alphanumeric())
+        && name != b"__pycache__"
+}
+
+fn proto_kind(kind: Kind) -> pb::EntryKind {
+    match kind {
+        Kind::File => pb::EntryKind::File,
+        Kind::Dir => pb::EntryKind::Dir,
+        Kind::SymlinkDir => pb::EntryKind::SymlinkDir,
+        Kind::Other => pb::EntryKind::Other,
+    }
+}
+
+/// The `Directory` message of a listing.
+fn encode_listing(listing: &Listing) -> Bytes {
+    pb::Directory {
+        path: listing.path.clone(),
+        status: pb::DirectoryStatus::Served.into(),
+        generation: listing.generation,
+        slot: listing.slot,
+        mode: listing.stat.mode,
+        mtime_ns: listing.stat.mtime_ns,
+        size: listing.stat.size,
+        entries: listing
+            .entries
+            .iter()
+            .map(|entry| pb::Entry {
+                name: entry.name.clone(),
+                kind: proto_kind(entry.kind).into(),
+                mode: entry.stat.mode,
+                mtime_ns: entry.stat.mtime_ns,
+                size: entry.stat.size,
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn encode_answer(path: &Bytes, answer: &Answer) -> Bytes {
+    let directory = match answer {
+        Answer::Listed(listing) => return listing.encoded(encode_listing),
+        Answer::Unchanged { generation, slot } => pb::Directory {
+            status: pb::DirectoryStatus::Unchanged.into(),
+            generation: *generation,
+            slot: *slot,
+            ..Default::default()
+        },
+        Answer::Absent {
+            errno,
+            generation,
+            slot,
+        } => pb::Directory {
+            status: pb::DirectoryStatus::Absent.into(),
+            error: *errno,
+            generation: *generation,
+            slot: *slot,
+            ..Default::default()
+        },
+        Answer::NotServed(reason) => pb::Directory {
+            status: pb::DirectoryStatus::NotServed.into(),
+            reason: reason.clone(),
+            ..Default::default()
+        },
+    };
+    pb::Directory {
+        path: path.clone(),
+        ..directory
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// `SnapshotReply.directories`.
+const SNAPSHOT_DIRECTORIES_FIELD: u32 = 4;
+/// `LookupReply.directories`.
+const LOOKUP_DIRECTORIES_FIELD: u32 = 3;
+
+/// A reply message: its scalar fields encoded by prost, then each
+/// `Directory` appended as one more occurrence of the repeated field
+/// (protobuf concatenation is merging).
+struct Reply {
+    buffer: BytesMut,
+    field: u32,
+}
+
+impl Reply {
+    fn new(header: &impl Message, field: u32) -> Self {
+        let mut buffer = BytesMut::with_capacity(4096);
+        // BytesMut grows as needed: encoding into it cannot fail.
+        let _ = header.encode(&mut buffer);
+        Self { buffer, field }
+    }
+
+    fn push(&mut self, directory: &[u8]) {
+        encode_key(self.field, WireType::LengthDelimited, &mut self.buffer);
+        encode_varint(directory.len() as u64, &mut self.buffer);
+        self.buffer.put_slice(directory);
+    }
+
+    /// Bytes one directory adds to a reply (key, length, message).
+    fn framed_len(directory: &[u8]) -> usize {
+        1 + encoded_len_varint(directory.len() as u64) + directory.len()
+    }
+
+    fn finish(self) -> Bytes {
+        self.buffer.freeze()
+    }
+}
+
+/// Requests decode with prost; replies are already encoded.
+struct WireCodec<Request> {
+    stats: Arc<Stats>,
+    request: PhantomData<fn() -> Request>,
+}
+
+impl<Request: Message + Default + Send + 'static> Codec for WireCodec<Request> {
+    type Encode = Bytes;
+    type Decode = Request;
+    type Encoder = PreEncoded;
+    type Decoder = RequestDecoder<Request>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder {
+            stats: Arc::clone(&self.stats),
+            request: PhantomData,
+        }
+    }
+}
+
+struct PreEncoded;
+
+impl Encoder for PreEncoded {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct RequestDecoder<Request> {
+    stats: Arc<Stats>,
+    request: PhantomData<fn() -> Request>,
+}
+
+impl<Request: Message + Default> Decoder for RequestDecoder<Request> {
+    type Item = Request;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Request>, Status> {
+        Request::decode(buf).map(Some).map_err(|error| {
+            bump(&self.stats.rejected_requests);
+            Error::Malformed {
+                message: std::any::type_name::<Request>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message"),
+                reason: error.to_string(),
+            }
+            .into()
+        })
+    }
+}
+
+type Handler<Request> = fn(&Finder, &PeerInfo, Request) -> Result<Bytes, Error>;
+
+/// One unary method: takes the peer from the connection, runs the handler
+/// on the blocking pool, records latency and rejections.
+struct Method<Request> {
+    name: &'static str,
+    finder: Arc<Finder>,
+    handler: Handler<Request>,
+}
+
+impl<Request: Send + 'static> UnaryService<Request> for Method<Request> {
+    type Response = Bytes;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>,
+    >;
+
+    fn call(&mut self, request: tonic::Request<Request>) -> Self::Future {
+        let finder = Arc::clone(&self.finder);
+        let (name, handler) = (self.name, self.handler);
+        Box::pin(async move {
+            let started = Instant::now();
+            let peer: PeerInfo = request.extensions().get::<PeerInfo>().cloned().flatten();
+            let uid = peer.as_ref().map(|p| p.uid);
+            let message = request.into_inner();
+            let worker = Arc::clone(&finder);
+            let result = tokio::task::spawn_blocking(move || handler(&worker, &peer, message))
+                .await
+                .unwrap_or_else(|error| Err(Error::Internal(error.to_string())));
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            match result {
+                Ok(reply) => {
+                    finder.stats.request_latency.record(started.elapsed());
+                    tracing::debug!(
+                        method = name,
+                        ?uid,
+                        reply_bytes = reply.len(),
+                        elapsed_us,
+                        "answered"
+                    );
+                    Ok(tonic::Response::new(reply))
+                }
+                Err(error) => {
+                    bump(&finder.stats.rejected_requests);
+                    tracing::debug!(method = name, ?uid, %error, "rejected");
+                    Err(error.into())
+                }
+            }
+        })
+    }
+}
+
+/// The `finderd.v1.Finder` service for tonic's router.
+#[derive(Clone)]
+pub struct FinderService {
+    finder: Arc<Finder>,
+    max_request_bytes: usize,
+}
+
+impl FinderService {
+    pub fn new(finder: Finder) -> Self {
+        let max_request_bytes = finder.limits.max_request_bytes;
+        Self {
+            finder: Arc::new(finder),
+            max_request_bytes,
+        }
+    }
+
+    async fn unary<Request, Body>(
+        self,
+        name: &'static str,
+        handler: Handler<Request>,
+        request: http::Request<Body>,
+    ) -> http::Response<tonic::body::Body>
+    where
+        Request: Message + Default + Send + 'static,
+        Body: http_body::Body + Send + 'static,
+        Body::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        let codec = WireCodec {
+            stats: Arc::clone(&self.finder.stats),
+            request: PhantomData,
+        };
+        let mut grpc =
+            Grpc::new(codec).apply_max_message_size_config(Some(self.max_request_bytes), None);
+        let stats = Arc::clone(&self.finder.stats);
+        let method = Method {
+            name,
+            finder: Arc::clone(&self.finder),
+            handler,
+        };
+        let response = grpc.unary(method, request).await;
+        self.over_size_limit(&response)
+            .map(|status| {
+                bump(&stats.rejected_requests);
+                status.into_http()
+            })
+            .unwrap_or(response)
+    }
+
+    /// tonic refuses an over-long request with OUT_OF_RANGE; gRPC's
+    /// convention (and every other limit here) is RESOURCE_EXHAUSTED, with a
+    /// message naming the limit.
+    fn over_size_limit(&self, response: &http::Response<tonic::body::Body>) -> Option<Status> {
+        let status = Status::from_header_map(response.headers())?;
+        (status.code() == Code::OutOfRange && status.message().contains("message length too large"))
+            .then(|| {
+                Status::resource_exhausted(format!(
+                    "request body is over the limit max_request_bytes = {} ({})",
+                    self.max_request_bytes,
+                    status.message()
+                ))
+            })
+    }
+}
+
+impl NamedService for FinderService {
+    const NAME: &'static str = "finderd.v1.Finder";
+}
+
+impl<Body> tower::Service<http::Request<Body>> for FinderService
+where
+    Body: http_body::Body + Send + 'static,
+    Body::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.clone();
+        match request.uri().path() {
+            "/finderd.v1.Finder/Snapshot" => {
+                Box::pin(
+                    async move { Ok(service.unary("Snapshot", Finder::snapshot, request).await) },
+                )
+            }
+            "/finderd.v1.Finder/Lookup" => {
+                Box::pin(async move { Ok(service.unary("Lookup", Finder::lookup, request).await) })
+            }
+            "/finderd.v1.Finder/Stats" => {
+                Box::pin(async move { Ok(service.unary("Stats", Finder::stats, request).await) })
+            }
+            _ => Box::pin(async move {
+                Ok(Status::unimplemented("no such method in finderd.v1.Finder").into_http())
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths() {
+        assert_eq!(non_canonical_reason(b"/"), None);
+        assert_eq!(non_canonical_reason(b"/usr/lib/python3.11"), None);
+        assert_eq!(non_canonical_reason(b"/a/.hidden/..x"), None);
+        assert_eq!(non_canonical_reason(b"/usr/"), Some("trailing '/'"));
+        assert_eq!(non_canonical_reason(b"//usr"), Some("empty component"));
+        assert_eq!(non_canonical_reason(b"/a//b"), Some("empty component"));
+        assert_eq!(non_canonical_reason(b"/a/./b"), Some("'.' component"));
+        assert_eq!(non_canonical_reason(b"/a/.."), Some("'..' component"));
+        assert_eq!(non_canonical_reason(b"/a\0b"), Some("contains a NUL byte"));
+        assert_eq!(
+            non_canonical_reason(&[b'/'; 5000]),
+            Some("longer than PATH_MAX")
+        );
+    }
+
+    #[test]
+    fn package_names() {
+        assert!(is_package_name(b"requests"));
+        assert!(is_package_name(b"_private2"));
+        assert!(!is_package_name(b"__pycache__"));
+        assert!(!is_package_name(b"requests-2.31.0.dist-info"));
+        assert!(!is_package_name(b"2to3"));
+        assert!(!is_package_name(b""));
+        assert!(!is_package_name("caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn errors_map_to_codes() {
+        let status = Status::from(Error::MissingVersion);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "protocol_version is missing; an empty request?"
+        );
+        let status = Status::from(Error::UnsupportedVersion { got: 2, speaks: 1 });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains('2') && status.message().contains('1'));
+        let too_many = check_paths(
+            "sys_path",
+            &vec![Bytes::from_static(b"/"); 3],
+            2,
+            "max_sys_path_entries",
+        );
+        let status = Status::from(too_many.expect_err("over the limit"));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "sys_path has 3 entries, over the limit max_sys_path_entries = 2"
+        );
+        let relative = check_paths(
+            "paths",
+            &[Bytes::from_static(b"/ok"), Bytes::from_static(b"x\xff")],
+            9,
+            "l",
+        );
+        assert_eq!(
+            Status::from(relative.expect_err("relative")).message(),
+            "paths[1] is not an absolute path: \"x\\xff\""
+        );
+    }
+
+    #[test]
+    fn reply_concatenation_decodes_as_the_generated_message() {
+        let header = pb::LookupReply {
+            protocol_version: 1,
+            generations: Some(pb::GenerationFile {
+                epoch: 5,
+                ..Default::default()
+            }),
+            directories: Vec::new(),
+        };
+        let mut reply = Reply::new(&header, LOOKUP_DIRECTORIES_FIELD);
+        let first = pb::Directory {
+            path: Bytes::from_static(b"/a"),
+            generation: 3,
+            ..Default::default()
+        };
+        reply.push(&first.encode_to_vec());
+        reply.push(&encode_answer(
+            &Bytes::from_static(b"/b"),
+            &Answer::NotServed("no".into()),
+        ));
+        let decoded = pb::LookupReply::decode(reply.finish()).expect("decodes");
+        assert_eq!(decoded.protocol_version, 1);
+        assert_eq!(decoded.directories.len(), 2);
+        assert_eq!(decoded.directories[0], first);
+        assert_eq!(decoded.directories[1].reason, "no");
+        assert_eq!(decoded.directories[1].path.as_ref(), b"/b");
+    }
+}

@@ -1,0 +1,267 @@
+//! Test harness: starts the real `finderd` binary on a temporary socket and
+//! talks to it with the generated tonic client over the Unix socket.
+
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes};
+use finderd_proto::v1 as pb;
+use hyper_util::rt::TokioIo;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::Status;
+
+pub type Client = pb::finder_client::FinderClient<Channel>;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_finderd");
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `finderd serve` on a socket in a fresh temporary directory.
+    pub fn start(extra_args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("finderd.sock");
+        let child = spawn_serve(&socket, extra_args, &dir.path().join("stderr.log"));
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            socket,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("finderd exited early with {status}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("finderd did not start listening:\n{}", self.stderr());
+    }
+
+    pub async fn client(&self) -> Client {
+        pb::finder_client::FinderClient::new(channel(&self.socket).await)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_with_timeout(&mut child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn spawn_serve(socket: &Path, extra_args: &[&str], stderr: &Path) -> Child {
+    Command::new(BINARY)
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .args(extra_args)
+        .env("RUST_LOG", "info,finderd=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr log"))
+        .spawn()
+        .expect("spawn finderd")
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A channel over the Unix socket (the tonic UDS client pattern).
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_owned();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to finderd")
+}
+
+pub fn bytes_of(path: &Path) -> Bytes {
+    Bytes::copy_from_slice(path.as_os_str().as_bytes())
+}
+
+pub fn path_of(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(bytes))
+}
+
+pub fn snapshot_request(paths: &[&Path], prefetch_bytes: u64) -> pb::SnapshotRequest {
+    pb::SnapshotRequest {
+        protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+        sys_path: paths.iter().map(|p| bytes_of(p)).collect(),
+        prefetch_bytes,
+        ..Default::default()
+    }
+}
+
+pub async fn snapshot(
+    client: &mut Client,
+    paths: &[&Path],
+    prefetch_bytes: u64,
+) -> pb::SnapshotReply {
+    client
+        .snapshot(snapshot_request(paths, prefetch_bytes))
+        .await
+        .expect("snapshot")
+        .into_inner()
+}
+
+pub async fn lookup(client: &mut Client, paths: &[&Path]) -> pb::LookupReply {
+    revalidate(client, paths, &[], 0).await
+}
+
+/// Lookup with the generations (and their epoch) the client holds.
+pub async fn revalidate(
+    client: &mut Client,
+    paths: &[&Path],
+    known: &[u64],
+    epoch: u64,
+) -> pb::LookupReply {
+    client
+        .lookup(pb::LookupRequest {
+            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+            paths: paths.iter().map(|p| bytes_of(p)).collect(),
+            known_generations: known.to_vec(),
+            known_epoch: epoch,
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+}
+
+/// Lookup of one directory.
+pub async fn lookup_one(client: &mut Client, path: &Path) -> pb::Directory {
+    lookup(client, &[path]).await.directories.remove(0)
+}
+
+pub async fn stats(client: &mut Client) -> pb::StatsReply {
+    client
+        .stats(pb::StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+pub fn names(directory: &pb::Directory) -> Vec<Vec<u8>> {
+    directory.entries.iter().map(|e| e.name.to_vec()).collect()
+}
+
+pub fn status(directory: &pb::Directory) -> pb::DirectoryStatus {
+    directory.status()
+}
+
+/// Reads the u64 at `offset` of the generation file.
+pub fn read_gen_u64(genfile: &Path, offset: usize) -> u64 {
+    let bytes = std::fs::read(genfile).expect("read generation file");
+    u64::from_ne_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+}
+
+pub fn slot_value(genfile: &Path, slot: u32) -> u64 {
+    read_gen_u64(genfile, 64 + 8 * slot as usize)
+}
+
+/// Sends raw bytes as a request body: for malformed-protobuf tests.
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+pub async fn raw_call(socket: &Path, method: &'static str, body: Bytes) -> Result<Bytes, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(socket).await);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(method),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
