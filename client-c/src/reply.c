@@ -1,0 +1,327 @@
+/*
+ * reply.c - SnapshotReply / LookupReply: directory headers decoded eagerly,
+ * listings lazily, every string pointing into the received message.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "pb.h"
+#include "reply.h"
+
+/* Where a directory's encoding lies, and its listing once decoded. */
+struct dir_raw {
+	const uint8_t *p;
+	size_t len;
+	size_t n_entries;
+	struct finderd_entry *entries;
+	int decoded;
+};
+
+struct finderd_reply {
+	struct fdi_alloc alloc;
+	uint8_t *buf;
+	uint32_t protocol_version;
+	struct finderd_str daemon_version;
+	struct finderd_genfile_info genfile;
+	size_t n_dirs;
+	struct finderd_dir *dirs;
+	struct dir_raw *raw;
+};
+
+/* Field numbers of the two reply messages (finderd.proto). */
+struct reply_fields {
+	uint32_t daemon_version; /* 0: absent */
+	uint32_t generations;
+	uint32_t directories;
+};
+
+static const struct reply_fields fields_of[] = {
+	[FDI_REPLY_SNAPSHOT] = { 2, 3, 4 },
+	[FDI_REPLY_LOOKUP] = { 0, 2, 3 },
+};
+
+static const char empty[] = "";
+
+/* ------------------------------------------------------------------------ */
+/* Messages                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* finderd.v1.GenerationFile (fields merge when it appears twice) */
+static int decode_genfile(const struct fdi_pb_field *outer, struct finderd_genfile_info *g)
+{
+	const uint8_t *p, *end;
+	struct fdi_pb_field f;
+	int ret;
+
+	if (outer->wt != FDI_PB_LEN)
+		return FINDERD_EPROTOBUF;
+	p = outer->p;
+	end = p + outer->len;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		switch (f.num) {
+		case 1: ret = fdi_pb_get_str(&f, &g->path); break;
+		case 2: ret = fdi_pb_get_u64(&f, &g->epoch); break;
+		case 3: ret = fdi_pb_get_u32(&f, &g->slots); break;
+		case 4: ret = fdi_pb_get_u64(&f, &g->lease_ns); break;
+		default: ret = 0; break;
+		}
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+static int directory_field(const struct fdi_pb_field *f, struct finderd_dir *d,
+			   struct dir_raw *raw)
+{
+	switch (f->num) {
+	case 1: return fdi_pb_get_str(f, &d->path);
+	case 2: return fdi_pb_get_u32(f, &d->status);
+	case 3: return fdi_pb_get_str(f, &d->reason);
+	case 4: return fdi_pb_get_i32(f, &d->error);
+	case 5: return fdi_pb_get_u64(f, &d->generation);
+	case 6: return fdi_pb_get_u32(f, &d->slot);
+	case 7: return fdi_pb_get_u32(f, &d->mode);
+	case 8: return fdi_pb_get_i64(f, &d->mtime_ns);
+	case 9: return fdi_pb_get_u64(f, &d->size);
+	case 10:
+		if (f->wt != FDI_PB_LEN)
+			return FINDERD_EPROTOBUF;
+		raw->n_entries++;
+		return 0;
+	}
+	return 0;
+}
+
+/* finderd.v1.Directory without its entries, which are only counted. */
+static int decode_directory(const struct fdi_pb_field *outer, struct finderd_dir *d,
+			    struct dir_raw *raw)
+{
+	const uint8_t *p = outer->p, *end = outer->p + outer->len;
+	struct fdi_pb_field f;
+	int ret;
+
+	if (outer->wt != FDI_PB_LEN)
+		return FINDERD_EPROTOBUF;
+	d->path.data = d->reason.data = empty;
+	raw->p = outer->p;
+	raw->len = outer->len;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		ret = directory_field(&f, d, raw);
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+static int entry_field(const struct fdi_pb_field *f, struct finderd_entry *e)
+{
+	switch (f->num) {
+	case 1: return fdi_pb_get_str(f, &e->name);
+	case 2: return fdi_pb_get_u32(f, &e->kind);
+	case 3: return fdi_pb_get_u32(f, &e->mode);
+	case 4: return fdi_pb_get_i64(f, &e->mtime_ns);
+	case 5: return fdi_pb_get_u64(f, &e->size);
+	}
+	return 0;
+}
+
+/* finderd.v1.Entry */
+static int decode_entry(const struct fdi_pb_field *outer, struct finderd_entry *e)
+{
+	const uint8_t *p = outer->p, *end = outer->p + outer->len;
+	struct fdi_pb_field f;
+	int ret;
+
+	if (outer->wt != FDI_PB_LEN)
+		return FINDERD_EPROTOBUF;
+	memset(e, 0, sizeof(*e));
+	e->name.data = empty;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		ret = entry_field(&f, e);
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+/* A listing name: one path component, neither "." nor "..". */
+static int name_ok(const struct finderd_str *n)
+{
+	if (n->len == 0 || memchr(n->data, '/', n->len) || memchr(n->data, '\0', n->len))
+		return 0;
+	return !(n->len <= 2 && n->data[0] == '.' && (n->len == 1 || n->data[1] == '.'));
+}
+
+static int decode_entries(const struct dir_raw *raw, struct finderd_entry *out)
+{
+	const uint8_t *p = raw->p, *end = raw->p + raw->len;
+	struct fdi_pb_field f;
+	size_t n = 0;
+	int ret;
+
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		if (f.num != 10)
+			continue;
+		/* Counted when the directory was decoded: same bytes, same count. */
+		ret = decode_entry(&f, &out[n]);
+		if (ret)
+			return ret;
+		if (!name_ok(&out[n].name))
+			return FINDERD_EBADREPLY;
+		if (n && fdi_bytes_cmp(out[n - 1].name.data, out[n - 1].name.len,
+				       out[n].name.data, out[n].name.len) >= 0)
+			return FINDERD_EBADREPLY;
+		n++;
+	}
+	return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reply                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Pass 1: the scalar fields, and the number of directories. */
+static int decode_top(struct finderd_reply *r, const uint8_t *p, const uint8_t *end,
+		      const struct reply_fields *nums)
+{
+	struct fdi_pb_field f;
+	int ret;
+
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		if (f.num == 1)
+			ret = fdi_pb_get_u32(&f, &r->protocol_version);
+		else if (f.num == nums->daemon_version)
+			ret = fdi_pb_get_str(&f, &r->daemon_version);
+		else if (f.num == nums->generations)
+			ret = decode_genfile(&f, &r->genfile);
+		else if (f.num == nums->directories)
+			ret = f.wt == FDI_PB_LEN ? (r->n_dirs++, 0) : FINDERD_EPROTOBUF;
+		else
+			ret = 0;
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+/* Pass 2: the directories. */
+static int decode_dirs(struct finderd_reply *r, const uint8_t *p, const uint8_t *end,
+		       uint32_t num)
+{
+	struct fdi_pb_field f;
+	size_t i = 0;
+	int ret;
+
+	r->dirs = fdi_calloc(&r->alloc, r->n_dirs, sizeof(*r->dirs));
+	r->raw = fdi_calloc(&r->alloc, r->n_dirs, sizeof(*r->raw));
+	if (!r->dirs || !r->raw)
+		return -ENOMEM;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		if (f.num != num)
+			continue;
+		ret = decode_directory(&f, &r->dirs[i], &r->raw[i]);
+		if (ret)
+			return ret;
+		i++;
+	}
+	return ret;
+}
+
+static void reply_release(struct finderd_reply *r)
+{
+	size_t i;
+
+	if (r->raw)
+		for (i = 0; i < r->n_dirs; i++)
+			fdi_free(&r->alloc, r->raw[i].entries);
+	fdi_free(&r->alloc, r->raw);
+	fdi_free(&r->alloc, r->dirs);
+	fdi_free(&r->alloc, r);
+}
+
+int fdi_reply_decode(const struct fdi_alloc *a, uint8_t *buf, const uint8_t *msg, size_t len,
+		     enum fdi_reply_kind kind, struct finderd_reply **out)
+{
+	const struct reply_fields *nums = &fields_of[kind];
+	struct finderd_reply *r;
+	int ret;
+
+	r = fdi_calloc(a, 1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->alloc = *a;
+	r->daemon_version.data = empty;
+	r->genfile.path.data = empty;
+	ret = decode_top(r, msg, msg + len, nums);
+	if (!ret && r->protocol_version != FINDERD_PROTOCOL_VERSION)
+		ret = FINDERD_EVERSION;
+	if (!ret)
+		ret = decode_dirs(r, msg, msg + len, nums->directories);
+	if (ret) {
+		reply_release(r);
+		return ret;
+	}
+	r->buf = buf;
+	*out = r;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public accessors                                                         */
+/* ------------------------------------------------------------------------ */
+
+size_t finderd_reply_dir_count(const struct finderd_reply *reply)
+{
+	return reply->n_dirs;
+}
+
+const struct finderd_dir *finderd_reply_dir(const struct finderd_reply *reply, size_t i)
+{
+	return i < reply->n_dirs ? &reply->dirs[i] : NULL;
+}
+
+int finderd_dir_entries(struct finderd_reply *reply, size_t i,
+			const struct finderd_entry **entries, size_t *n)
+{
+	struct dir_raw *raw;
+	struct finderd_entry *e;
+	int ret;
+
+	if (i >= reply->n_dirs)
+		return -ERANGE;
+	raw = &reply->raw[i];
+	if (!raw->decoded) {
+		e = fdi_calloc(&reply->alloc, raw->n_entries, sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		ret = decode_entries(raw, e);
+		if (ret) {
+			fdi_free(&reply->alloc, e);
+			return ret;
+		}
+		raw->entries = e;
+		raw->decoded = 1;
+	}
+	*entries = raw->entries;
+	*n = raw->n_entries;
+	return 0;
+}
+
+const struct finderd_genfile_info *finderd_reply_genfile(const struct finderd_reply *reply)
+{
+	return &reply->genfile;
+}
+
+struct finderd_str finderd_reply_daemon_version(const struct finderd_reply *reply)
+{
+	return reply->daemon_version;
+}
+
+void finderd_reply_free(struct finderd_reply *reply)
+{
+	if (!reply)
+		return;
+	fdi_free(&reply->alloc, reply->buf);
+	reply_release(reply);
+}

@@ -1,0 +1,33 @@
+/*
+ * sock.h - the transport: a non-blocking AF_UNIX stream socket and
+ * deadline-bounded waits. Times are CLOCK_MONOTONIC microseconds.
+ */
+#ifndef FINDERD_SOCK_H
+#define FINDERD_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** CLOCK_MONOTONIC now, in microseconds. */
+int64_t fdi_now_us(void);
+
+/**
+ * fdi_sock_connect() - connect a close-on-exec, non-blocking socket to @path.
+ * Return: 0 with *@fdp set; -ENOENT (no socket file), -ECONNREFUSED (nobody
+ * listening), -ETIMEDOUT past @deadline, -ENAMETOOLONG, another -errno.
+ */
+int fdi_sock_connect(const char *path, int64_t deadline, int *fdp);
+
+/**
+ * fdi_sock_wait() - poll @fd for @events until @deadline (EINTR retried).
+ * Return: 0 with *@revents set, -ETIMEDOUT, or -errno.
+ */
+int fdi_sock_wait(int fd, short events, int64_t deadline, short *revents);
+
+/** Send without blocking or SIGPIPE. Return: bytes sent (0: would block) or -errno. */
+long fdi_sock_send(int fd, const void *p, size_t n);
+
+/** Receive without blocking. Return: bytes (0: end of stream), -EAGAIN, or -errno. */
+long fdi_sock_recv(int fd, void *p, size_t n);
+
+#endif /* FINDERD_SOCK_H */

@@ -1,0 +1,198 @@
+/*
+ * test_api.c - version, error strings, options, socket path resolution,
+ * fast connect failures, allocator hooks.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "finderd.h"
+#include "internal.h"
+#include "sock.h"
+#include "test.h"
+
+static void test_version(void)
+{
+	char want[32];
+
+	snprintf(want, sizeof(want), "%d.%d.%d", FINDERD_VERSION_MAJOR, FINDERD_VERSION_MINOR,
+		 FINDERD_VERSION_PATCH);
+	CHECK(strcmp(finderd_version(), want) == 0);
+	CHECK(FINDERD_VERSION_AT_LEAST(0, 1));
+	CHECK(!FINDERD_VERSION_AT_LEAST(1, 0));
+	CHECK_INT(FINDERD_VERSION_NUMBER, 100);
+}
+
+static void test_strerror(void)
+{
+	int codes[] = { FINDERD_EHTTP2, FINDERD_EHPACK, FINDERD_EHUFFMAN, FINDERD_EPROTOBUF,
+			FINDERD_EGRPC, FINDERD_ECOMPRESSED, FINDERD_EGOAWAY, FINDERD_ERESET,
+			FINDERD_EVERSION, FINDERD_ETOOBIG, FINDERD_ECLOSED, FINDERD_EBADREPLY,
+			FINDERD_ENOTSERVED, FINDERD_EGENFILE };
+	size_t i, j;
+
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		const char *s = finderd_strerror(codes[i]);
+
+		CHECK(s && *s && strcmp(s, "Unknown error") != 0);
+		CHECK(codes[i] <= -10000 && codes[i] >= -10099);
+		for (j = 0; j < i; j++)
+			CHECK(strcmp(s, finderd_strerror(codes[j])) != 0);
+	}
+	CHECK(strcmp(finderd_strerror(0), "Success") == 0);
+	CHECK(strcmp(finderd_strerror(-ENOENT), "No such file or directory") == 0);
+	CHECK(strcmp(finderd_strerror(-ECONNREFUSED), "Connection refused") == 0);
+	CHECK(strcmp(finderd_strerror(-ETIMEDOUT), "Connection timed out") == 0);
+	CHECK(strcmp(finderd_strerror(-ENOMEM), "Cannot allocate memory") == 0);
+	CHECK(strcmp(finderd_strerror(-10050), "Unknown error") == 0);
+	CHECK(strcmp(finderd_strerror(12), "Unknown error") == 0);
+	CHECK(strcmp(finderd_strerror(-2000000000), "Unknown error") == 0);
+}
+
+static void *count_alloc(size_t n, void *ctx)
+{
+	((long *)ctx)[0]++;
+	return malloc(n);
+}
+
+static void *count_realloc(void *p, size_t n, void *ctx)
+{
+	(void)ctx;
+	return realloc(p, n);
+}
+
+static void count_free(void *p, void *ctx)
+{
+	((long *)ctx)[1]++;
+	free(p);
+}
+
+static void test_options(void)
+{
+	struct finderd_options o;
+	struct fdi_opts r;
+
+	memset(&o, 0xff, sizeof(o));
+	finderd_options_init(&o);
+	CHECK_INT(o.size, sizeof(o));
+	CHECK(o.socket_path == NULL && o.alloc == NULL && o.connect_timeout_us == 0);
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK_INT(r.connect_timeout_us, FINDERD_DEFAULT_CONNECT_TIMEOUT_US);
+	CHECK_INT(r.call_timeout_us, FINDERD_DEFAULT_CALL_TIMEOUT_US);
+	CHECK_INT(r.max_message_bytes, FINDERD_DEFAULT_MAX_MESSAGE_BYTES);
+	CHECK_INT(fdi_opts_load(&r, NULL), 0);
+	o.alloc = count_alloc;
+	CHECK_INT(fdi_opts_load(&r, &o), -EINVAL); /* all three or none */
+	o.size = 0;
+	CHECK_INT(fdi_opts_load(&r, &o), -EINVAL);
+	/* An older caller's shorter struct: fields past its size are defaults. */
+	finderd_options_init(&o);
+	o.call_timeout_us = 7;
+	o.alloc = count_alloc;
+	o.size = offsetof(struct finderd_options, max_message_bytes);
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK_INT(r.call_timeout_us, 7);
+	CHECK(r.alloc.alloc != count_alloc);
+}
+
+static void test_socket_path(void)
+{
+	char buf[256], want[256];
+	char small[8];
+
+	setenv("FINDERD_SOCKET", "/x/y.sock", 1);
+	CHECK_INT(finderd_socket_path(buf, sizeof(buf)), 0);
+	CHECK(strcmp(buf, "/x/y.sock") == 0);
+	CHECK_INT(finderd_socket_path(small, sizeof(small)), -ENAMETOOLONG);
+	setenv("FINDERD_SOCKET", "", 1);
+	setenv("XDG_RUNTIME_DIR", "/tmp", 1);
+	/* The per-user socket does not exist: the system socket. */
+	CHECK_INT(finderd_socket_path(buf, sizeof(buf)), 0);
+	CHECK(access("/tmp/finderd/finderd.sock", F_OK) == 0 ||
+	      strcmp(buf, "/run/finderd/finderd.sock") == 0);
+	unsetenv("XDG_RUNTIME_DIR");
+	unsetenv("FINDERD_SOCKET");
+	CHECK_INT(finderd_socket_path(buf, sizeof(buf)), 0);
+	if (geteuid() == 0) {
+		CHECK(strcmp(buf, "/run/finderd/finderd.sock") == 0);
+	} else {
+		struct stat st;
+
+		snprintf(want, sizeof(want), "/tmp/finderd-%u/finderd.sock", (unsigned)geteuid());
+		CHECK(strcmp(buf, stat(want, &st) == 0 ? want : "/run/finderd/finderd.sock") == 0);
+	}
+	/* An existing per-user socket wins. */
+	{
+		char dir[] = "/tmp/finderd-test-XXXXXX";
+		char sock[128];
+
+		CHECK(mkdtemp(dir) != NULL);
+		snprintf(sock, sizeof(sock), "%s/finderd", dir);
+		mkdir(sock, 0700);
+		snprintf(sock, sizeof(sock), "%s/finderd/finderd.sock", dir);
+		fclose(fopen(sock, "w"));
+		setenv("XDG_RUNTIME_DIR", dir, 1);
+		CHECK_INT(finderd_socket_path(buf, sizeof(buf)), 0);
+		CHECK(strcmp(buf, sock) == 0);
+		unlink(sock);
+		snprintf(sock, sizeof(sock), "%s/finderd", dir);
+		rmdir(sock);
+		rmdir(dir);
+		unsetenv("XDG_RUNTIME_DIR");
+	}
+}
+
+static void test_connect_failures(void)
+{
+	char dir[] = "/tmp/finderd-test-XXXXXX";
+	char path[128];
+	struct finderd_options o;
+	struct finderd_conn *c = NULL;
+	struct sockaddr_un sa;
+	long counts[2] = { 0, 0 };
+	int64_t t0;
+	int fd;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/s.sock", dir);
+	finderd_options_init(&o);
+	o.socket_path = path;
+	o.alloc = count_alloc;
+	o.realloc = count_realloc;
+	o.free = count_free;
+	o.alloc_ctx = counts;
+	t0 = fdi_now_us();
+	CHECK_INT(finderd_connect(&o, &c), -ENOENT);
+	/* A socket file nobody listens on. */
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	strcpy(sa.sun_path, path);
+	CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_INT(finderd_connect(&o, &c), -ECONNREFUSED);
+	close(fd);
+	CHECK(fdi_now_us() - t0 < 1000000); /* not a timeout: an immediate answer */
+	CHECK(c == NULL);
+	CHECK(counts[0] > 0 && counts[0] == counts[1]);
+	unlink(path);
+	/* A path too long for sun_path. */
+	o.socket_path = "/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+			"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock";
+	CHECK_INT(finderd_connect(&o, &c), -ENAMETOOLONG);
+	CHECK_INT(finderd_connect(NULL, NULL), -EINVAL);
+	rmdir(dir);
+	finderd_close(NULL);
+}
+
+int main(void)
+{
+	test_version();
+	test_strerror();
+	test_options();
+	test_socket_path();
+	test_connect_failures();
+	TEST_MAIN_END("test_api");
+}
