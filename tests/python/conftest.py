@@ -1,0 +1,72 @@
+"""Fixtures for the end-to-end tests: the real finderd binary, real venvs.
+
+Every test talks to a `finderd serve` started on a temporary socket, and runs
+real interpreters from fresh venvs that have the `finderd` package installed
+(built from ./client-py). Nothing here mocks the daemon or CPython.
+
+Environment:
+  FINDERD_BIN            the daemon binary (default: target/debug/finderd)
+  FINDERD_TEST_PYTHONS   interpreters to test, separated by ':' (default: every
+                         CPython 3.9-3.13 found through pyenv, else python3)
+  FINDERD_TEST_VENVS     where to build the venvs (default: build/test-venvs)
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+
+import support  # noqa: E402
+
+
+def pytest_generate_tests(metafunc):
+    if "python" in metafunc.fixturenames:
+        pythons = support.target_pythons()
+        metafunc.parametrize("python", pythons, ids=[support.python_id(p) for p in pythons],
+                             indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def finderd_bin():
+    path = os.environ.get("FINDERD_BIN") or os.path.join(ROOT, "target", "debug", "finderd")
+    if not os.access(path, os.X_OK):
+        pytest.fail("finderd binary not found at %s: run `cargo build -p finderd`" % path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def python(request):
+    """A venv of one target interpreter with finderd installed: its bin/python."""
+    return support.venv_with_finderd(request.param)
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return str(tmp_path)
+
+
+@pytest.fixture
+def daemon(finderd_bin, tmp_path_factory):
+    """A running `finderd serve` on a private socket; stopped after the test."""
+    d = support.Daemon(finderd_bin, str(tmp_path_factory.mktemp("daemon")))
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(finderd_bin, tmp_path_factory):
+    """One daemon for read-only tests that can share it."""
+    d = support.Daemon(finderd_bin, str(tmp_path_factory.mktemp("shared-daemon")))
+    d.start()
+    yield d
+    d.stop()

@@ -1,0 +1,149 @@
+"""Helpers for the end-to-end tests: interpreters, venvs, the daemon."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENVS = os.environ.get("FINDERD_TEST_VENVS") or os.path.join(ROOT, "build", "test-venvs")
+SUPPORTED = ((3, 9), (3, 10), (3, 11), (3, 12), (3, 13))
+
+
+def python_version(python):
+    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True).stdout
+    return tuple(int(x) for x in out.strip().split("."))
+
+
+def target_pythons():
+    """The base interpreters under test, one per supported minor version."""
+    listed = os.environ.get("FINDERD_TEST_PYTHONS")
+    if listed:
+        return [p for p in listed.split(":") if p]
+    found = {}
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = sorted(glob.glob(os.path.join(pyenv_root, "versions", "3.*", "bin", "python3.*")))
+    candidates += [shutil.which("python3") or ""]
+    for path in candidates:
+        if not path or not re.search(r"python3(\.\d+)?$", path) or not os.access(path, os.X_OK):
+            continue
+        try:
+            version = python_version(path)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        if version in SUPPORTED and version not in found:
+            found[version] = path
+    return [found[v] for v in sorted(found)]
+
+
+def python_id(python):
+    return "py%d.%d" % python_version(python)
+
+
+def venv_with_finderd(base_python):
+    """A fresh venv of @base_python with ./client-py installed (built once per run)."""
+    version = "%d.%d" % python_version(base_python)
+    venv = os.path.join(VENVS, version)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([base_python, "-m", "venv", venv], check=True)
+    python = os.path.join(venv, "bin", "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    os.path.join(ROOT, "client-py")], check=True)
+    return python
+
+
+def clean_env(socket_path, **extra):
+    """An environment without the caller's Python or finderd settings.
+
+    FINDERD_SOCKET is always set, so no test can reach a daemon that happens
+    to run on the machine's default socket.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
+    env["FINDERD_SOCKET"] = socket_path
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def run(python, code, socket_path, cwd=None, check=True, timeout=120, args=(), **env):
+    """Run @code in @python with finderd pointed at @socket_path."""
+    proc = subprocess.run([python, *args, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env=clean_env(socket_path, **env), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("python failed (%d):\nstdout:\n%s\nstderr:\n%s"
+                             % (proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def run_json(python, code, socket_path, **kwargs):
+    """Run @code, which prints one JSON document as its last line of stdout."""
+    proc = run(python, code, socket_path, **kwargs)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class Daemon:
+    """`finderd serve` on a socket in @workdir."""
+
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.workdir = workdir
+        self.socket = os.path.join(workdir, "finderd.sock")
+        self.log_path = os.path.join(workdir, "finderd.log")
+        self.proc = None
+
+    def start(self, *extra_args, log_level="info"):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "--socket", self.socket, *extra_args],
+                                     stdout=log, stderr=log,
+                                     env=dict(os.environ, RUST_LOG="finderd=%s" % log_level))
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("finderd exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            if self._accepting():
+                return
+            time.sleep(0.01)
+        raise AssertionError("finderd did not listen on %s:\n%s" % (self.socket, self.log()))
+
+    def _accepting(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stats(self, python):
+        """The daemon's Stats RPC, read through the Python client."""
+        return run_json(python, "import json, finderd._native as n; "
+                                "print(json.dumps(n.Client(%r).daemon_stats()))" % self.socket,
+                        self.socket, FINDERD="off")
+
+
+def write(path, text=""):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
