@@ -10,7 +10,7 @@ use finderd_proto::v1 as pb;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::config::{self, Config, Freshness, IndexLimits, RequestLimits};
+use crate::config::{self, ConfigSource, Settings};
 
 /// How long `stats` and `health` wait for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,11 +29,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the daemon's counters (the Stats RPC).
     Stats(StatsArgs),
     /// Exit 0 if the daemon answers grpc.health.v1 with SERVING.
     Health(SocketArg),
+    /// Replay the stat-family calls and opens of an `strace -f` log with
+    /// system calls and through io_uring (batches 1, 8, 32, 128), and print
+    /// the per-call cost of each way.
+    Replay(ReplayArgs),
+    /// Run a command under `strace -f` and tell whether finderd would help
+    /// it: lookups per kind, ENOENT share, directories stat'ed most, time.
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A log written by `strace -f -o FILE` (with or without -tt, -T, -y).
+    #[arg(value_name = "STRACE_LOG")]
+    pub log: PathBuf,
+    /// Rounds per way; the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rounds: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The command and its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -67,71 +96,20 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML config file; its keys are the flags' names with `_` for `-`
+    /// (flags win; SIGHUP re-reads it) [default: /etc/finderd/finderd.toml
+    /// when it exists]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub socket: SocketArg,
-    /// Log level or filter (as RUST_LOG; overrides it) [default: RUST_LOG, else info]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Socket file mode, octal [default: 666 in /run/finderd, else 600]
-    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
-    pub socket_mode: Option<u32>,
-    /// Largest request accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
-    /// Most sys.path entries in one Snapshot.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_SYS_PATH_ENTRIES)]
-    pub max_sys_path_entries: usize,
-    /// Most paths in one Lookup.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_LOOKUP_PATHS)]
-    pub max_lookup_paths: usize,
-    /// Most entries in a served directory; larger ones are NOT_SERVED.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_ENTRIES_PER_DIRECTORY)]
-    pub max_entries_per_directory: usize,
-    /// Most inotify watches this daemon holds [default: the kernel's limit]
-    #[arg(long, value_name = "N")]
-    pub max_watches: Option<usize>,
-    /// Slots in the generation file.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_GENERATION_SLOTS)]
-    pub generation_slots: u32,
-    /// How long clients may trust the generation file after the daemon last
-    /// read its change queue, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = config::DEFAULT_LEASE.as_millis() as u64)]
-    pub lease_ms: u64,
-    /// Keep the generation file's lease fresh for this long after a request, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_ACTIVE_WINDOW.as_secs())]
-    pub active_window_secs: u64,
-    /// On SIGTERM, wait at most this long for in-flight requests, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = config::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64)]
-    pub drain_timeout_ms: u64,
-}
-
-fn parse_octal(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("{text:?} is not an octal file mode (e.g. 600)"))
+    pub settings: Settings,
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> Config {
-        Config {
-            socket: self.socket.path(),
-            socket_mode: self.socket_mode,
-            requests: RequestLimits {
-                max_request_bytes: self.max_request_bytes,
-                max_sys_path_entries: self.max_sys_path_entries,
-                max_lookup_paths: self.max_lookup_paths,
-            },
-            index: IndexLimits {
-                max_entries_per_directory: self.max_entries_per_directory,
-                max_watches: self.max_watches,
-            },
-            freshness: Freshness {
-                slots: self.generation_slots,
-                lease: Duration::from_millis(self.lease_ms),
-                active_window: Duration::from_secs(self.active_window_secs),
-            },
-            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+    pub fn source(&self) -> ConfigSource {
+        ConfigSource {
+            file: config::config_file(self.config.as_deref()),
+            flags: self.settings.clone(),
         }
     }
 }
@@ -206,15 +184,34 @@ fn histogram_json(histogram: Option<&pb::Histogram>) -> serde_json::Value {
 }
 
 fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
+    let limits: serde_json::Map<String, serde_json::Value> = r
+        .limits
+        .iter()
+        .map(|l| (l.name.clone(), l.value.into()))
+        .collect();
+    let filesystems: Vec<serde_json::Value> = r
+        .filesystems
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "filesystem": f.filesystem, "device": f.device, "engine": f.engine,
+                "reason": f.reason, "sync_ns_per_entry": f.sync_ns_per_entry,
+                "uring_ns_per_entry": f.uring_ns_per_entry, "crawls": f.crawls, "polled": f.polled,
+            })
+        })
+        .collect();
     serde_json::json!({
         "daemon_version": r.daemon_version, "uptime_ms": r.uptime_ms, "pid": r.pid,
         "roots": r.roots, "directories": r.directories, "entries": r.entries, "index_bytes": r.index_bytes,
         "watches": r.watches, "inotify_events": r.inotify_events, "overflows": r.overflows,
-        "degraded_roots": r.degraded_roots,
+        "degraded_roots": r.degraded_roots, "polled_roots": r.polled_roots,
+        "mtime_checks": r.mtime_checks, "mtime_recrawls": r.mtime_recrawls, "evictions": r.evictions,
         "snapshot_requests": r.snapshot_requests, "lookup_requests": r.lookup_requests,
         "directories_served": r.directories_served, "directories_not_served": r.directories_not_served,
         "directories_unchanged": r.directories_unchanged, "hits": r.hits, "misses": r.misses,
-        "rejected_requests": r.rejected_requests, "crawls_sync": r.crawls_sync, "crawls_uring": r.crawls_uring,
+        "rejected_requests": r.rejected_requests, "peer_limit_rejections": r.peer_limit_rejections,
+        "crawls_sync": r.crawls_sync, "crawls_uring": r.crawls_uring, "io_uring": r.io_uring,
+        "filesystems": filesystems, "limits": limits,
         "barrier_latency": histogram_json(r.barrier_latency.as_ref()),
         "refresh_latency": histogram_json(r.refresh_latency.as_ref()),
         "request_latency": histogram_json(r.request_latency.as_ref()),
@@ -222,7 +219,7 @@ fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
 }
 
 fn stats_table(r: &pb::StatsReply) -> String {
-    let rows: [(&str, String); 21] = [
+    let rows: [(&str, String); 28] = [
         ("daemon version", r.daemon_version.clone()),
         ("pid", r.pid.to_string()),
         ("uptime", format!("{:.1} s", r.uptime_ms as f64 / 1000.0)),
@@ -234,9 +231,14 @@ fn stats_table(r: &pb::StatsReply) -> String {
         ("inotify events", r.inotify_events.to_string()),
         ("overflows", r.overflows.to_string()),
         ("degraded roots", r.degraded_roots.to_string()),
+        ("polled roots", r.polled_roots.to_string()),
+        ("mtime checks", r.mtime_checks.to_string()),
+        ("mtime recrawls", r.mtime_recrawls.to_string()),
+        ("evictions", r.evictions.to_string()),
         ("snapshot requests", r.snapshot_requests.to_string()),
         ("lookup requests", r.lookup_requests.to_string()),
         ("rejected requests", r.rejected_requests.to_string()),
+        ("peer limit refusals", r.peer_limit_rejections.to_string()),
         ("dirs served", r.directories_served.to_string()),
         ("dirs not served", r.directories_not_served.to_string()),
         ("dirs unchanged", r.directories_unchanged.to_string()),
@@ -244,9 +246,11 @@ fn stats_table(r: &pb::StatsReply) -> String {
         ("misses", r.misses.to_string()),
         ("crawls sync", r.crawls_sync.to_string()),
         ("crawls io_uring", r.crawls_uring.to_string()),
+        ("io_uring", r.io_uring.clone()),
+        ("limits", String::new()),
     ];
     let mut out = String::new();
-    for (name, value) in rows {
+    for (name, value) in &rows[..rows.len() - 1] {
         out.push_str(&format!("{name:<20} {value}\n"));
     }
     out.push_str(&format!(
@@ -264,20 +268,38 @@ fn stats_table(r: &pb::StatsReply) -> String {
             h.count, h.p50_us, h.p99_us, h.max_us
         ));
     }
+    out.push_str(&filesystems_table(&r.filesystems));
+    out.push_str("\nlimits (0: none)\n");
+    for limit in &r.limits {
+        out.push_str(&format!("  {:<28} {}\n", limit.name, limit.value));
+    }
+    out
+}
+
+fn filesystems_table(filesystems: &[pb::FilesystemEngine]) -> String {
+    let mut out = format!(
+        "\n{:<12} {:>8} {:<6} {:<22} {:>8} {:>8} {:>7} {}\n",
+        "filesystem", "device", "engine", "why", "sync ns", "uring ns", "crawls", "polled"
+    );
+    for f in filesystems {
+        out.push_str(&format!(
+            "{:<12} {:>8} {:<6} {:<22} {:>8} {:>8} {:>7} {}\n",
+            f.filesystem,
+            f.device,
+            f.engine,
+            f.reason,
+            f.sync_ns_per_entry,
+            f.uring_ns_per_entry,
+            f.crawls,
+            if f.polled { "yes" } else { "no" }
+        ));
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn octal_modes() {
-        assert_eq!(parse_octal("600"), Ok(0o600));
-        assert_eq!(parse_octal("0666"), Ok(0o666));
-        assert!(parse_octal("888").is_err());
-        assert!(parse_octal("7777").is_err());
-    }
 
     #[test]
     fn table_has_every_histogram() {

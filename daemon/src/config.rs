@@ -1,13 +1,18 @@
-//! Every limit and path the daemon uses, with its default, and where the
+//! Every limit and path the daemon uses, with its default; where they come
+//! from (defaults, then the TOML file, then command-line flags, the later
+//! winning); which of them SIGHUP can change while serving; where the
 //! socket lives.
 //!
-//! Defaults are constants here so that `finderd serve --help`, the docs and
-//! the code agree. A later config file (issue 3) layers between these
-//! defaults and the command-line flags.
+//! [`Settings`] is both the `finderd serve` flags and the file's keys (one
+//! struct, so the two never drift): every field is optional, and
+//! [`Config::resolve`] fills the gaps with the defaults below.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// Largest request body accepted, in bytes (tonic answers RESOURCE_EXHAUSTED).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -15,10 +20,13 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_SYS_PATH_ENTRIES: usize = 4096;
 /// Most paths in one Lookup.
 pub const DEFAULT_MAX_LOOKUP_PATHS: usize = 4096;
+/// Requests one peer uid may have in flight at once.
+pub const DEFAULT_MAX_REQUESTS_PER_PEER: usize = 128;
 /// Most entries in one directory listing; a larger directory is NOT_SERVED.
-/// A listing costs about 60 bytes per entry plus its name, so the default
-/// bounds one directory at roughly 100 MB of index.
 pub const DEFAULT_MAX_ENTRIES_PER_DIRECTORY: usize = 1_000_000;
+/// Most entries across the whole index; past it, least-recently-used
+/// listings are evicted.
+pub const DEFAULT_MAX_INDEXED_ENTRIES: usize = 4_000_000;
 /// Slots in the generation file (8 bytes each: the default maps 2 MiB).
 pub const DEFAULT_GENERATION_SLOTS: u32 = 262_144;
 /// How long a client may trust its slots after the daemon last read its queue dry.
@@ -27,16 +35,242 @@ pub const DEFAULT_LEASE: Duration = Duration::from_millis(200);
 pub const DEFAULT_ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 /// How long SIGTERM waits for in-flight requests before exiting anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often polled directories (filesystems inotify cannot see) are checked
+/// in the background; requests check them anyway.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1000);
+/// Entries per io_uring submission when crawling.
+pub const DEFAULT_URING_BATCH: usize = 64;
+/// How long an engine choice for a filesystem stands before it is measured again.
+pub const DEFAULT_RECALIBRATE: Duration = Duration::from_secs(3600);
+/// Async worker threads (0: one current-thread runtime; see `main.rs`).
+pub const DEFAULT_WORKER_THREADS: usize = 0;
+/// The configuration file read when it exists and no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/finderd/finderd.toml";
 
 /// The system-wide socket directory (served to every user of the host).
 pub const SYSTEM_SOCKET_DIR: &str = "/run/finderd";
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} = {value} is out of range: {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// How directory entries are stat'ed when a directory is crawled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Measure both per filesystem and keep the faster.
+    #[default]
+    Auto,
+    /// One `statx` system call per entry.
+    Sync,
+    /// Batched `IORING_OP_STATX` (falls back to sync where io_uring is unavailable).
+    Uring,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Sync => "sync",
+            Engine::Uring => "uring",
+        }
+    }
+}
+
+/// The `finderd serve` flags and the config file's keys. `None`: not given.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Unix socket [default: $FINDERD_SOCKET, $XDG_RUNTIME_DIR/finderd/finderd.sock,
+    /// /run/finderd/finderd.sock as root, else /tmp/finderd-$UID/finderd.sock;
+    /// under socket activation: the socket systemd passed]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Log level or filter (as RUST_LOG; overrides it) [default: RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Socket file mode, octal [default: 666 in /run/finderd, else 600]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: Option<u32>,
+    /// Mode of a socket directory the daemon creates, octal [default: 755 for
+    /// /run/finderd, else 700]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_dir_mode: Option<u32>,
+    /// Largest request accepted, in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most sys.path entries in one Snapshot [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_sys_path_entries: Option<usize>,
+    /// Most paths in one Lookup [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_lookup_paths: Option<usize>,
+    /// Requests one peer uid may have in flight; more are RESOURCE_EXHAUSTED [default: 128]
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_peer: Option<usize>,
+    /// Most entries in a served directory; larger ones are NOT_SERVED [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_entries_per_directory: Option<usize>,
+    /// Most entries across the index; least-recently-used listings are evicted
+    /// past it [default: 4000000]
+    #[arg(long, value_name = "N")]
+    pub max_indexed_entries: Option<usize>,
+    /// Most inotify watches this daemon holds; past it directories are
+    /// checked by mtime [default: the kernel's fs.inotify.max_user_watches]
+    #[arg(long, value_name = "N")]
+    pub max_watches: Option<usize>,
+    /// Slots in the generation file (restart to change) [default: 262144]
+    #[arg(long, value_name = "N")]
+    pub generation_slots: Option<u32>,
+    /// How long clients may trust the generation file after the daemon last
+    /// read its change queue, in milliseconds (restart to change) [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
+    /// Keep the generation file's lease fresh for this long after a request,
+    /// in seconds [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub active_window_secs: Option<u64>,
+    /// On SIGTERM, wait at most this long for in-flight requests, in
+    /// milliseconds [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Exit 0 after this many seconds without connections or requests (for
+    /// socket-activated daemons; systemd starts it again on the next
+    /// connection); 0: never [default: never]
+    #[arg(long, value_name = "SECS")]
+    pub idle_exit: Option<u64>,
+    /// Background check interval of polled directories (filesystems
+    /// inotify cannot see), in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+    /// Also poll this filesystem type (a name as in /proc/filesystems, e.g.
+    /// `overlay`, or a statfs magic such as 0x794c7630); repeatable [default:
+    /// nfs, cifs/smb, fuse, 9p, afs, ceph, lustre, gpfs and others]
+    #[arg(long = "poll-filesystem", value_name = "TYPE")]
+    pub poll_filesystems: Option<Vec<String>>,
+    /// How crawls stat directory entries [default: auto]
+    #[arg(long, value_enum)]
+    pub refresh_engine: Option<Engine>,
+    /// Entries per io_uring submission [default: 64]
+    #[arg(long, value_name = "N")]
+    pub uring_batch: Option<usize>,
+    /// Re-measure a filesystem's engine choice after this many seconds [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub recalibrate_secs: Option<u64>,
+    /// Async worker threads serving the wire; 0: one current-thread runtime
+    /// (restart to change) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
+}
+
+fn parse_octal(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal file mode (e.g. 600)"))
+}
+
+/// A mode as a TOML integer (`0o600`) or an octal string (`"600"`).
+fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Number(u32),
+        Text(String),
+    }
+    let mode = match Mode::deserialize(d)? {
+        Mode::Number(n) if n <= 0o777 => n,
+        Mode::Number(n) => return Err(serde::de::Error::custom(format!("mode {n:o} is over 777"))),
+        Mode::Text(text) => parse_octal(&text).map_err(serde::de::Error::custom)?,
+    };
+    Ok(Some(mode))
+}
+
+macro_rules! layer_fields {
+    ($base:ident, $over:ident; $($field:ident),*) => {
+        Settings { $($field: $over.$field.or($base.$field)),* }
+    };
+}
+
+impl Settings {
+    /// `over`'s values where given, else these.
+    pub fn layered(self, over: Settings) -> Settings {
+        let base = self;
+        layer_fields!(base, over; socket, log_level, socket_mode, socket_dir_mode,
+            max_request_bytes, max_sys_path_entries, max_lookup_paths, max_requests_per_peer,
+            max_entries_per_directory, max_indexed_entries, max_watches, generation_slots,
+            lease_ms, active_window_secs, drain_timeout_ms, idle_exit, poll_interval_ms,
+            poll_filesystems, refresh_engine, uring_batch, recalibrate_secs, worker_threads)
+    }
+
+    /// Parses the TOML text of a config file.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string().trim_end().to_string(),
+        })
+    }
+}
+
+/// Which config file to read: `--config PATH` (must exist), else the default
+/// file when it exists, else none.
+pub fn config_file(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(path) => Some(path.to_owned()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    }
+}
+
+/// The file's settings (empty without a file).
+pub fn read_file(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Settings::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Settings::from_toml(&text, path)
+}
+
+/// Where a config comes from: the file (re-read on SIGHUP) and the flags,
+/// which win over it.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub flags: Settings,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let file = read_file(self.file.as_deref())?;
+        Config::resolve(file.layered(self.flags.clone()))
+    }
+}
+
 /// Limits on what one request may ask, enforced at the wire.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     pub max_request_bytes: usize,
     pub max_sys_path_entries: usize,
     pub max_lookup_paths: usize,
+    pub max_requests_per_peer: usize,
 }
 
 impl Default for RequestLimits {
@@ -45,14 +279,16 @@ impl Default for RequestLimits {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_sys_path_entries: DEFAULT_MAX_SYS_PATH_ENTRIES,
             max_lookup_paths: DEFAULT_MAX_LOOKUP_PATHS,
+            max_requests_per_peer: DEFAULT_MAX_REQUESTS_PER_PEER,
         }
     }
 }
 
 /// Limits on what the index holds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexLimits {
     pub max_entries_per_directory: usize,
+    pub max_indexed_entries: usize,
     /// Inotify watches this daemon may hold; `None`: only the kernel's
     /// `fs.inotify.max_user_watches` limits it.
     pub max_watches: Option<usize>,
@@ -62,13 +298,37 @@ impl Default for IndexLimits {
     fn default() -> Self {
         Self {
             max_entries_per_directory: DEFAULT_MAX_ENTRIES_PER_DIRECTORY,
+            max_indexed_entries: DEFAULT_MAX_INDEXED_ENTRIES,
             max_watches: None,
         }
     }
 }
 
+/// How directories are read and kept fresh where inotify cannot help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshConfig {
+    pub engine: Engine,
+    pub uring_batch: usize,
+    pub recalibrate: Duration,
+    pub poll_interval: Duration,
+    /// Filesystem types to poll besides the built-in list: names or magics.
+    pub poll_filesystems: Vec<String>,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Auto,
+            uring_batch: DEFAULT_URING_BATCH,
+            recalibrate: DEFAULT_RECALIBRATE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_filesystems: Vec::new(),
+        }
+    }
+}
+
 /// The shared generation file and how clients may use it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Freshness {
     pub slots: u32,
     pub lease: Duration,
@@ -89,15 +349,139 @@ impl Default for Freshness {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub socket: PathBuf,
+    /// The listening socket came from systemd (socket activation).
+    pub activated: bool,
     /// Mode of the socket file; `None`: 0666 in the system directory, else 0600.
     pub socket_mode: Option<u32>,
+    pub socket_dir_mode: Option<u32>,
+    pub log_level: Option<String>,
     pub requests: RequestLimits,
     pub index: IndexLimits,
+    pub refresh: RefreshConfig,
     pub freshness: Freshness,
     pub drain_timeout: Duration,
+    /// Exit (status 0) after this long with no connection open and no
+    /// request; `None`: never. For socket-activated per-user daemons.
+    pub idle_exit: Option<Duration>,
+    /// Async worker threads; 0: a current-thread runtime.
+    pub worker_threads: usize,
+}
+
+fn at_least(key: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            why: "must be at least 1",
+        });
+    }
+    Ok(value)
 }
 
 impl Config {
+    /// Fills what `settings` leaves out with the defaults.
+    pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
+        let s = settings;
+        let socket = s.socket.unwrap_or_else(default_socket_path_from_env);
+        let socket = std::path::absolute(&socket).unwrap_or(socket);
+        let slots = s.generation_slots.unwrap_or(DEFAULT_GENERATION_SLOTS);
+        if slots < 2 {
+            return Err(ConfigError::Invalid {
+                key: "generation_slots",
+                value: slots.to_string(),
+                why: "must be at least 2 (slot 0 means none)",
+            });
+        }
+        Ok(Config {
+            socket,
+            activated: false,
+            socket_mode: s.socket_mode,
+            socket_dir_mode: s.socket_dir_mode,
+            log_level: s.log_level,
+            requests: RequestLimits {
+                max_request_bytes: s.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                max_sys_path_entries: s
+                    .max_sys_path_entries
+                    .unwrap_or(DEFAULT_MAX_SYS_PATH_ENTRIES),
+                max_lookup_paths: s.max_lookup_paths.unwrap_or(DEFAULT_MAX_LOOKUP_PATHS),
+                max_requests_per_peer: at_least(
+                    "max_requests_per_peer",
+                    s.max_requests_per_peer
+                        .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PEER),
+                    1,
+                )?,
+            },
+            index: IndexLimits {
+                max_entries_per_directory: s
+                    .max_entries_per_directory
+                    .unwrap_or(DEFAULT_MAX_ENTRIES_PER_DIRECTORY),
+                max_indexed_entries: at_least(
+                    "max_indexed_entries",
+                    s.max_indexed_entries.unwrap_or(DEFAULT_MAX_INDEXED_ENTRIES),
+                    1,
+                )?,
+                max_watches: s.max_watches,
+            },
+            refresh: RefreshConfig {
+                engine: s.refresh_engine.unwrap_or_default(),
+                uring_batch: at_least(
+                    "uring_batch",
+                    s.uring_batch.unwrap_or(DEFAULT_URING_BATCH),
+                    1,
+                )?
+                .min(4096),
+                recalibrate: s
+                    .recalibrate_secs
+                    .map_or(DEFAULT_RECALIBRATE, Duration::from_secs),
+                poll_interval: s
+                    .poll_interval_ms
+                    .map_or(DEFAULT_POLL_INTERVAL, Duration::from_millis)
+                    .max(Duration::from_millis(10)),
+                poll_filesystems: s.poll_filesystems.unwrap_or_default(),
+            },
+            freshness: Freshness {
+                slots,
+                lease: s.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis),
+                active_window: s
+                    .active_window_secs
+                    .map_or(DEFAULT_ACTIVE_WINDOW, Duration::from_secs),
+            },
+            drain_timeout: s
+                .drain_timeout_ms
+                .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_millis),
+            idle_exit: s
+                .idle_exit
+                .filter(|&secs| secs > 0)
+                .map(Duration::from_secs),
+            worker_threads: s.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS),
+        })
+    }
+
+    /// The settings a running daemon cannot change without a restart, that
+    /// differ between `self` and `new` (for the reload log).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if !self.activated && self.socket != new.socket {
+            changed.push("socket");
+        }
+        if self.socket_mode != new.socket_mode {
+            changed.push("socket_mode");
+        }
+        if self.socket_dir_mode != new.socket_dir_mode {
+            changed.push("socket_dir_mode");
+        }
+        if self.freshness.slots != new.freshness.slots {
+            changed.push("generation_slots");
+        }
+        if self.freshness.lease != new.freshness.lease {
+            changed.push("lease_ms");
+        }
+        if self.worker_threads != new.worker_threads {
+            changed.push("worker_threads");
+        }
+        changed
+    }
+
     /// The generation file lives beside the socket: `<socket>.gen`.
     pub fn generation_file(&self) -> PathBuf {
         generation_file_for(&self.socket)
@@ -120,11 +504,114 @@ impl Config {
 
     /// Mode for a socket directory the daemon creates.
     pub fn socket_dir_mode(&self) -> u32 {
-        if self.is_system_socket() {
+        self.socket_dir_mode.unwrap_or(if self.is_system_socket() {
             0o755
         } else {
             0o700
-        }
+        })
+    }
+
+    /// Every limit by its config key, as reported in stats (0: no limit).
+    pub fn limits(&self) -> Vec<(&'static str, u64)> {
+        let n = |v: usize| v as u64;
+        vec![
+            ("max_request_bytes", n(self.requests.max_request_bytes)),
+            (
+                "max_sys_path_entries",
+                n(self.requests.max_sys_path_entries),
+            ),
+            ("max_lookup_paths", n(self.requests.max_lookup_paths)),
+            (
+                "max_requests_per_peer",
+                n(self.requests.max_requests_per_peer),
+            ),
+            (
+                "max_entries_per_directory",
+                n(self.index.max_entries_per_directory),
+            ),
+            ("max_indexed_entries", n(self.index.max_indexed_entries)),
+            ("max_watches", self.index.max_watches.map_or(0, n)),
+            ("generation_slots", u64::from(self.freshness.slots)),
+            ("lease_ms", self.freshness.lease.as_millis() as u64),
+            ("active_window_secs", self.freshness.active_window.as_secs()),
+            ("drain_timeout_ms", self.drain_timeout.as_millis() as u64),
+            ("idle_exit", self.idle_exit.map_or(0, |d| d.as_secs())),
+            (
+                "poll_interval_ms",
+                self.refresh.poll_interval.as_millis() as u64,
+            ),
+            ("uring_batch", n(self.refresh.uring_batch)),
+            ("recalibrate_secs", self.refresh.recalibrate.as_secs()),
+            ("worker_threads", n(self.worker_threads)),
+        ]
+    }
+}
+
+/// The limits a SIGHUP may change, read by request handlers and the index
+/// without a lock.
+#[derive(Debug, Default)]
+pub struct LiveLimits {
+    pub max_request_bytes: AtomicUsize,
+    pub max_sys_path_entries: AtomicUsize,
+    pub max_lookup_paths: AtomicUsize,
+    pub max_requests_per_peer: AtomicUsize,
+    pub max_entries_per_directory: AtomicUsize,
+    pub max_indexed_entries: AtomicUsize,
+    /// `usize::MAX`: no limit of our own.
+    pub max_watches: AtomicUsize,
+    pub poll_interval_ms: AtomicU64,
+    pub active_window_ms: AtomicU64,
+}
+
+impl LiveLimits {
+    pub fn new(config: &Config) -> Self {
+        let live = Self::default();
+        live.store(config);
+        live
+    }
+
+    /// Publishes the limits of `config`.
+    pub fn store(&self, config: &Config) {
+        let set = |a: &AtomicUsize, v: usize| a.store(v, Ordering::Relaxed);
+        set(&self.max_request_bytes, config.requests.max_request_bytes);
+        set(
+            &self.max_sys_path_entries,
+            config.requests.max_sys_path_entries,
+        );
+        set(&self.max_lookup_paths, config.requests.max_lookup_paths);
+        set(
+            &self.max_requests_per_peer,
+            config.requests.max_requests_per_peer,
+        );
+        set(
+            &self.max_entries_per_directory,
+            config.index.max_entries_per_directory,
+        );
+        set(&self.max_indexed_entries, config.index.max_indexed_entries);
+        set(
+            &self.max_watches,
+            config.index.max_watches.unwrap_or(usize::MAX),
+        );
+        self.poll_interval_ms.store(
+            config.refresh.poll_interval.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        self.active_window_ms.store(
+            config.freshness.active_window.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn get(value: &AtomicUsize) -> usize {
+        value.load(Ordering::Relaxed)
+    }
+
+    pub fn max_watches(&self) -> Option<usize> {
+        Some(Self::get(&self.max_watches)).filter(|&v| v != usize::MAX)
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -200,6 +687,59 @@ mod tests {
         assert_eq!(
             generation_file_for(Path::new("/run/finderd/finderd.sock")),
             PathBuf::from("/run/finderd/finderd.sock.gen")
+        );
+    }
+
+    #[test]
+    fn octal_modes() {
+        assert_eq!(parse_octal("600"), Ok(0o600));
+        assert_eq!(parse_octal("0666"), Ok(0o666));
+        assert_eq!(parse_octal("0o640"), Ok(0o640));
+        assert!(parse_octal("888").is_err());
+        assert!(parse_octal("7777").is_err());
+    }
+
+    #[test]
+    fn file_keys_parse_and_flags_win() {
+        let path = Path::new("/etc/finderd/finderd.toml");
+        let file = Settings::from_toml(
+            "socket_mode = 0o640\nsocket_dir_mode = \"750\"\nmax_lookup_paths = 7\n\
+             max_requests_per_peer = 3\npoll_filesystems = [\"overlay\", \"0x1234\"]\n\
+             refresh_engine = \"sync\"\nidle_exit = 30\n",
+            path,
+        )
+        .expect("parses");
+        let flags = Settings {
+            max_lookup_paths: Some(9),
+            ..Settings::default()
+        };
+        let config = Config::resolve(file.layered(flags)).expect("valid");
+        assert_eq!(config.socket_mode, Some(0o640));
+        assert_eq!(config.socket_dir_mode(), 0o750);
+        assert_eq!(config.requests.max_lookup_paths, 9, "the flag wins");
+        assert_eq!(config.requests.max_requests_per_peer, 3);
+        assert_eq!(config.refresh.engine, Engine::Sync);
+        assert_eq!(config.refresh.poll_filesystems, ["overlay", "0x1234"]);
+        assert_eq!(config.idle_exit, Some(Duration::from_secs(30)));
+        assert_eq!(
+            config.requests.max_sys_path_entries,
+            DEFAULT_MAX_SYS_PATH_ENTRIES
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_them() {
+        let path = Path::new("f.toml");
+        let unknown = Settings::from_toml("max_lookup_pathz = 3\n", path).expect_err("unknown");
+        assert!(
+            unknown.to_string().contains("max_lookup_pathz"),
+            "{unknown}"
+        );
+        let zero = Settings::from_toml("max_requests_per_peer = 0\n", path).expect("parses");
+        let error = Config::resolve(zero).expect_err("zero");
+        assert!(
+            error.to_string().contains("max_requests_per_peer"),
+            "{error}"
         );
     }
 }

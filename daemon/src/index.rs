@@ -19,6 +19,7 @@
 //!    crawl dirty; a dirty crawl is repeated instead of kept (checked under
 //!    the map's shard lock, so no event slips between check and insert).
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -29,11 +30,13 @@ use bytes::Bytes;
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use crate::config::IndexLimits;
+use crate::check::{stamp_of, Check, CheckKind, Stamp};
+use crate::config::{LiveLimits, RefreshConfig};
 use crate::genfile::{monotonic_ns, GenFile};
 use crate::policy::{denied_reason, Access, PeerInfo};
+use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
-use crate::stats::{bump, Gauges, Stats};
+use crate::stats::{bump, EngineReport, Gauges, Stats};
 use crate::watch::{Change, WatchError, Watcher};
 
 /// Crawls of one path before answering from a read that kept changing.
@@ -52,6 +55,10 @@ pub struct Listing {
     pub stat: Fingerprint,
     pub entries: Vec<Entry>,
     pub access: Access,
+    /// Checked by stat instead of watched (degraded or polled).
+    pub check: Option<Check>,
+    /// When it was last answered (ms of CLOCK_MONOTONIC), for eviction.
+    last_used: AtomicU64,
     encoded: OnceLock<Bytes>,
 }
 
@@ -60,6 +67,10 @@ impl Listing {
     /// warm answer is a copy.
     pub fn encoded(&self, encode: impl FnOnce(&Listing) -> Bytes) -> Bytes {
         self.encoded.get_or_init(|| encode(self)).clone()
+    }
+
+    fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
     }
 
     fn approximate_bytes(&self) -> i64 {
@@ -80,6 +91,7 @@ pub struct Absence {
     pub generation: u64,
     pub slot: u32,
     pub access: Access,
+    pub check: Option<Check>,
 }
 
 /// A path the daemon will not answer for, until something changes.
@@ -98,6 +110,14 @@ enum Node {
 }
 
 impl Node {
+    fn check(&self) -> Option<&Check> {
+        match self {
+            Node::Listed(listing) => listing.check.as_ref(),
+            Node::Absent(absence) => absence.check.as_ref(),
+            Node::Crawling(_) | Node::Refused(_) => None,
+        }
+    }
+
     fn access(&self) -> Option<&Access> {
         match self {
             Node::Crawling(_) => None,
@@ -242,15 +262,20 @@ pub struct Index {
     inotify_fd: RawFd,
     genfile: Arc<GenFile>,
     next_generation: AtomicU64,
-    limits: IndexLimits,
+    limits: Arc<LiveLimits>,
     stats: Arc<Stats>,
     listed: AtomicI64,
     entries: AtomicI64,
     bytes: AtomicI64,
     roots: Mutex<HashSet<Bytes>>,
-    /// Paths refused because no watch was available.
-    unwatchable: Mutex<HashSet<Bytes>>,
+    /// Keys checked by stat instead of watched, and why.
+    checked: Mutex<HashMap<Bytes, CheckKind>>,
     warned_watch_limit: AtomicBool,
+    engines: Engines,
+}
+
+fn now_ms() -> u64 {
+    monotonic_ns() / 1_000_000
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -261,11 +286,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Index {
     pub fn new(
-        limits: IndexLimits,
+        limits: Arc<LiveLimits>,
+        refresh: &RefreshConfig,
         genfile: Arc<GenFile>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Self> {
-        let watcher = Watcher::new(limits.max_watches, Arc::clone(&stats))?;
+        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&stats))?;
         Ok(Self {
             nodes: DashMap::new(),
             dependencies: Mutex::new(Dependencies::default()),
@@ -279,8 +305,9 @@ impl Index {
             entries: AtomicI64::new(0),
             bytes: AtomicI64::new(0),
             roots: Mutex::new(HashSet::new()),
-            unwatchable: Mutex::new(HashSet::new()),
+            checked: Mutex::new(HashMap::new()),
             warned_watch_limit: AtomicBool::new(false),
+            engines: Engines::new(refresh),
         })
     }
 
@@ -301,8 +328,18 @@ impl Index {
             directories: count(&self.listed),
             entries: count(&self.entries),
             index_bytes: count(&self.bytes),
-            degraded_roots: lock(&self.unwatchable).len() as u64,
+            degraded_roots: self.checked_count(CheckKind::Degraded),
+            polled_roots: self.checked_count(CheckKind::Polled),
         }
+    }
+
+    fn checked_count(&self, kind: CheckKind) -> u64 {
+        lock(&self.checked).values().filter(|k| **k == kind).count() as u64
+    }
+
+    /// The refresh engines' report for Stats.
+    pub fn engine_report(&self) -> EngineReport {
+        self.engines.report()
     }
 
     /// Applies every change queued before now, then publishes `dry_ns`.
@@ -310,6 +347,26 @@ impl Index {
     pub fn barrier(&self) -> Duration {
         let started = Instant::now();
         let mut watcher = lock(&self.watcher);
+        self.drain(&mut watcher);
+        started.elapsed()
+    }
+
+    /// [`barrier`](Self::barrier) when nobody else holds the watcher (the
+    /// reader thread applying a burst of events, a crawl taking a watch);
+    /// `None` otherwise, so the async thread never waits on that mutex.
+    pub fn try_barrier(&self) -> Option<Duration> {
+        let started = Instant::now();
+        let mut watcher = match self.watcher.try_lock() {
+            Ok(watcher) => watcher,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        self.drain(&mut watcher);
+        Some(started.elapsed())
+    }
+
+    /// Reads the queue until it is dry, applying it, then publishes `dry_ns`.
+    fn drain(&self, watcher: &mut Watcher) {
         loop {
             let before_read = monotonic_ns();
             match watcher.read() {
@@ -317,17 +374,16 @@ impl Index {
                     self.genfile.set_dry_ns(before_read);
                     break;
                 }
-                Ok(Some(changes)) => self.apply(changes, &mut watcher),
+                Ok(Some(changes)) => self.apply(changes, watcher),
                 Err(error) => {
                     // Not knowing what changed is an overflow; dry_ns stays
                     // old so clients revalidate.
                     tracing::error!(%error, "reading inotify failed; dropping the index");
-                    self.apply(vec![Change::Overflow], &mut watcher);
+                    self.apply(vec![Change::Overflow], watcher);
                     break;
                 }
             }
         }
-        started.elapsed()
     }
 
     /// The answer about `key` (absolute and canonical) for `peer`; crawls it
@@ -340,9 +396,57 @@ impl Index {
         known_generation: u64,
         role: Role,
     ) -> Answer {
-        let node = self.current(key);
+        let node = self.checked_current(key);
+        self.respond(key, node, peer, known_generation, role)
+    }
+
+    /// The answer when it needs no filesystem access: `key` is indexed,
+    /// not being crawled, and not checked by stat. `None`: use [`answer`].
+    pub fn peek(
+        &self,
+        key: &Bytes,
+        peer: &PeerInfo,
+        known_generation: u64,
+        role: Role,
+    ) -> Option<Answer> {
+        let node = self.nodes.get(key).map(|node| node.clone())?;
+        if matches!(node, Node::Crawling(_)) || node.check().is_some() {
+            return None;
+        }
+        bump(&self.stats.hits);
+        Some(self.respond(key, node, peer, known_generation, role))
+    }
+
+    /// The current node, re-crawled first when its stat check fails.
+    fn checked_current(&self, key: &Bytes) -> Node {
+        for _ in 0..CRAWL_ATTEMPTS {
+            let node = self.current(key);
+            let Some(check) = node.check() else {
+                return node;
+            };
+            bump(&self.stats.mtime_checks);
+            if check.holds(key) {
+                return node;
+            }
+            bump(&self.stats.mtime_recrawls);
+            self.drop_keys(std::slice::from_ref(key));
+        }
+        self.current(key)
+    }
+
+    fn respond(
+        &self,
+        key: &Bytes,
+        node: Node,
+        peer: &PeerInfo,
+        known_generation: u64,
+        role: Role,
+    ) -> Answer {
         if role == Role::SysPathEntry && self.nodes.contains_key(key) {
             lock(&self.roots).insert(key.clone());
+        }
+        if let Node::Listed(listing) = &node {
+            listing.touch();
         }
         let allowed = match (peer, node.access()) {
             (Some(peer), Some(access)) => access.permits(peer),
@@ -398,6 +502,8 @@ impl Index {
                             index: self,
                             key,
                             ticket: &ticket,
+                            degraded: Cell::new(false),
+                            polled: Cell::new(false),
                         };
                         return guard.crawl();
                     }
@@ -413,6 +519,7 @@ impl Index {
         key: &Bytes,
         ticket: &Arc<Ticket>,
         outcome: Outcome,
+        check: Option<Check>,
     ) -> Result<Node, Outcome> {
         let MapEntry::Occupied(mut occupied) = self.nodes.entry(key.clone()) else {
             return Ok(self.unkept(key, outcome));
@@ -422,7 +529,7 @@ impl Index {
                 if ticket.dirty.load(Ordering::SeqCst) {
                     return Err(outcome);
                 }
-                let node = self.kept(key, outcome);
+                let node = self.kept(key, outcome, check);
                 occupied.insert(node.clone());
                 Ok(node)
             }
@@ -431,14 +538,17 @@ impl Index {
     }
 
     /// A node for the index: with a generation and a published slot.
-    fn kept(&self, key: &Bytes, outcome: Outcome) -> Node {
+    fn kept(&self, key: &Bytes, outcome: Outcome, check: Option<Check>) -> Node {
         let needs_slot = matches!(outcome, Outcome::Listed(_) | Outcome::Absent { .. });
         let slot = if needs_slot {
             self.genfile.allocate_slot()
         } else {
             0
         };
-        let node = self.node_from(key, outcome, slot);
+        let node = self.node_from(key, outcome, slot, check);
+        if let Some(check) = node.check() {
+            lock(&self.checked).insert(key.clone(), check.kind);
+        }
         match &node {
             Node::Listed(listing) => {
                 self.genfile.publish(listing.slot, listing.generation);
@@ -452,10 +562,10 @@ impl Index {
 
     /// A node only for this answer (slot 0: the client must revalidate).
     fn unkept(&self, key: &Bytes, outcome: Outcome) -> Node {
-        self.node_from(key, outcome, 0)
+        self.node_from(key, outcome, 0, None)
     }
 
-    fn node_from(&self, key: &Bytes, outcome: Outcome, slot: u32) -> Node {
+    fn node_from(&self, key: &Bytes, outcome: Outcome, slot: u32, check: Option<Check>) -> Node {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
         match outcome {
             Outcome::Listed(listed) => Node::Listed(Arc::new(Listing {
@@ -466,6 +576,8 @@ impl Index {
                 stat: listed.stat,
                 entries: listed.entries,
                 access: listed.access,
+                check,
+                last_used: AtomicU64::new(now_ms()),
                 encoded: OnceLock::new(),
             })),
             Outcome::Absent { errno, access } => Node::Absent(Arc::new(Absence {
@@ -473,6 +585,7 @@ impl Index {
                 generation,
                 slot,
                 access,
+                check,
             })),
             Outcome::Refused { refusal, access } => Node::Refused(Arc::new(Refused {
                 reason: refusal.reason,
@@ -497,26 +610,125 @@ impl Index {
         lock(&self.dependencies)
     }
 
-    /// Turns a watch failure into a refusal, tracking watch-limit paths.
-    fn watch_result(&self, key: &Bytes, result: Result<(), WatchError>) -> Result<(), Refusal> {
+    /// Turns a watch failure into a refusal; `Ok(true)`: no watch could be
+    /// had (the watch limit), so the crawl's result must be checked by stat.
+    fn watch_result(&self, key: &Bytes, result: Result<(), WatchError>) -> Result<bool, Refusal> {
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(false),
             // The lookup or open that follows finds out, and the event
             // in the (watched) parent makes the crawl dirty.
-            Err(WatchError::Vanished) => Ok(()),
+            Err(WatchError::Vanished) => Ok(false),
             Err(WatchError::Limit) => {
-                lock(&self.unwatchable).insert(key.clone());
                 if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         path = %key.escape_ascii(),
-                        max_watches = ?self.limits.max_watches,
-                        "inotify watch limit reached; such directories are not served \
-                         (raise fs.inotify.max_user_watches or --max-watches)"
+                        max_watches = ?self.limits.max_watches(),
+                        "inotify watch limit reached; directories without a watch are checked \
+                         by mtime at each request (raise fs.inotify.max_user_watches or --max-watches)"
                     );
                 }
-                Err(Refusal::transient("watch limit reached"))
+                Ok(true)
             }
             Err(WatchError::Io(error)) => Err(Refusal::transient(format!("cannot watch: {error}"))),
+        }
+    }
+
+    /// Drops the nodes of `keys` (a stat check failed, or eviction) and the
+    /// watches nobody needs any more.
+    fn drop_keys(&self, keys: &[Bytes]) {
+        let mut released = Released::default();
+        let mut watcher = lock(&self.watcher);
+        self.invalidate_all_of(keys, &mut released);
+        self.release_unused(&mut watcher, released);
+    }
+
+    /// Evicts least-recently-used listings until the index holds at most
+    /// 90% of `max_indexed_entries` (but never `keep`).
+    fn enforce_entry_limit(&self, keep: &Bytes) {
+        let max = LiveLimits::get(&self.limits.max_indexed_entries);
+        let total = self.entries.load(Ordering::Relaxed).max(0) as usize;
+        if total <= max {
+            return;
+        }
+        let mut listings: Vec<(u64, Bytes, usize)> = self
+            .nodes
+            .iter()
+            .filter_map(|node| match node.value() {
+                Node::Listed(l) if node.key() != keep => Some((
+                    l.last_used.load(Ordering::Relaxed),
+                    node.key().clone(),
+                    l.entries.len(),
+                )),
+                _ => None,
+            })
+            .collect();
+        listings.sort_unstable_by_key(|(used, _, _)| *used);
+        let target = max / 10 * 9;
+        let mut remaining = total;
+        let mut evicted = Vec::new();
+        for (_, key, entries) in listings {
+            if remaining <= target {
+                break;
+            }
+            remaining = remaining.saturating_sub(entries);
+            evicted.push(key);
+        }
+        self.stats
+            .evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            evicted = evicted.len(),
+            entries = total,
+            max_indexed_entries = max,
+            "index over its entry limit; evicted least-recently-used listings"
+        );
+        self.drop_keys(&evicted);
+    }
+
+    /// Re-checks checked nodes and drops those that moved: degraded ones by
+    /// stat when `degraded`, polled ones by stat and a re-listing entry by
+    /// entry (in-place file rewrites) when `polled`.
+    pub fn recheck(&self, degraded: bool, polled: bool) {
+        let keys: Vec<(Bytes, CheckKind)> = lock(&self.checked)
+            .iter()
+            .map(|(key, kind)| (key.clone(), *kind))
+            .collect();
+        let mut moved = Vec::new();
+        for (key, kind) in keys {
+            let due = match kind {
+                CheckKind::Degraded => degraded,
+                CheckKind::Polled => polled,
+            };
+            if !due {
+                continue;
+            }
+            let Some(node) = self.nodes.get(&key).map(|n| n.clone()) else {
+                continue;
+            };
+            let Some(check) = node.check() else { continue };
+            bump(&self.stats.mtime_checks);
+            let same =
+                check.holds(&key) && !(kind == CheckKind::Polled && self.listing_moved(&node));
+            if !same {
+                bump(&self.stats.mtime_recrawls);
+                moved.push(key);
+            }
+        }
+        if !moved.is_empty() {
+            tracing::debug!(count = moved.len(), "checked directories changed; dropped");
+            self.drop_keys(&moved);
+        }
+    }
+
+    /// Whether a listing's entries differ from the directory now.
+    fn listing_moved(&self, node: &Node) -> bool {
+        let Node::Listed(listing) = node else {
+            return false;
+        };
+        let max = LiveLimits::get(&self.limits.max_entries_per_directory);
+        match refresh::relist(&listing.real, max) {
+            Ok((stat, entries)) => stat != listing.stat || entries != listing.entries,
+            Err(_) => true,
         }
     }
 
@@ -607,6 +819,7 @@ impl Index {
             Node::Refused(_) | Node::Crawling(_) => {}
         }
         lock(&self.roots).remove(key);
+        lock(&self.checked).remove(key);
     }
 
     /// Re-stats `names` in the listing of `key` and publishes a new
@@ -624,7 +837,7 @@ impl Index {
         if stat == old.stat && entries == old.entries {
             return false;
         }
-        if entries.len() > self.limits.max_entries_per_directory {
+        if entries.len() > LiveLimits::get(&self.limits.max_entries_per_directory) {
             self.invalidate(key, released);
             return false;
         }
@@ -636,6 +849,8 @@ impl Index {
             stat,
             entries,
             access: old.access.clone(),
+            check: old.check,
+            last_used: AtomicU64::new(old.last_used.load(Ordering::Relaxed)),
             encoded: OnceLock::new(),
         });
         self.count_listing(&old, -1);
@@ -687,6 +902,10 @@ struct CrawlGuard<'a> {
     index: &'a Index,
     key: &'a Bytes,
     ticket: &'a Arc<Ticket>,
+    /// Some watch this crawl needed could not be had.
+    degraded: Cell<bool>,
+    /// The listed directory is on a filesystem inotify cannot see.
+    polled: Cell<bool>,
 }
 
 impl CrawlGuard<'_> {
@@ -695,32 +914,71 @@ impl CrawlGuard<'_> {
         let mut last = None;
         for _ in 0..CRAWL_ATTEMPTS {
             self.ticket.dirty.store(false, Ordering::SeqCst);
-            let started = Instant::now();
-            let outcome = refresh::crawl(self.key, self, index.limits.max_entries_per_directory);
-            bump(&index.stats.crawls_sync);
-            index.stats.refresh_latency.record(started.elapsed());
-            tracing::debug!(
-                path = %self.key.escape_ascii(),
-                outcome = outcome.summary(),
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "crawled"
-            );
+            self.degraded.set(false);
+            self.polled.set(false);
+            let stamp = stamp_of(self.key);
+            let outcome = self.crawl_once();
             match outcome {
                 Outcome::Raced => continue,
                 Outcome::Refused { refusal, access } if !refusal.lasting => {
                     return index.unkept(self.key, Outcome::Refused { refusal, access });
                 }
-                outcome => match index.install(self.key, self.ticket, outcome) {
-                    Ok(node) => {
-                        lock(&index.unwatchable).remove(self.key);
-                        return node;
+                Outcome::Listed(listed)
+                    if listed.entries.len()
+                        > LiveLimits::get(&index.limits.max_indexed_entries) =>
+                {
+                    // Larger than the whole index may be: answered, not kept.
+                    return index.unkept(self.key, Outcome::Listed(listed));
+                }
+                outcome => {
+                    let listed = matches!(outcome, Outcome::Listed(_));
+                    match index.install(self.key, self.ticket, outcome, self.check(stamp)) {
+                        Ok(node) => {
+                            if listed {
+                                index.enforce_entry_limit(self.key);
+                            }
+                            return node;
+                        }
+                        Err(dirty) => last = Some(dirty),
                     }
-                    Err(dirty) => last = Some(dirty),
-                },
+                }
             }
         }
         // Still changing: answer the last read without keeping it.
         index.unkept(self.key, last.unwrap_or(Outcome::Raced))
+    }
+
+    fn crawl_once(&self) -> Outcome {
+        let index = self.index;
+        let started = Instant::now();
+        let max_entries = LiveLimits::get(&index.limits.max_entries_per_directory);
+        let outcome = refresh::crawl(self.key, self, max_entries, &index.engines);
+        if let Outcome::Listed(listed) = &outcome {
+            match listed.used {
+                Used::Sync => bump(&index.stats.crawls_sync),
+                Used::Uring => bump(&index.stats.crawls_uring),
+            }
+        }
+        index.stats.refresh_latency.record(started.elapsed());
+        tracing::debug!(
+            path = %self.key.escape_ascii(),
+            outcome = outcome.summary(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "crawled"
+        );
+        outcome
+    }
+
+    /// How the crawl's result is kept fresh when inotify cannot do it.
+    fn check(&self, stamp: Stamp) -> Option<Check> {
+        let kind = if self.polled.get() {
+            CheckKind::Polled
+        } else if self.degraded.get() {
+            CheckKind::Degraded
+        } else {
+            return None;
+        };
+        Some(Check { kind, stamp })
     }
 }
 
@@ -731,12 +989,20 @@ impl Observer for CrawlGuard<'_> {
             .dependencies()
             .add(self.key, dir, join(dir, name));
         let result = lock(&self.index.watcher).watch_searched(dir);
-        self.index.watch_result(self.key, result)
+        let degraded = self.index.watch_result(self.key, result)?;
+        self.degraded.set(self.degraded.get() || degraded);
+        Ok(())
     }
 
-    fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal> {
+    fn before_listing(&self, dir: &[u8], polled: bool) -> Result<(), Refusal> {
+        if polled {
+            self.polled.set(true);
+            return Ok(());
+        }
         let result = lock(&self.index.watcher).watch_listing(self.key, dir);
-        self.index.watch_result(self.key, result)
+        let degraded = self.index.watch_result(self.key, result)?;
+        self.degraded.set(self.degraded.get() || degraded);
+        Ok(())
     }
 }
 
@@ -798,7 +1064,15 @@ mod tests {
             GenFile::create(&genfile_path, 16, Duration::from_millis(200)).expect("genfile"),
         );
         let stats = Arc::new(Stats::default());
-        let index = Index::new(IndexLimits::default(), genfile, Arc::clone(&stats)).expect("index");
+        let index = Index::new(
+            Arc::new(LiveLimits::new(
+                &crate::config::Config::resolve(Default::default()).expect("defaults"),
+            )),
+            &RefreshConfig::default(),
+            genfile,
+            Arc::clone(&stats),
+        )
+        .expect("index");
         let key = Bytes::copy_from_slice(tree.as_os_str().as_bytes());
         let Answer::Listed(listing) = index.answer(&key, &root_peer(), 0, Role::SysPathEntry)
         else {

@@ -2,36 +2,32 @@
 //! of Python search-path directories and answers import queries over gRPC on
 //! a Unix socket. See docs/architecture.md for how the modules fit.
 
+mod activity;
+mod check;
 mod cli;
 mod config;
 mod genfile;
 mod index;
+mod logging;
 mod policy;
+mod profile;
 mod refresh;
+mod replay;
 mod server;
 mod stats;
+mod strace;
+mod systemd;
 mod watch;
 mod wire;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (log_level, default_level) = match &cli.command {
-        Command::Serve(args) => (args.log_level.clone(), "info"),
-        _ => (None, "warn"),
-    };
-    if let Err(error) = init_logging(log_level.as_deref(), default_level) {
-        eprintln!("finderd: {error:#}");
-        return ExitCode::FAILURE;
-    }
-    match run(cli.command) {
+    match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("finderd: {error:#}");
@@ -41,37 +37,57 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("finderd")
-        .build()?;
-    runtime.block_on(async {
-        match command {
-            Command::Serve(args) => Ok(server::run(args.config()).await?),
-            Command::Stats(args) => cli::stats(&args).await,
-            Command::Health(args) => cli::health(&args).await,
+    match command {
+        Command::Serve(args) => serve(&args),
+        Command::Replay(args) => {
+            print!("{}", replay::run(&args.log, args.rounds)?);
+            Ok(())
         }
-    })
+        Command::Profile(args) => {
+            print!("{}", profile::run(&args.command)?);
+            Ok(())
+        }
+        command => {
+            logging::init(None, "warn")?;
+            runtime()?.block_on(async {
+                match command {
+                    Command::Stats(args) => cli::stats(&args).await,
+                    Command::Health(args) => cli::health(&args).await,
+                    Command::Serve(_) | Command::Replay(_) | Command::Profile(_) => {
+                        unreachable!("handled above")
+                    }
+                }
+            })
+        }
+    }
 }
 
-/// One line per event with key=value fields on stderr; no colours unless
-/// stderr is a terminal; no timestamps under systemd's journal, which keeps
-/// its own. `--log-level` wins over `RUST_LOG`; the default is `info`
-/// (`warn` for the client commands).
-fn init_logging(level: Option<&str>, default_level: &str) -> anyhow::Result<()> {
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level)?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
+fn serve(args: &cli::ServeArgs) -> anyhow::Result<()> {
+    let source = args.source();
+    let mut config = source.load()?;
+    let log_level = logging::init(config.log_level.as_deref(), "info")?;
+    // Before any thread exists: it edits the environment.
+    let activated = systemd::take_activation_socket()?;
+    config.activated = activated.is_some();
+    runtime_with(config.worker_threads)?
+        .block_on(server::run(config, source, log_level, activated))?;
     Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    runtime_with(0)
+}
+
+/// `workers` 0: one current-thread runtime (requests are answered inline
+/// and crawls go to the blocking pool, so one thread serves the wire);
+/// otherwise a multi-thread runtime with that many workers.
+fn runtime_with(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().thread_name("finderd").build()
 }

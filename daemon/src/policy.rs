@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
 
+use crate::activity::OpenConnection;
+
 /// A connected client's credentials, as the kernel reported them at accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -41,14 +43,16 @@ impl Peer {
 /// the kernel would not tell (every directory is then NOT_SERVED).
 pub type PeerInfo = Option<Arc<Peer>>;
 
-/// A Unix stream with its peer's credentials read once, at accept.
+/// A Unix stream with its peer's credentials read once, at accept, and the
+/// guard that counts it as open (for `--idle-exit`).
 pub struct PeerStream {
     stream: UnixStream,
     peer: PeerInfo,
+    _open: OpenConnection,
 }
 
 impl PeerStream {
-    pub fn accept(stream: UnixStream) -> Self {
+    pub fn accept(stream: UnixStream, open: OpenConnection) -> Self {
         let peer = match stream.peer_cred() {
             Ok(cred) => Some(Arc::new(Peer {
                 uid: cred.uid(),
@@ -64,7 +68,11 @@ impl PeerStream {
                 None
             }
         };
-        Self { stream, peer }
+        Self {
+            stream,
+            peer,
+            _open: open,
+        }
     }
 }
 

@@ -9,8 +9,12 @@
 //! before the filesystem is read: a change made after that point always
 //! produces an inotify event.
 //!
-//! An io_uring engine (issue 3) will sit beside [`list_directory`]; the
-//! resolution stays synchronous.
+//! Entries are stat'ed with `statx`-family system calls or batched
+//! `IORING_OP_STATX` ([`uring`]), chosen per filesystem by measurement
+//! ([`engine`]); resolution stays synchronous.
+
+pub mod engine;
+pub mod uring;
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
@@ -19,10 +23,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::policy::{Access, DirFacts};
+use engine::{Engines, Filesystem, Plan, Used};
 
 /// Symlinks followed while resolving one path before giving up, as Linux's
 /// MAXSYMLINKS.
@@ -71,8 +77,9 @@ pub struct Entry {
 pub trait Observer {
     /// `dir` (a real path: no symlinks) is about to be searched for `name`.
     fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal>;
-    /// The directory at the real path `dir` is about to be listed.
-    fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal>;
+    /// The directory at the real path `dir` is about to be listed; `polled`:
+    /// it lives on a filesystem inotify cannot see.
+    fn before_listing(&self, dir: &[u8], polled: bool) -> Result<(), Refusal>;
 }
 
 /// Why a path is not served.
@@ -109,12 +116,14 @@ pub struct Listed {
     /// Sorted by name in unsigned byte order.
     pub entries: Vec<Entry>,
     pub access: Access,
+    /// How the entries were stat'ed.
+    pub used: Used,
 }
 
 /// What a crawl of one path found.
 #[derive(Debug)]
 pub enum Outcome {
-    Listed(Listed),
+    Listed(Box<Listed>),
     /// The path does not exist: the errno a `stat()` would give.
     Absent {
         errno: i32,
@@ -141,9 +150,14 @@ impl Outcome {
 }
 
 /// Resolves `path` (absolute, canonical) and lists the directory it names.
-pub fn crawl(path: &[u8], observer: &dyn Observer, max_entries: usize) -> Outcome {
+pub fn crawl(
+    path: &[u8],
+    observer: &dyn Observer,
+    max_entries: usize,
+    engines: &Engines,
+) -> Outcome {
     match resolve(path, observer) {
-        Ok(resolved) => list(resolved, observer, max_entries),
+        Ok(resolved) => list(resolved, observer, max_entries, engines),
         Err(outcome) => outcome,
     }
 }
@@ -218,14 +232,25 @@ fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
 }
 
 /// Lists the resolved directory.
-fn list(resolved: Resolved, observer: &dyn Observer, max_entries: usize) -> Outcome {
+fn list(
+    resolved: Resolved,
+    observer: &dyn Observer,
+    max_entries: usize,
+    engines: &Engines,
+) -> Outcome {
     let Resolved { real, searched } = resolved;
-    if let Err(refusal) = observer.before_listing(&real) {
+    let polled =
+        statfs_magic(&real).is_ok_and(|magic| engines.is_polled(Filesystem { device: 0, magic }));
+    if let Err(refusal) = observer.before_listing(&real, polled) {
         return refused(refusal, &searched);
     }
     let dir = match open_directory(&real) {
         Ok(dir) => dir,
         Err(error) => return open_failed(&error, &real, &searched),
+    };
+    let filesystem = match Filesystem::of(&dir) {
+        Ok(filesystem) => filesystem,
+        Err(error) => return refused_by(&error, &real, &searched),
     };
     let st = match fstat(&dir) {
         Ok(st) => st,
@@ -237,8 +262,8 @@ fn list(resolved: Resolved, observer: &dyn Observer, max_entries: usize) -> Outc
         gid: st.st_gid,
         has_acl: fd_has_acl(&dir),
     };
-    let entries = match read_entries(&dir, max_entries) {
-        Ok(entries) => entries,
+    let (entries, used) = match read_entries(&dir, max_entries, engines, filesystem) {
+        Ok(read) => read,
         Err(ReadError::TooMany) => {
             return refused(
                 Refusal::lasting(format!(
@@ -249,7 +274,7 @@ fn list(resolved: Resolved, observer: &dyn Observer, max_entries: usize) -> Outc
         }
         Err(ReadError::Io(error)) => return refused_by(&error, &real, &searched),
     };
-    Outcome::Listed(Listed {
+    Outcome::Listed(Box::new(Listed {
         real: Bytes::from(real),
         stat: Fingerprint::of(&st),
         entries,
@@ -257,7 +282,20 @@ fn list(resolved: Resolved, observer: &dyn Observer, max_entries: usize) -> Outc
             searched,
             listed: Some(listed_facts),
         },
-    })
+        used,
+    }))
+}
+
+/// `statfs` of a path: its filesystem's magic.
+fn statfs_magic(path: &[u8]) -> io::Result<i64> {
+    let c_path = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: an all-zero statfs is valid to be overwritten.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and out pointer.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fs.f_type as i64)
 }
 
 /// The current state of some names in a directory (the incremental update
@@ -268,6 +306,32 @@ pub struct Restat {
     pub stat: Fingerprint,
     /// Per name, its entry, or `None` when it is gone.
     pub names: Vec<(Bytes, Option<Entry>)>,
+}
+
+/// The directory at the real path `real`, listed again synchronously (the
+/// background check of polled directories).
+pub fn relist(real: &[u8], max_entries: usize) -> io::Result<(Fingerprint, Vec<Entry>)> {
+    let dir = open_directory(real)?;
+    let st = fstat(&dir)?;
+    let names = read_names(&dir, max_entries).map_err(|error| match error {
+        ReadError::TooMany => io::Error::from_raw_os_error(libc::EFBIG),
+        ReadError::Io(error) => error,
+    })?;
+    let stats = stat_sync(&dir, &names, &names.records)?;
+    let mut entries: Vec<Entry> = names
+        .records
+        .iter()
+        .zip(stats)
+        .filter_map(|(record, stat)| {
+            stat.map(|(kind, stat)| Entry {
+                name: Bytes::copy_from_slice(&names.arena[record.start..record.start + record.len]),
+                kind,
+                stat,
+            })
+        })
+        .collect();
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok((Fingerprint::of(&st), entries))
 }
 
 /// Re-reads `names` in the directory at the real path `real`.
@@ -299,30 +363,141 @@ enum ReadError {
 }
 
 /// Every entry of an open directory, stat'ed and sorted.
-fn read_entries(dir: &OwnedFd, max_entries: usize) -> Result<Vec<Entry>, ReadError> {
+fn read_entries(
+    dir: &OwnedFd,
+    max_entries: usize,
+    engines: &Engines,
+    filesystem: Filesystem,
+) -> Result<(Vec<Entry>, Used), ReadError> {
     let names = read_names(dir, max_entries)?;
-    let mut stated = Vec::with_capacity(names.records.len());
-    for record in &names.records {
-        let c_name =
-            CStr::from_bytes_with_nul(&names.arena[record.start..=record.start + record.len])
-                .map_err(|_| ReadError::Io(io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let (stats, used) = stat_records(dir, &names, engines, filesystem).map_err(ReadError::Io)?;
+    engines.crawled(filesystem, used);
+    let arena = Bytes::from(names.arena);
+    let mut entries: Vec<Entry> = names
+        .records
+        .iter()
+        .zip(stats)
         // A name that vanished since getdents is simply not listed: its
         // deletion event follows and removes nothing.
-        if let Some((kind, stat)) = stat_entry(dir, c_name, record.d_type).map_err(ReadError::Io)? {
-            stated.push((record.start, record.len, kind, stat));
-        }
-    }
-    let arena = Bytes::from(names.arena);
-    let mut entries: Vec<Entry> = stated
-        .into_iter()
-        .map(|(start, len, kind, stat)| Entry {
-            name: arena.slice(start..start + len),
-            kind,
-            stat,
+        .filter_map(|(record, stat)| {
+            stat.map(|(kind, stat)| Entry {
+                name: arena.slice(record.start..record.start + record.len),
+                kind,
+                stat,
+            })
         })
         .collect();
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    Ok((entries, used))
+}
+
+/// One entry's kind and fingerprint, `None` when it vanished.
+type EntryStat = Option<(Kind, Fingerprint)>;
+
+/// Stats every record the way `engines` plans for this filesystem.
+fn stat_records(
+    dir: &OwnedFd,
+    names: &Names,
+    engines: &Engines,
+    filesystem: Filesystem,
+) -> io::Result<(Vec<EntryStat>, Used)> {
+    let all = &names.records[..];
+    match engines.plan(filesystem, all.len()) {
+        Plan::Sync => Ok((stat_sync(dir, names, all)?, Used::Sync)),
+        Plan::Uring(uring) => match stat_uring(dir, names, all, uring) {
+            Ok(stats) => Ok((stats, Used::Uring)),
+            Err(_) => Ok((stat_sync(dir, names, all)?, Used::Sync)),
+        },
+        Plan::Calibrate(uring) => {
+            let slice = Engines::calibration_slice(all.len());
+            let started = Instant::now();
+            let mut stats = stat_sync(dir, names, &all[..slice])?;
+            let sync_ns = per_entry_ns(started.elapsed(), slice);
+            let started = Instant::now();
+            let Ok(timed) = stat_uring(dir, names, &all[slice..2 * slice], uring) else {
+                stats.extend(stat_sync(dir, names, &all[slice..])?);
+                return Ok((stats, Used::Sync));
+            };
+            let uring_ns = per_entry_ns(started.elapsed(), slice);
+            stats.extend(timed);
+            engines.calibrated(filesystem, sync_ns, uring_ns);
+            let rest = &all[2 * slice..];
+            let used = if uring_ns < sync_ns {
+                stats.extend(
+                    stat_uring(dir, names, rest, uring).or_else(|_| stat_sync(dir, names, rest))?,
+                );
+                Used::Uring
+            } else {
+                stats.extend(stat_sync(dir, names, rest)?);
+                Used::Sync
+            };
+            Ok((stats, used))
+        }
+    }
+}
+
+fn per_entry_ns(elapsed: std::time::Duration, entries: usize) -> u64 {
+    u64::try_from(elapsed.as_nanos() / entries.max(1) as u128).unwrap_or(u64::MAX)
+}
+
+fn name_of<'a>(names: &'a Names, record: &NameRecord) -> io::Result<&'a CStr> {
+    CStr::from_bytes_with_nul(&names.arena[record.start..=record.start + record.len])
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn stat_sync(dir: &OwnedFd, names: &Names, records: &[NameRecord]) -> io::Result<Vec<EntryStat>> {
+    records
+        .iter()
+        .map(|record| stat_entry(dir, name_of(names, record)?, record.d_type))
+        .collect()
+}
+
+/// The same as [`stat_sync`] through io_uring: one `statx` (following
+/// symlinks) per entry; entries whose `d_type` is unknown are finished
+/// synchronously (they need an `lstat` first).
+fn stat_uring(
+    dir: &OwnedFd,
+    names: &Names,
+    records: &[NameRecord],
+    uring: &uring::UringStater,
+) -> Result<Vec<EntryStat>, uring::UringError> {
+    let c_names: Vec<&CStr> = records
+        .iter()
+        .map(|record| name_of(names, record))
+        .collect::<io::Result<_>>()
+        .map_err(uring::UringError::Submit)?;
+    let results = uring.statx_all(dir.as_raw_fd(), &c_names, 0)?;
+    records
+        .iter()
+        .zip(results)
+        .zip(&c_names)
+        .map(|((record, result), name)| {
+            let is_link = match record.d_type {
+                libc::DT_LNK => true,
+                libc::DT_UNKNOWN => return stat_entry(dir, name, record.d_type),
+                _ => false,
+            };
+            match result {
+                Ok(stx) => Ok(Some(classify_mode(
+                    stx.stx_mode.into(),
+                    fingerprint_of_statx(&stx),
+                    is_link,
+                ))),
+                Err(_) if is_link => Ok(Some((Kind::Other, Fingerprint::default()))),
+                Err(libc::ENOENT | libc::ENOTDIR) => Ok(None),
+                Err(errno) => Err(io::Error::from_raw_os_error(errno)),
+            }
+        })
+        .collect::<io::Result<_>>()
+        .map_err(uring::UringError::Submit)
+}
+
+fn fingerprint_of_statx(stx: &libc::statx) -> Fingerprint {
+    Fingerprint {
+        mode: u32::from(stx.stx_mode),
+        mtime_ns: stx.stx_mtime.tv_sec * 1_000_000_000 + i64::from(stx.stx_mtime.tv_nsec),
+        size: stx.stx_size,
+    }
 }
 
 /// Names from `getdents64`, kept NUL-terminated in one arena so that each
@@ -426,13 +601,17 @@ fn stat_entry(dir: &OwnedFd, name: &CStr, d_type: u8) -> io::Result<Option<(Kind
 }
 
 fn classify(st: &libc::stat, through_link: bool) -> (Kind, Fingerprint) {
-    let kind = match st.st_mode & libc::S_IFMT {
+    classify_mode(st.st_mode, Fingerprint::of(st), through_link)
+}
+
+fn classify_mode(mode: u32, fingerprint: Fingerprint, through_link: bool) -> (Kind, Fingerprint) {
+    let kind = match mode & libc::S_IFMT {
         libc::S_IFREG => Kind::File,
         libc::S_IFDIR if through_link => Kind::SymlinkDir,
         libc::S_IFDIR => Kind::Dir,
         _ => Kind::Other,
     };
-    (kind, Fingerprint::of(st))
+    (kind, fingerprint)
 }
 
 fn is_symlink(st: &libc::stat) -> bool {
@@ -611,10 +790,14 @@ mod tests {
             self.lookups.borrow_mut().push(join(dir, name));
             Ok(())
         }
-        fn before_listing(&self, dir: &[u8]) -> Result<(), Refusal> {
+        fn before_listing(&self, dir: &[u8], _polled: bool) -> Result<(), Refusal> {
             self.listings.borrow_mut().push(dir.to_vec());
             Ok(())
         }
+    }
+
+    fn engines() -> Engines {
+        Engines::new(&crate::config::RefreshConfig::default())
     }
 
     fn bytes_of(path: &Path) -> Vec<u8> {
@@ -640,8 +823,12 @@ mod tests {
         symlink(tmp.path().join("missing"), real.join("c")).expect("symlink");
         symlink("real", tmp.path().join("link")).expect("symlink");
         let recorder = Recorder::default();
-        let Outcome::Listed(listed) = crawl(&bytes_of(&tmp.path().join("link")), &recorder, 100)
-        else {
+        let Outcome::Listed(listed) = crawl(
+            &bytes_of(&tmp.path().join("link")),
+            &recorder,
+            100,
+            &engines(),
+        ) else {
             panic!("not listed");
         };
         let real_bytes = bytes_of(&std::fs::canonicalize(&real).expect("canonicalize"));
@@ -666,7 +853,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("file"), b"").expect("write");
         let recorder = Recorder::default();
-        let absent = crawl(&bytes_of(&tmp.path().join("nope/deeper")), &recorder, 100);
+        let absent = crawl(
+            &bytes_of(&tmp.path().join("nope/deeper")),
+            &recorder,
+            100,
+            &engines(),
+        );
         assert!(
             matches!(
                 absent,
@@ -677,7 +869,12 @@ mod tests {
             ),
             "{absent:?}"
         );
-        let through_file = crawl(&bytes_of(&tmp.path().join("file/x")), &recorder, 100);
+        let through_file = crawl(
+            &bytes_of(&tmp.path().join("file/x")),
+            &recorder,
+            100,
+            &engines(),
+        );
         assert!(matches!(
             through_file,
             Outcome::Absent {
@@ -685,7 +882,12 @@ mod tests {
                 ..
             }
         ));
-        let file = crawl(&bytes_of(&tmp.path().join("file")), &recorder, 100);
+        let file = crawl(
+            &bytes_of(&tmp.path().join("file")),
+            &recorder,
+            100,
+            &engines(),
+        );
         assert!(
             matches!(&file, Outcome::Refused { refusal, .. } if refusal.reason == "not a directory")
         );
@@ -696,7 +898,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         symlink("loop", tmp.path().join("loop")).expect("symlink");
         let recorder = Recorder::default();
-        let looping = crawl(&bytes_of(&tmp.path().join("loop")), &recorder, 100);
+        let looping = crawl(
+            &bytes_of(&tmp.path().join("loop")),
+            &recorder,
+            100,
+            &engines(),
+        );
         assert!(matches!(&looping, Outcome::Refused { refusal, .. } if refusal.lasting));
         for name in ["a", "b", "c"] {
             std::fs::write(tmp.path().join(name), b"").expect("write");
@@ -706,7 +913,7 @@ mod tests {
         for name in ["a", "b", "c"] {
             std::fs::write(dir.join(name), b"").expect("write");
         }
-        let limited = crawl(&bytes_of(&dir), &recorder, 2);
+        let limited = crawl(&bytes_of(&dir), &recorder, 2, &engines());
         assert!(
             matches!(&limited, Outcome::Refused { refusal, .. } if refusal.reason.contains("more than 2 entries"))
         );

@@ -1,8 +1,10 @@
-//! The daemon's lifecycle, and the one place that owns process state: bind
-//! the socket (replacing a stale one, refusing to displace a live daemon),
-//! create the generation file, start the inotify reader thread, serve,
-//! tell systemd, and on SIGTERM/SIGINT stop accepting, drain in-flight
-//! requests (bounded), remove the socket and generation file.
+//! The daemon's lifecycle, and the one place that owns process state: take
+//! the socket systemd passed or bind one (replacing a stale one, refusing to
+//! displace a live daemon), create the generation file, start the inotify
+//! reader thread, serve, tell systemd (READY, STATUS, STOPPING), and on
+//! SIGTERM/SIGINT or `--idle-exit` stop accepting, drain in-flight requests
+//! (bounded), remove the generation file and the socket (only one it bound
+//! itself: systemd's socket outlives the daemon).
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -10,17 +12,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use sd_notify::NotifyState;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::time::Duration;
+
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 
-use crate::config::Config;
+use crate::activity::Activity;
+use crate::config::{Config, ConfigSource, LiveLimits};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
+use crate::logging::LogLevel;
 use crate::policy::PeerStream;
 use crate::stats::Stats;
+use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
 use crate::wire::{Finder, FinderService};
 
@@ -59,18 +66,32 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Serv
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), ServerError> {
-    let (listener, files) = bind(&config)?;
+/// Runs the daemon until SIGTERM, SIGINT or `--idle-exit`. `activated`: the
+/// listening socket systemd passed (socket activation), used instead of
+/// binding one.
+pub async fn run(
+    config: Config,
+    source: ConfigSource,
+    log_level: LogLevel,
+    activated: Option<StdUnixListener>,
+) -> Result<(), ServerError> {
+    let (listener, files, config) = listen(config, activated)?;
     let stats = Arc::new(Stats::default());
+    stats.set_limits(config.limits());
+    let limits = Arc::new(LiveLimits::new(&config));
     let genfile = Arc::new(GenFile::create(
         &config.generation_file(),
         config.freshness.slots,
         config.freshness.lease,
     )?);
     let index = Arc::new(
-        Index::new(config.index.clone(), genfile, Arc::clone(&stats))
-            .map_err(ServerError::Inotify)?,
+        Index::new(
+            Arc::clone(&limits),
+            &config.refresh,
+            genfile,
+            Arc::clone(&stats),
+        )
+        .map_err(ServerError::Inotify)?,
     );
     let heartbeat = Arc::new(
         Heartbeat::new(config.freshness.lease, config.freshness.active_window)
@@ -78,27 +99,130 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let reader =
         spawn_reader(Arc::clone(&index), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
+    let (stop_checker, checker_stop) = std::sync::mpsc::channel::<()>();
+    let checker = spawn_checker(
+        Arc::clone(&index),
+        Arc::clone(&heartbeat),
+        Arc::clone(&limits),
+        config.freshness.lease,
+        checker_stop,
+    )
+    .map_err(ServerError::Inotify)?;
     let finder = FinderService::new(Finder::new(
-        index,
-        stats,
-        config.requests.clone(),
+        Arc::clone(&index),
+        Arc::clone(&stats),
+        Arc::clone(&limits),
         Arc::clone(&heartbeat),
     ));
-    let result = serve(&config, listener, finder).await;
+    let reload = Reload {
+        source,
+        log_level,
+        limits,
+        stats,
+    };
+    let result = serve(config, listener, finder, &index, reload).await;
     heartbeat.stop();
-    if reader.join().is_err() {
-        tracing::error!("inotify reader thread panicked");
+    drop(stop_checker);
+    if reader.join().is_err() || checker.join().is_err() {
+        tracing::error!("a background thread panicked");
     }
     drop(files);
     tracing::info!(ok = result.is_ok(), "stopped");
     result
 }
 
+/// The listening socket: systemd's, or one bound here. Under socket
+/// activation the generation file goes beside the socket systemd bound.
+fn listen(
+    mut config: Config,
+    activated: Option<StdUnixListener>,
+) -> Result<(UnixListener, OwnedFiles, Config), ServerError> {
+    let Some(listener) = activated else {
+        let (listener, files) = bind(&config)?;
+        return Ok((listener, files, config));
+    };
+    match systemd::bound_path(&listener) {
+        Some(path) => {
+            if path != config.socket {
+                tracing::debug!(socket = %path.display(), "using the socket-activated path");
+            }
+            config.socket = std::path::absolute(&path).unwrap_or(path);
+        }
+        None => tracing::warn!(
+            generation_file = %config.generation_file().display(),
+            "the socket-activated socket has no path; generation file at the configured place"
+        ),
+    }
+    if let Some(parent) = config.socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        prepare_directory(parent, config.socket_dir_mode())?;
+    }
+    let files = OwnedFiles {
+        socket: None,
+        generation_file: config.generation_file(),
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("configure", &config.socket))?;
+    let listener =
+        UnixListener::from_std(listener).map_err(io_error("listen on", &config.socket))?;
+    Ok((listener, files, config))
+}
+
+/// Why the daemon stops.
+#[derive(Debug, Clone, Copy)]
+enum StopReason {
+    Signal(&'static str),
+    Idle(Duration),
+}
+
+/// What SIGHUP needs to apply a new config.
+struct Reload {
+    source: ConfigSource,
+    log_level: LogLevel,
+    limits: Arc<LiveLimits>,
+    stats: Arc<Stats>,
+}
+
+impl Reload {
+    /// Re-reads the config file; a bad one is logged and changes nothing.
+    fn apply(&self, current: &mut Config) {
+        systemd::reloading();
+        let mut new = match self.source.load() {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(%error, "reload failed; keeping the running config");
+                systemd::ready("serving (reload failed; see the log)");
+                return;
+            }
+        };
+        new.activated = current.activated;
+        if current.activated {
+            new.socket = current.socket.clone();
+        }
+        if let Err(error) = self.log_level.set(new.log_level.as_deref()) {
+            tracing::error!(%error, "log level not changed");
+            new.log_level = current.log_level.clone();
+        }
+        let restart_only = current.restart_only_changes(&new);
+        if !restart_only.is_empty() {
+            tracing::warn!(settings = ?restart_only, "changed settings take effect at the next start only");
+        }
+        self.limits.store(&new);
+        self.stats.set_limits(new.limits());
+        tracing::info!(config = ?self.source.file, "config reloaded");
+        *current = new;
+        systemd::ready("serving (config reloaded)");
+    }
+}
+
 async fn serve(
-    config: &Config,
+    mut config: Config,
     listener: UnixListener,
     finder: FinderService,
+    index: &Index,
+    reload: Reload,
 ) -> Result<(), ServerError> {
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,8 +231,10 @@ async fn serve(
         .register_encoded_file_descriptor_set(finderd_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let incoming =
-        UnixListenerStream::new(listener).map(|accepted| accepted.map(PeerStream::accept));
+    let activity = Arc::new(Activity::default());
+    let accepted = Arc::clone(&activity);
+    let incoming = UnixListenerStream::new(listener)
+        .map(move |stream| stream.map(|stream| PeerStream::accept(stream, accepted.connection())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -119,24 +245,41 @@ async fn serve(
                 let _ = stopped.await;
             }),
     );
+    let how = if config.activated {
+        "socket-activated"
+    } else {
+        "bound"
+    };
     tracing::info!(
         socket = %config.socket.display(),
+        how,
         generation_file = %config.generation_file().display(),
         pid = std::process::id(),
         version = env!("CARGO_PKG_VERSION"),
+        idle_exit_secs = config.idle_exit.map(|d| d.as_secs()),
+        refresh_engine = config.refresh.engine.name(),
+        config_file = ?reload.source.file,
         "serving"
     );
-    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-    let signal_name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    systemd::ready(&format!("serving on {} ({how})", config.socket.display()));
+    let reason = loop {
+        tokio::select! {
+            _ = terminate.recv() => break StopReason::Signal("SIGTERM"),
+            _ = interrupt.recv() => break StopReason::Signal("SIGINT"),
+            _ = hangup.recv() => reload.apply(&mut config),
+            idle = idle_timeout(config.idle_exit, &activity) => break StopReason::Idle(idle),
+            _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(index)),
+        }
     };
-    tracing::info!(
-        signal = signal_name,
-        drain_timeout_ms = config.drain_timeout.as_millis() as u64,
-        "stopping"
-    );
-    notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    match reason {
+        StopReason::Signal(name) => tracing::info!(
+            signal = name,
+            drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+            "stopping"
+        ),
+        StopReason::Idle(idle) => tracing::info!(idle_secs = idle.as_secs(), "idle; exiting"),
+    }
+    systemd::stopping("draining");
     health.set_not_serving::<FinderService>().await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -155,10 +298,30 @@ async fn serve(
     }
 }
 
-/// Tells systemd, when it asked to be told (`NOTIFY_SOCKET`).
-fn notify(states: &[NotifyState]) {
-    if let Err(error) = sd_notify::notify(states) {
-        tracing::warn!(%error, "sd_notify failed");
+/// How often systemd's STATUS= line is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// One line for `systemctl status`.
+fn status_line(index: &Index) -> String {
+    let gauges = index.gauges();
+    format!(
+        "serving: {} roots, {} directories, {} entries",
+        gauges.roots, gauges.directories, gauges.entries
+    )
+}
+
+/// Resolves once nothing has been open for `idle_exit`; never without it.
+async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Duration {
+    let Some(limit) = idle_exit else {
+        return std::future::pending().await;
+    };
+    loop {
+        match activity.idle_for() {
+            Some(idle) if idle >= limit => return idle,
+            Some(idle) => tokio::time::sleep(limit - idle).await,
+            // Connections close without telling us; look again soon.
+            None => tokio::time::sleep(limit.min(Duration::from_secs(1))).await,
+        }
     }
 }
 
@@ -175,20 +338,54 @@ fn spawn_reader(index: Arc<Index>, heartbeat: Arc<Heartbeat>) -> io::Result<Join
         })
 }
 
+/// The thread that re-checks directories inotify does not cover: degraded
+/// ones every `lease/4` while clients are active (so running clients see
+/// their changes through the generation file), polled ones every
+/// `poll_interval` (re-listed, which also catches in-place rewrites).
+fn spawn_checker(
+    index: Arc<Index>,
+    heartbeat: Arc<Heartbeat>,
+    limits: Arc<LiveLimits>,
+    lease: Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> io::Result<JoinHandle<()>> {
+    let tick = (lease / 4).max(Duration::from_millis(5));
+    std::thread::Builder::new()
+        .name("finderd-checker".to_string())
+        .spawn(move || {
+            let mut last_poll = std::time::Instant::now();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+                let poll = last_poll.elapsed() >= limits.poll_interval();
+                if poll {
+                    last_poll = std::time::Instant::now();
+                }
+                let degraded = heartbeat.is_active();
+                if degraded || poll {
+                    index.recheck(degraded, poll);
+                }
+            }
+        })
+}
+
 /// The socket and generation file; removed when dropped, if they are still
 /// the ones this daemon created.
+/// A socket passed by systemd is not ours to remove (`socket: None`).
 struct OwnedFiles {
-    socket: PathBuf,
-    socket_inode: (u64, u64),
+    /// The socket this daemon bound, and its (dev, inode).
+    socket: Option<(PathBuf, (u64, u64))>,
     generation_file: PathBuf,
 }
 
 impl Drop for OwnedFiles {
     fn drop(&mut self) {
-        let still_ours = std::fs::symlink_metadata(&self.socket)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.socket_inode);
+        let Some((socket, inode)) = &self.socket else {
+            let _ = std::fs::remove_file(&self.generation_file);
+            return;
+        };
+        let still_ours =
+            std::fs::symlink_metadata(socket).is_ok_and(|m| (m.dev(), m.ino()) == *inode);
         if still_ours {
-            let _ = std::fs::remove_file(&self.socket);
+            let _ = std::fs::remove_file(socket);
             let _ = std::fs::remove_file(&self.generation_file);
         }
     }
@@ -209,8 +406,7 @@ fn bind(config: &Config) -> Result<(UnixListener, OwnedFiles), ServerError> {
     })?;
     let metadata = std::fs::symlink_metadata(socket).map_err(io_error("stat", socket))?;
     let files = OwnedFiles {
-        socket: socket.clone(),
-        socket_inode: (metadata.dev(), metadata.ino()),
+        socket: Some((socket.clone(), (metadata.dev(), metadata.ino()))),
         generation_file: config.generation_file(),
     };
     std::fs::set_permissions(

@@ -85,11 +85,22 @@ pub struct Gauges {
     pub entries: u64,
     pub index_bytes: u64,
     pub degraded_roots: u64,
+    pub polled_roots: u64,
+}
+
+/// What the refresh engine reports: io_uring availability and the choice
+/// per filesystem.
+#[derive(Debug, Default, Clone)]
+pub struct EngineReport {
+    pub io_uring: String,
+    pub filesystems: Vec<pb::FilesystemEngine>,
 }
 
 /// Counters shared by every part of the daemon.
 pub struct Stats {
     started: Instant,
+    /// Every limit by its config key (0: none), as last (re)loaded.
+    limits: std::sync::Mutex<Vec<(&'static str, u64)>>,
     pub watches: AtomicU64,
     pub inotify_events: AtomicU64,
     pub overflows: AtomicU64,
@@ -102,6 +113,11 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub crawls_sync: AtomicU64,
+    pub crawls_uring: AtomicU64,
+    pub evictions: AtomicU64,
+    pub peer_limit_rejections: AtomicU64,
+    pub mtime_checks: AtomicU64,
+    pub mtime_recrawls: AtomicU64,
     pub barrier_latency: Histogram,
     pub refresh_latency: Histogram,
     pub request_latency: Histogram,
@@ -111,6 +127,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            limits: std::sync::Mutex::new(Vec::new()),
             watches: AtomicU64::new(0),
             inotify_events: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
@@ -123,6 +140,11 @@ impl Default for Stats {
             misses: AtomicU64::new(0),
             rejected_requests: AtomicU64::new(0),
             crawls_sync: AtomicU64::new(0),
+            crawls_uring: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            peer_limit_rejections: AtomicU64::new(0),
+            mtime_checks: AtomicU64::new(0),
+            mtime_recrawls: AtomicU64::new(0),
             barrier_latency: Histogram::default(),
             refresh_latency: Histogram::default(),
             request_latency: Histogram::default(),
@@ -136,7 +158,18 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 impl Stats {
-    pub fn reply(&self, gauges: Gauges) -> pb::StatsReply {
+    pub fn set_limits(&self, limits: Vec<(&'static str, u64)>) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    fn limits(&self) -> Vec<(&'static str, u64)> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn reply(&self, gauges: Gauges, engines: EngineReport) -> pb::StatsReply {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         pb::StatsReply {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -159,10 +192,25 @@ impl Stats {
             misses: load(&self.misses),
             rejected_requests: load(&self.rejected_requests),
             crawls_sync: load(&self.crawls_sync),
-            crawls_uring: 0,
+            crawls_uring: load(&self.crawls_uring),
             barrier_latency: Some(self.barrier_latency.summary()),
             refresh_latency: Some(self.refresh_latency.summary()),
             request_latency: Some(self.request_latency.summary()),
+            polled_roots: gauges.polled_roots,
+            evictions: load(&self.evictions),
+            peer_limit_rejections: load(&self.peer_limit_rejections),
+            io_uring: engines.io_uring,
+            filesystems: engines.filesystems,
+            limits: self
+                .limits()
+                .into_iter()
+                .map(|(name, value)| pb::Limit {
+                    name: name.to_string(),
+                    value,
+                })
+                .collect(),
+            mtime_checks: load(&self.mtime_checks),
+            mtime_recrawls: load(&self.mtime_recrawls),
         }
     }
 }

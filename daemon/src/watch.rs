@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
+use crate::config::LiveLimits;
 use crate::genfile::{duration_ns, monotonic_ns};
 use crate::refresh::{as_path, join};
 use crate::stats::{bump, Stats};
@@ -108,19 +109,19 @@ pub struct Watcher {
     /// Per listing key: its watch and the real path it was taken on.
     wd_of_listing: HashMap<Bytes, (i32, Bytes)>,
     wd_of_searched: HashMap<Bytes, i32>,
-    max_watches: Option<usize>,
+    limits: Arc<LiveLimits>,
     buffer: Vec<u8>,
     stats: Arc<Stats>,
 }
 
 impl Watcher {
-    pub fn new(max_watches: Option<usize>, stats: Arc<Stats>) -> io::Result<Self> {
+    pub fn new(limits: Arc<LiveLimits>, stats: Arc<Stats>) -> io::Result<Self> {
         Ok(Self {
             inotify: Inotify::init()?,
             by_wd: HashMap::new(),
             wd_of_listing: HashMap::new(),
             wd_of_searched: HashMap::new(),
-            max_watches,
+            limits,
             buffer: vec![0; 64 * 1024],
             stats,
         })
@@ -195,7 +196,11 @@ impl Watcher {
         };
         let id = wd.get_watch_descriptor_id();
         if !self.by_wd.contains_key(&id) {
-            if self.max_watches.is_some_and(|max| self.by_wd.len() >= max) {
+            if self
+                .limits
+                .max_watches()
+                .is_some_and(|max| self.by_wd.len() >= max)
+            {
                 // Undo: this daemon's own limit is reached.
                 let _ = self.inotify.watches().remove(wd);
                 return Err(WatchError::Limit);
@@ -390,7 +395,8 @@ impl Heartbeat {
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    fn is_active(&self) -> bool {
+    /// Whether a client asked within the active window.
+    pub fn is_active(&self) -> bool {
         let last = self.last_request_ns.load(Ordering::SeqCst);
         last != 0 && monotonic_ns().saturating_sub(last) < self.active_window_ns
     }
@@ -451,6 +457,12 @@ mod tests {
         assert!(listing_mask().contains(WatchMask::CLOSE_WRITE | WatchMask::ONLYDIR));
     }
 
+    fn test_limits(max_watches: Option<usize>) -> Arc<LiveLimits> {
+        let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
+        config.index.max_watches = max_watches;
+        Arc::new(LiveLimits::new(&config))
+    }
+
     fn drain(watcher: &mut Watcher) -> Vec<Change> {
         let mut all = Vec::new();
         while let Some(changes) = watcher.read().expect("read") {
@@ -463,7 +475,8 @@ mod tests {
     fn events_become_changes() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().as_os_str().as_encoded_bytes().to_vec();
-        let mut watcher = Watcher::new(None, Arc::new(Stats::default())).expect("inotify");
+        let mut watcher =
+            Watcher::new(test_limits(None), Arc::new(Stats::default())).expect("inotify");
         let key = Bytes::from_static(b"/some/key");
         watcher.watch_listing(&key, &dir).expect("watch");
         watcher.watch_searched(&dir).expect("watch");
@@ -487,7 +500,8 @@ mod tests {
     fn own_watch_limit_is_enforced() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
-        let mut watcher = Watcher::new(Some(1), Arc::new(Stats::default())).expect("inotify");
+        let mut watcher =
+            Watcher::new(test_limits(Some(1)), Arc::new(Stats::default())).expect("inotify");
         let root = tmp.path().as_os_str().as_encoded_bytes().to_vec();
         watcher.watch_searched(&root).expect("first fits");
         let second = watcher.watch_searched(&join(&root, b"a"));

@@ -7,8 +7,11 @@
 //! wire format is exactly that of the generated messages (concatenated
 //! protobuf fields), so generated clients decode it as usual.
 //!
-//! Handlers run on tokio's blocking pool: the barrier waits on a mutex and
-//! crawls read the filesystem.
+//! A request whose directories are all indexed and watched is answered
+//! inline on the async worker (the barrier is one short mutex hold and a
+//! non-blocking read of the inotify queue); anything that needs the
+//! filesystem (a crawl, a stat check of a polled or degraded directory) is
+//! answered on tokio's blocking pool.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -26,7 +29,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
-use crate::config::RequestLimits;
+use crate::config::LiveLimits;
 use crate::index::{Answer, Index, Listing, Role};
 use crate::policy::PeerInfo;
 use crate::refresh::{join, Kind};
@@ -67,6 +70,12 @@ pub enum Error {
         message: &'static str,
         reason: String,
     },
+    #[error("peer uid {uid} has {in_flight} requests in flight, over the limit max_requests_per_peer = {limit}")]
+    PeerLimit {
+        uid: String,
+        in_flight: usize,
+        limit: usize,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,7 +88,7 @@ impl From<Error> for Status {
             | Error::GenerationsMismatch { .. }
             | Error::Malformed { .. } => Code::InvalidArgument,
             Error::UnsupportedVersion { .. } => Code::FailedPrecondition,
-            Error::TooMany { .. } => Code::ResourceExhausted,
+            Error::TooMany { .. } | Error::PeerLimit { .. } => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
@@ -90,16 +99,17 @@ impl From<Error> for Status {
 pub struct Finder {
     index: Arc<Index>,
     stats: Arc<Stats>,
-    limits: RequestLimits,
+    limits: Arc<LiveLimits>,
     heartbeat: Arc<Heartbeat>,
     generations: pb::GenerationFile,
+    peers: PeerRequests,
 }
 
 impl Finder {
     pub fn new(
         index: Arc<Index>,
         stats: Arc<Stats>,
-        limits: RequestLimits,
+        limits: Arc<LiveLimits>,
         heartbeat: Arc<Heartbeat>,
     ) -> Self {
         let genfile = index.genfile();
@@ -115,31 +125,35 @@ impl Finder {
             limits,
             heartbeat,
             generations,
+            peers: PeerRequests::default(),
         }
     }
 
-    fn snapshot(&self, peer: &PeerInfo, request: pb::SnapshotRequest) -> Result<Bytes, Error> {
-        bump(&self.stats.snapshot_requests);
-        check_version(request.protocol_version)?;
-        check_paths(
-            "sys_path",
-            &request.sys_path,
-            self.limits.max_sys_path_entries,
-            "max_sys_path_entries",
-        )?;
-        self.heartbeat.note_request();
-        self.stats.barrier_latency.record(self.index.barrier());
+    /// The Snapshot reply. `Inline`: `None` as soon as one directory would
+    /// need the filesystem (the caller retries on the blocking pool).
+    fn snapshot(
+        &self,
+        peer: &PeerInfo,
+        request: &pb::SnapshotRequest,
+        mode: Mode,
+    ) -> Option<Result<Bytes, Error>> {
+        if let Err(error) = self.check_snapshot(request) {
+            return Some(Err(error));
+        }
+        self.barrier(mode)?;
         let header = pb::SnapshotReply {
             protocol_version: PROTOCOL_VERSION,
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
             generations: Some(self.generations.clone()),
-            directories: Vec::new(),
+            ..Default::default()
         };
         let mut reply = Reply::new(&header, SNAPSHOT_DIRECTORIES_FIELD);
+        let mut tally = Tally::default();
         let mut answered = HashSet::new();
         let mut served = Vec::new();
         for path in &request.sys_path {
-            let answer = self.answer(path, peer, 0, Role::SysPathEntry);
+            let answer = self.ask(path, peer, 0, Role::SysPathEntry, mode)?;
+            tally.count(&answer);
             if answered.insert(path.clone()) {
                 if let Answer::Listed(listing) = &answer {
                     served.push(Arc::clone(listing));
@@ -147,26 +161,37 @@ impl Finder {
             }
             reply.push(&encode_answer(path, &answer));
         }
-        self.prefetch(
-            &served,
-            request.prefetch_bytes,
+        let prefetch = Prefetch {
+            budget: request.prefetch_bytes,
             peer,
-            &mut reply,
-            &mut answered,
-        );
-        Ok(reply.finish())
+            mode,
+        };
+        self.prefetch(&served, prefetch, &mut reply, &mut answered, &mut tally)?;
+        tally.apply(&self.stats);
+        Some(Ok(reply.finish()))
+    }
+
+    fn check_snapshot(&self, request: &pb::SnapshotRequest) -> Result<(), Error> {
+        check_version(request.protocol_version)?;
+        check_paths(
+            "sys_path",
+            &request.sys_path,
+            LiveLimits::get(&self.limits.max_sys_path_entries),
+            "max_sys_path_entries",
+        )
     }
 
     /// Adds package directories of the served sys.path entries, in sys.path
     /// order then name order, while their encoded size fits the budget.
+    /// `None`: inline, and a candidate is not indexed yet.
     fn prefetch(
         &self,
         served: &[Arc<Listing>],
-        budget: u64,
-        peer: &PeerInfo,
+        prefetch: Prefetch<'_>,
         reply: &mut Reply,
         answered: &mut HashSet<Bytes>,
-    ) {
+        tally: &mut Tally,
+    ) -> Option<()> {
         let mut spent = 0u64;
         let candidates = served.iter().flat_map(|listing| {
             listing
@@ -178,32 +203,63 @@ impl Finder {
                 .map(|e| Bytes::from(join(&listing.path, &e.name)))
         });
         for path in candidates {
-            if budget == 0 {
-                return;
+            if prefetch.budget == 0 {
+                return Some(());
             }
             if !answered.insert(path.clone()) {
                 continue;
             }
-            let Answer::Listed(listing) = self.index.answer(&path, peer, 0, Role::Other) else {
+            let answer = self.ask(&path, prefetch.peer, 0, Role::Other, prefetch.mode)?;
+            let Answer::Listed(listing) = answer else {
                 continue; // absent, refused or not for this peer: simply omitted
             };
             let encoded = listing.encoded(encode_listing);
             spent += Reply::framed_len(&encoded) as u64;
-            if spent > budget {
-                return;
+            if spent > prefetch.budget {
+                return Some(());
             }
-            bump(&self.stats.directories_served);
+            tally.served += 1;
             reply.push(&encoded);
         }
+        Some(())
     }
 
-    fn lookup(&self, peer: &PeerInfo, request: pb::LookupRequest) -> Result<Bytes, Error> {
-        bump(&self.stats.lookup_requests);
+    fn lookup(
+        &self,
+        peer: &PeerInfo,
+        request: &pb::LookupRequest,
+        mode: Mode,
+    ) -> Option<Result<Bytes, Error>> {
+        if let Err(error) = self.check_lookup(request) {
+            return Some(Err(error));
+        }
+        self.barrier(mode)?;
+        let header = pb::LookupReply {
+            protocol_version: PROTOCOL_VERSION,
+            generations: Some(self.generations.clone()),
+            directories: Vec::new(),
+        };
+        let mut reply = Reply::new(&header, LOOKUP_DIRECTORIES_FIELD);
+        let mut tally = Tally::default();
+        let known = &request.known_generations;
+        // Generations of another daemon run (another epoch) mean nothing here.
+        let comparable = request.known_epoch == self.generations.epoch;
+        for (at, path) in request.paths.iter().enumerate() {
+            let known_generation = known.get(at).copied().filter(|_| comparable).unwrap_or(0);
+            let answer = self.ask(path, peer, known_generation, Role::Other, mode)?;
+            tally.count(&answer);
+            reply.push(&encode_answer(path, &answer));
+        }
+        tally.apply(&self.stats);
+        Some(Ok(reply.finish()))
+    }
+
+    fn check_lookup(&self, request: &pb::LookupRequest) -> Result<(), Error> {
         check_version(request.protocol_version)?;
         check_paths(
             "paths",
             &request.paths,
-            self.limits.max_lookup_paths,
+            LiveLimits::get(&self.limits.max_lookup_paths),
             "max_lookup_paths",
         )?;
         let known = &request.known_generations;
@@ -213,44 +269,96 @@ impl Finder {
                 paths: request.paths.len(),
             });
         }
+        Ok(())
+    }
+
+    fn stats(
+        &self,
+        _peer: &PeerInfo,
+        _request: &pb::StatsRequest,
+        _mode: Mode,
+    ) -> Option<Result<Bytes, Error>> {
+        let reply = self
+            .stats
+            .reply(self.index.gauges(), self.index.engine_report());
+        Some(Ok(reply.encode_to_vec().into()))
+    }
+
+    /// Runs the barrier; `None` when `Inline` and the watcher is busy.
+    fn barrier(&self, mode: Mode) -> Option<()> {
         self.heartbeat.note_request();
-        self.stats.barrier_latency.record(self.index.barrier());
-        let header = pb::LookupReply {
-            protocol_version: PROTOCOL_VERSION,
-            generations: Some(self.generations.clone()),
-            directories: Vec::new(),
+        let elapsed = match mode {
+            Mode::Inline => self.index.try_barrier()?,
+            Mode::Blocking => self.index.barrier(),
         };
-        let mut reply = Reply::new(&header, LOOKUP_DIRECTORIES_FIELD);
-        // Generations of another daemon run (another epoch) mean nothing here.
-        let comparable = request.known_epoch == self.generations.epoch;
-        for (at, path) in request.paths.iter().enumerate() {
-            let known_generation = known.get(at).copied().filter(|_| comparable).unwrap_or(0);
-            let answer = self.answer(path, peer, known_generation, Role::Other);
-            reply.push(&encode_answer(path, &answer));
-        }
-        Ok(reply.finish())
+        self.stats.barrier_latency.record(elapsed);
+        Some(())
     }
 
-    fn stats(&self, _peer: &PeerInfo, _request: pb::StatsRequest) -> Result<Bytes, Error> {
-        Ok(self.stats.reply(self.index.gauges()).encode_to_vec().into())
+    /// The answer for one requested path; `None` when `Inline` and it needs
+    /// the filesystem.
+    fn ask(
+        &self,
+        path: &Bytes,
+        peer: &PeerInfo,
+        known_generation: u64,
+        role: Role,
+        mode: Mode,
+    ) -> Option<Answer> {
+        if let Some(reason) = non_canonical_reason(path) {
+            return Some(Answer::NotServed(format!(
+                "path is not canonical: {reason}"
+            )));
+        }
+        match mode {
+            Mode::Inline => self.index.peek(path, peer, known_generation, role),
+            Mode::Blocking => Some(self.index.answer(path, peer, known_generation, role)),
+        }
+    }
+}
+
+/// Where a handler runs: on the async worker (only what needs no
+/// filesystem access), or on the blocking pool (crawls, stat checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Inline,
+    Blocking,
+}
+
+struct Prefetch<'a> {
+    budget: u64,
+    peer: &'a PeerInfo,
+    mode: Mode,
+}
+
+/// Per-answer counters, applied once a reply is complete (an inline
+/// attempt that gives up counts nothing).
+#[derive(Default)]
+struct Tally {
+    served: u64,
+    not_served: u64,
+    unchanged: u64,
+}
+
+impl Tally {
+    fn count(&mut self, answer: &Answer) {
+        match answer {
+            Answer::Listed(_) => self.served += 1,
+            Answer::NotServed(_) => self.not_served += 1,
+            Answer::Unchanged { .. } => self.unchanged += 1,
+            Answer::Absent { .. } => {}
+        }
     }
 
-    /// The answer for one requested path, counted.
-    fn answer(&self, path: &Bytes, peer: &PeerInfo, known_generation: u64, role: Role) -> Answer {
-        let answer = match non_canonical_reason(path) {
-            Some(reason) => Answer::NotServed(format!("path is not canonical: {reason}")),
-            None => self.index.answer(path, peer, known_generation, role),
-        };
-        let counter = match &answer {
-            Answer::Listed(_) => Some(&self.stats.directories_served),
-            Answer::NotServed(_) => Some(&self.stats.directories_not_served),
-            Answer::Unchanged { .. } => Some(&self.stats.directories_unchanged),
-            Answer::Absent { .. } => None,
-        };
-        if let Some(counter) = counter {
-            bump(counter);
-        }
-        answer
+    fn apply(&self, stats: &Stats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.directories_served.fetch_add(self.served, Relaxed);
+        stats
+            .directories_not_served
+            .fetch_add(self.not_served, Relaxed);
+        stats
+            .directories_unchanged
+            .fetch_add(self.unchanged, Relaxed);
     }
 }
 
@@ -503,17 +611,18 @@ impl<Request: Message + Default> Decoder for RequestDecoder<Request> {
     }
 }
 
-type Handler<Request> = fn(&Finder, &PeerInfo, Request) -> Result<Bytes, Error>;
+type Handler<Request> = fn(&Finder, &PeerInfo, &Request, Mode) -> Option<Result<Bytes, Error>>;
 
-/// One unary method: takes the peer from the connection, runs the handler
-/// on the blocking pool, records latency and rejections.
+/// One unary method: takes the peer from the connection, enforces the
+/// per-peer limit, answers inline when it can and on the blocking pool
+/// otherwise, records latency and rejections.
 struct Method<Request> {
     name: &'static str,
     finder: Arc<Finder>,
     handler: Handler<Request>,
 }
 
-impl<Request: Send + 'static> UnaryService<Request> for Method<Request> {
+impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
     type Response = Bytes;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>,
@@ -526,31 +635,123 @@ impl<Request: Send + 'static> UnaryService<Request> for Method<Request> {
             let started = Instant::now();
             let peer: PeerInfo = request.extensions().get::<PeerInfo>().cloned().flatten();
             let uid = peer.as_ref().map(|p| p.uid);
-            let message = request.into_inner();
-            let worker = Arc::clone(&finder);
-            let result = tokio::task::spawn_blocking(move || handler(&worker, &peer, message))
-                .await
-                .unwrap_or_else(|error| Err(Error::Internal(error.to_string())));
-            let elapsed_us = started.elapsed().as_micros() as u64;
-            match result {
-                Ok(reply) => {
-                    finder.stats.request_latency.record(started.elapsed());
-                    tracing::debug!(
-                        method = name,
-                        ?uid,
-                        reply_bytes = reply.len(),
-                        elapsed_us,
-                        "answered"
-                    );
-                    Ok(tonic::Response::new(reply))
-                }
+            finder.count_request(name);
+            let result = match finder.peers.admit(uid, &finder.limits) {
+                Ok(_permit) => run(&finder, handler, peer, request.into_inner()).await,
                 Err(error) => {
-                    bump(&finder.stats.rejected_requests);
-                    tracing::debug!(method = name, ?uid, %error, "rejected");
-                    Err(error.into())
+                    bump(&finder.stats.peer_limit_rejections);
+                    Err(error)
                 }
-            }
+            };
+            finder.finish(name, uid, started, result)
         })
+    }
+}
+
+/// Inline first; on the blocking pool when the inline attempt gives up.
+async fn run<Request: Send + Sync + 'static>(
+    finder: &Arc<Finder>,
+    handler: Handler<Request>,
+    peer: PeerInfo,
+    message: Request,
+) -> Result<Bytes, Error> {
+    if let Some(result) = handler(finder, &peer, &message, Mode::Inline) {
+        return result;
+    }
+    let worker = Arc::clone(finder);
+    tokio::task::spawn_blocking(move || handler(&worker, &peer, &message, Mode::Blocking))
+        .await
+        .map_err(|error| Error::Internal(error.to_string()))?
+        .unwrap_or_else(|| {
+            Err(Error::Internal(
+                "blocking handler gave no answer".to_string(),
+            ))
+        })
+}
+
+impl Finder {
+    fn count_request(&self, name: &str) {
+        match name {
+            "Snapshot" => bump(&self.stats.snapshot_requests),
+            "Lookup" => bump(&self.stats.lookup_requests),
+            _ => {}
+        }
+    }
+
+    fn finish(
+        &self,
+        name: &'static str,
+        uid: Option<u32>,
+        started: Instant,
+        result: Result<Bytes, Error>,
+    ) -> Result<tonic::Response<Bytes>, Status> {
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(reply) => {
+                self.stats.request_latency.record(started.elapsed());
+                tracing::debug!(
+                    method = name,
+                    ?uid,
+                    reply_bytes = reply.len(),
+                    elapsed_us,
+                    "answered"
+                );
+                Ok(tonic::Response::new(reply))
+            }
+            Err(error) => {
+                bump(&self.stats.rejected_requests);
+                tracing::debug!(method = name, ?uid, %error, "rejected");
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Requests in flight per peer uid, for `max_requests_per_peer`.
+#[derive(Default)]
+pub struct PeerRequests {
+    in_flight: std::sync::Mutex<std::collections::HashMap<Option<u32>, usize>>,
+}
+
+/// One admitted request; dropping it frees its place.
+pub struct PeerPermit<'a> {
+    requests: &'a PeerRequests,
+    uid: Option<u32>,
+}
+
+impl PeerRequests {
+    fn admit<'a>(&'a self, uid: Option<u32>, limits: &LiveLimits) -> Result<PeerPermit<'a>, Error> {
+        let limit = LiveLimits::get(&limits.max_requests_per_peer);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let count = in_flight.entry(uid).or_default();
+        if *count >= limit {
+            return Err(Error::PeerLimit {
+                uid: uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string()),
+                in_flight: *count,
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(PeerPermit {
+            requests: self,
+            uid,
+        })
+    }
+}
+
+impl Drop for PeerPermit<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .requests
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_flight.get_mut(&self.uid) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -558,16 +759,17 @@ impl<Request: Send + 'static> UnaryService<Request> for Method<Request> {
 #[derive(Clone)]
 pub struct FinderService {
     finder: Arc<Finder>,
-    max_request_bytes: usize,
 }
 
 impl FinderService {
     pub fn new(finder: Finder) -> Self {
-        let max_request_bytes = finder.limits.max_request_bytes;
         Self {
             finder: Arc::new(finder),
-            max_request_bytes,
         }
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        LiveLimits::get(&self.finder.limits.max_request_bytes)
     }
 
     async fn unary<Request, Body>(
@@ -586,7 +788,7 @@ impl FinderService {
             request: PhantomData,
         };
         let mut grpc =
-            Grpc::new(codec).apply_max_message_size_config(Some(self.max_request_bytes), None);
+            Grpc::new(codec).apply_max_message_size_config(Some(self.max_request_bytes()), None);
         let stats = Arc::clone(&self.finder.stats);
         let method = Method {
             name,
@@ -611,7 +813,7 @@ impl FinderService {
             .then(|| {
                 Status::resource_exhausted(format!(
                     "request body is over the limit max_request_bytes = {} ({})",
-                    self.max_request_bytes,
+                    self.max_request_bytes(),
                     status.message()
                 ))
             })
@@ -688,6 +890,30 @@ mod tests {
         assert!(!is_package_name(b"2to3"));
         assert!(!is_package_name(b""));
         assert!(!is_package_name("caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn the_per_peer_limit_counts_each_uid_apart() {
+        let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
+        config.requests.max_requests_per_peer = 1;
+        let limits = LiveLimits::new(&config);
+        let requests = PeerRequests::default();
+        let first = requests.admit(Some(1000), &limits).expect("first");
+        let refused = requests
+            .admit(Some(1000), &limits)
+            .err()
+            .expect("second refused");
+        let status = Status::from(refused);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "peer uid 1000 has 1 requests in flight, over the limit max_requests_per_peer = 1"
+        );
+        let _other = requests
+            .admit(Some(1001), &limits)
+            .expect("another uid is served");
+        drop(first);
+        let _again = requests.admit(Some(1000), &limits).expect("freed");
     }
 
     #[test]

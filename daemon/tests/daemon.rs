@@ -309,6 +309,7 @@ async fn known_generations_revalidate_as_unchanged() {
             paths: vec![bytes_of(tree.path())],
             known_generations: vec![1, 2],
             known_epoch: 0,
+            ..Default::default()
         })
         .await
         .expect_err("mismatched lengths");
@@ -560,6 +561,7 @@ async fn bad_requests_get_clear_statuses_and_the_daemon_keeps_serving() {
             paths: weird.iter().map(|p| Bytes::copy_from_slice(p)).collect(),
             known_generations: vec![],
             known_epoch: 0,
+            ..Default::default()
         })
         .await
         .expect("non-canonical paths are answered")
@@ -600,12 +602,25 @@ async fn limits_refuse_with_a_reason() {
         deep.push(format!("d{i}"));
     }
     std::fs::create_dir_all(&deep).expect("mkdir");
+    // Past the watch limit a directory is served, checked by mtime.
     let unwatched = lookup_one(&mut client, &deep).await;
-    assert_eq!(status(&unwatched), DirectoryStatus::NotServed);
-    assert_eq!(unwatched.reason, "watch limit reached");
+    assert_eq!(
+        status(&unwatched),
+        DirectoryStatus::Served,
+        "{}",
+        unwatched.reason
+    );
     let counters = stats(&mut client).await;
     assert!(counters.watches <= 40);
     assert_eq!(counters.degraded_roots, 1);
+    std::thread::sleep(Duration::from_millis(20)); // a new mtime tick
+    std::fs::write(deep.join("new.py"), b"").expect("write");
+    let again = lookup_one(&mut client, &deep).await;
+    assert!(
+        names(&again).contains(&b"new.py".to_vec()),
+        "mtime check saw the new file"
+    );
+    assert!(stats(&mut client).await.mtime_recrawls >= 1);
 }
 
 #[tokio::test]
@@ -756,6 +771,14 @@ async fn peers_only_see_what_they_could_list() {
     std::os::unix::fs::chown(&private, Some(12345), Some(12345)).expect("chown");
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let inner = private.join("inner");
+    // A public symlink into the private directory, and a name that does not
+    // exist there: neither may tell the peer anything about `private`.
+    let into_private = public.join("into_private");
+    std::os::unix::fs::symlink(&inner, &into_private).expect("symlink");
+    let missing_in_private = private.join("missing");
+    // Public now, closed later: the cached facts must not outlive the chmod.
+    let closed_later = root.join("closed_later");
+    std::fs::create_dir(&closed_later).expect("mkdir");
     // Mode 0755, but an ACL entry shuts uid 65534 out: served to owner only.
     let with_acl = root.join("with_acl");
     std::fs::create_dir(&with_acl).expect("mkdir");
@@ -767,6 +790,9 @@ async fn peers_only_see_what_they_could_list() {
         public.as_path(),
         inner.as_path(),
         with_acl.as_path(),
+        into_private.as_path(),
+        missing_in_private.as_path(),
+        closed_later.as_path(),
     ];
     let as_nobody = run_as_nobody(&daemon.socket, &paths);
     let expect = |path: &Path, status: &str| {
@@ -786,6 +812,21 @@ async fn peers_only_see_what_they_could_list() {
         &inner,
         "DIRECTORY_STATUS_NOT_SERVED permission denied for peer uid 65534",
     );
+    for hidden in [&into_private, &missing_in_private] {
+        expect(
+            hidden,
+            "DIRECTORY_STATUS_NOT_SERVED permission denied for peer uid 65534",
+        );
+    }
+    expect(&closed_later, "DIRECTORY_STATUS_SERVED");
+    std::os::unix::fs::chown(&closed_later, Some(12345), Some(12345)).expect("chown");
+    std::fs::set_permissions(&closed_later, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let later = run_as_nobody(&daemon.socket, &[closed_later.as_path()]);
+    let line = format!(
+        "RESULT {} DIRECTORY_STATUS_NOT_SERVED permission denied for peer uid 65534",
+        closed_later.display()
+    );
+    assert!(later.iter().any(|l| l.starts_with(&line)), "{later:#?}");
     if acl_supported {
         expect(
             &with_acl,
@@ -806,10 +847,14 @@ async fn peers_only_see_what_they_could_list() {
 
     let mut client = daemon.client().await;
     let as_root = snapshot(&mut client, &paths, 0).await;
-    assert!(as_root
-        .directories
-        .iter()
-        .all(|d| status(d) == DirectoryStatus::Served));
+    for directory in &as_root.directories {
+        let expected = if path_of(&directory.path) == missing_in_private {
+            DirectoryStatus::Absent
+        } else {
+            DirectoryStatus::Served
+        };
+        assert_eq!(status(directory), expected, "{:?}", directory.path);
+    }
 }
 
 /// Sets `system.posix_acl_access` (the kernel's binary format) to

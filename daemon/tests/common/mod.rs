@@ -180,6 +180,7 @@ pub async fn revalidate(
             paths: paths.iter().map(|p| bytes_of(p)).collect(),
             known_generations: known.to_vec(),
             known_epoch: epoch,
+            ..Default::default()
         })
         .await
         .expect("lookup")

@@ -1,0 +1,98 @@
+//! Freshness without inotify: directories on filesystems inotify cannot see
+//! (polled) and directories that got no watch (the watch limit: degraded)
+//! are checked by a `stat` of their path, at each request and in the
+//! background, and re-crawled when the directory's identity, mtime or ctime
+//! moved. Polled directories are also re-listed in the background every
+//! `poll_interval`, which catches a file rewritten in place (that changes
+//! no directory mtime).
+//!
+//! The stamp is taken *before* the crawl reads anything, so a change made
+//! during the crawl is either in the listing or moves the stamp.
+
+use std::ffi::CString;
+
+/// Why a directory is checked instead of watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// No inotify watch could be had (`ENOSPC`, `max_watches`).
+    Degraded,
+    /// Its filesystem does not report changes to inotify.
+    Polled,
+}
+
+/// What `stat(path)` (following symlinks) said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    Found {
+        dev: u64,
+        ino: u64,
+        mode: u32,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        size: i64,
+    },
+    Missing(i32),
+}
+
+/// A checked node's kind and stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub stamp: Stamp,
+}
+
+/// `stat(path)` now.
+pub fn stamp_of(path: &[u8]) -> Stamp {
+    let Ok(c_path) = CString::new(path) else {
+        return Stamp::Missing(libc::EINVAL);
+    };
+    // SAFETY: an all-zero stat is valid to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and out pointer.
+    if unsafe { libc::stat(c_path.as_ptr(), &mut st) } < 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Stamp::Missing(errno);
+    }
+    Stamp::Found {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        size: st.st_size,
+    }
+}
+
+impl Check {
+    /// Whether the path still looks as it did when the node was crawled.
+    pub fn holds(&self, path: &[u8]) -> bool {
+        stamp_of(path) == self.stamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_new_name_moves_the_stamp() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().as_os_str().as_bytes();
+        let check = Check {
+            kind: CheckKind::Polled,
+            stamp: stamp_of(path),
+        };
+        assert!(check.holds(path));
+        // Directory timestamps move with the kernel's coarse clock.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(tmp.path().join("new.py"), b"").expect("write");
+        assert!(!check.holds(path));
+        assert!(matches!(
+            stamp_of(b"/no/such/dir"),
+            Stamp::Missing(libc::ENOENT)
+        ));
+    }
+}
