@@ -200,10 +200,59 @@ static void pb_seeds(void)
 	w_free(&h);
 }
 
+/* A listing of @path in @m (field 4), with a slot and a generation. */
+static void dir_msg(struct fdi_buf *m, const char *path, uint32_t status, uint32_t slot,
+		    uint64_t gen, int entries)
+{
+	struct fdi_buf d = { NULL, 0, 0 };
+
+	pb_str(&d, 1, path);
+	pb_u(&d, 2, status);
+	if (status == 3)
+		pb_u(&d, 4, 2);
+	pb_u(&d, 5, gen);
+	pb_u(&d, 6, slot);
+	pb_u(&d, 7, 040755);
+	pb_u(&d, 8, 1700000000000000000ull);
+	pb_u(&d, 9, 4096);
+	if (entries) {
+		pb_entry(&d, "a.lua", 0, 0100644, 1700000000000000001ll, 12);
+		pb_entry(&d, "dangling", 3, 0, 0, 0);
+		pb_entry(&d, "fifo", 3, 010644, 5, 0);
+		pb_entry(&d, "link", 2, 040755, 6, 4096);
+		pb_entry(&d, "pkg", 1, 040755, 7, 4096);
+		pb_entry(&d, "sub", 1, 040700, 8, 4096);
+	}
+	pb_msg(m, 4, &d);
+	w_free(&d);
+}
+
+/* Snapshot replies for the resolver: held, absent, refused and unchanged
+ * directories, a duplicate, a root, a non-canonical path. */
+static void resolver_seeds(void)
+{
+	struct fdi_buf m = { NULL, 0, 0 };
+
+	pb_u(&m, 1, 1);
+	dir_msg(&m, "/r", 1, 1, 5, 1);
+	dir_msg(&m, "/r/pkg", 1, 2, 6, 1);
+	dir_msg(&m, "/r/gone", 3, 3, 7, 0);
+	dir_msg(&m, "/r/no", 2, 0, 0, 0);
+	save("fuzz_resolver", "tree", &m);
+	dir_msg(&m, "/r", 4, 1, 5, 0);
+	dir_msg(&m, "/r/pkg", 1, 9, 10, 1);
+	dir_msg(&m, "/", 1, 4, 11, 1);
+	dir_msg(&m, "/r/./x", 1, 5, 12, 1);
+	dir_msg(&m, "/r/sub", 1, 0, 13, 1);
+	save("fuzz_resolver", "duplicates", &m);
+	w_free(&m);
+}
+
 int main(void)
 {
 	frame_seeds();
 	hpack_seeds();
 	pb_seeds();
+	resolver_seeds();
 	return 0;
 }

@@ -20,15 +20,26 @@
  *     finderd_strerror() names every code.
  *   - Strings on the wire are byte strings (Linux paths are not UTF-8): they
  *     are passed as pointer + length and are not NUL-terminated unless stated.
- *   - Objects are not thread-safe. Use one connection (or client) per thread,
- *     or serialise calls on it with your own lock. Distinct objects may be
- *     used from distinct threads concurrently; the library has no global
- *     mutable state.
+ *   - Threads: objects (connections, replies, clients) are not thread-safe.
+ *     Use one per thread, or serialise every call on one object with your
+ *     own lock. Distinct objects may be used from distinct threads at the
+ *     same time: the library has no global mutable state (it reads the
+ *     environment in finderd_socket_path() only).
+ *   - Processes: sockets are close-on-exec. After fork(), use a connection
+ *     or client in one of the two processes only (they share the socket).
+ *   - Signals: no call raises SIGPIPE; an interrupted wait is resumed and
+ *     still ends at the call's deadline.
  *   - Memory: every object returned through an out-pointer is owned by the
- *     caller and released with the matching *_free()/finderd_close() call.
- *     Pointers into a reply (names, paths, entries) stay valid until that
- *     reply is freed. Allocation goes through the allocator hooks of
- *     struct finderd_options when given, malloc/realloc/free otherwise.
+ *     caller and released with the matching *_free()/finderd_close() call,
+ *     which accept NULL. Pointers into a reply (names, paths, entries) stay
+ *     valid until that reply is freed. Every allocation goes through the
+ *     allocator hooks of struct finderd_options when given (the resolver's
+ *     included), malloc/realloc/free otherwise.
+ *   - Compatibility: see "ABI" in client-c/README.md. In short, within a
+ *     major version (the SONAME, libfinderd.so.0) functions, structs passed
+ *     by pointer and constants keep their meaning; new functions get a new
+ *     symbol version node (FINDERD_0.2, ...); struct finderd_options only
+ *     grows at its end, read up to its @size. Opaque types may change.
  */
 #ifndef FINDERD_H
 #define FINDERD_H
@@ -46,7 +57,7 @@ extern "C" {
 
 /** Library version this header describes (semantic versioning). */
 #define FINDERD_VERSION_MAJOR 0
-#define FINDERD_VERSION_MINOR 1
+#define FINDERD_VERSION_MINOR 2
 #define FINDERD_VERSION_PATCH 0
 /** The version as one comparable number: major * 10000 + minor * 100 + patch. */
 #define FINDERD_VERSION_NUMBER \
@@ -106,9 +117,11 @@ const char *finderd_version(void);
  * finderd_strerror() - describe an error code.
  * @err: a value returned by a libfinderd function (negative), or 0.
  *
+ * Thread-safe.
+ *
  * Return: a static, NUL-terminated English description; never NULL.
  * Negative errno values are described as strerror() would, without using
- * its static buffer.
+ * its static buffer; unknown values as "Unknown error".
  */
 const char *finderd_strerror(int err);
 
@@ -128,7 +141,8 @@ const char *finderd_strerror(int err);
  *
  * Initialise with finderd_options_init() and then set what you need; that
  * keeps your code source- and binary-compatible when fields are added (the
- * library reads only the first @size bytes).
+ * library reads only the first @size bytes, and fields past a caller's
+ * @size take their defaults). The library keeps no pointer into it.
  */
 struct finderd_options {
 	/** sizeof(struct finderd_options) as the caller compiled it. */
@@ -141,13 +155,45 @@ struct finderd_options {
 	uint32_t call_timeout_us;
 	/** Largest reply accepted; 0 means FINDERD_DEFAULT_MAX_MESSAGE_BYTES. */
 	uint32_t max_message_bytes;
-	/** Allocator hooks: all three set, or all three NULL for libc's. */
+	/**
+	 * Allocator hooks: all three set, or all three NULL for libc's. @alloc
+	 * and @realloc return NULL on failure, as malloc()/realloc() do; the
+	 * library never asks for 0 bytes and never passes NULL to @free. The
+	 * hooks are called from the thread using the object.
+	 */
 	void *(*alloc)(size_t size, void *ctx);
 	void *(*realloc)(void *ptr, size_t size, void *ctx);
 	void (*free)(void *ptr, void *ctx);
 	/** Passed to the hooks as @ctx. */
 	void *alloc_ctx;
+	/** FINDERD_CONNECT_* flags, or 0 (since 0.2; older libraries ignore it). */
+	uint32_t flags;
+	/**
+	 * The caller's mount namespace, sent with every Snapshot, Lookup and
+	 * Report: the st_ino of /proc/self/ns/mnt, or 0 for unknown (since 0.2).
+	 * Paths mean what they mean in that namespace; a daemon in another
+	 * namespace serves only directories it can verify are the same. The
+	 * resolver (finderd_client_new()) fills it in itself when it is 0.
+	 */
+	uint64_t mount_namespace;
 };
+
+/**
+ * FINDERD_CONNECT_LAZY - connect without waiting for the server (0-RTT).
+ *
+ * finderd_connect() returns as soon as the socket is connected, with the
+ * HTTP/2 preface and SETTINGS queued; they leave in the same write as the
+ * first call's request, and the server's SETTINGS are checked when its
+ * reply arrives. That saves one round trip per connection. What
+ * finderd_connect() would have reported about the server (FINDERD_EHTTP2
+ * for a peer that does not speak HTTP/2, -ETIMEDOUT for one that says
+ * nothing within the connect timeout, -ECONNRESET) is then returned by the
+ * first call, which still waits for the server's SETTINGS no longer than
+ * connect_timeout_us from when it started. Socket errors (-ENOENT,
+ * -ECONNREFUSED, ...) are still returned by finderd_connect().
+ * finderd_client_new() always connects this way.
+ */
+#define FINDERD_CONNECT_LAZY 0x1u
 
 /**
  * finderd_options_init() - fill @opts with the defaults.
@@ -160,13 +206,14 @@ void finderd_options_init(struct finderd_options *opts);
  * @buf: receives the NUL-terminated path.
  * @size: size of @buf in bytes.
  *
- * Resolution, shared by the daemon, this library and the Python client:
+ * Resolution, shared by the daemon, this library and the Python client
+ * (whose finderd.pth applies it with one stat() at every interpreter start):
  *   1. $FINDERD_SOCKET when set and non-empty;
- *   2. the per-user socket: $XDG_RUNTIME_DIR/finderd/finderd.sock when
- *      $XDG_RUNTIME_DIR is set, /run/finderd/finderd.sock for root, else
- *      /tmp/finderd-$UID/finderd.sock;
- *   3. when (1) is unset and the per-user socket does not exist (one stat()),
- *      the system socket /run/finderd/finderd.sock.
+ *   2. $XDG_RUNTIME_DIR/finderd/finderd.sock when $XDG_RUNTIME_DIR is set;
+ *   3. the system daemon's /run/finderd/finderd.sock.
+ * No system call.
+ *
+ * Reads the environment (getenv()): not safe against a concurrent setenv().
  *
  * Return: 0, or -ENAMETOOLONG when @buf is too small.
  */
@@ -182,80 +229,128 @@ struct finderd_str {
 	size_t len;
 };
 
-/** The interpreter asking (finderd.v1.Interpreter). */
+/**
+ * struct finderd_interpreter - who is asking (finderd.v1.Interpreter): what
+ * decides what a directory entry means to an import. Every pointer is read
+ * during the call only.
+ */
 struct finderd_interpreter {
 	const char *implementation;  /**< NUL-terminated, e.g. "cpython" */
 	const char *version;         /**< NUL-terminated, e.g. "3.11.7" */
 	const char *cache_tag;       /**< NUL-terminated, e.g. "cpython-311"; may be NULL */
+	/** e.g. ".py" (importlib.machinery.SOURCE_SUFFIXES) */
 	const struct finderd_str *source_suffixes;
 	size_t n_source_suffixes;
+	/** e.g. ".pyc" */
 	const struct finderd_str *bytecode_suffixes;
 	size_t n_bytecode_suffixes;
+	/** e.g. ".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so" */
 	const struct finderd_str *extension_suffixes;
 	size_t n_extension_suffixes;
 };
 
-/** A start-up request (finderd.v1.SnapshotRequest). */
+/**
+ * struct finderd_snapshot_request - a start-up request
+ * (finderd.v1.SnapshotRequest). Every pointer is read during the call only.
+ */
 struct finderd_snapshot_request {
 	const struct finderd_interpreter *interpreter; /**< may be NULL */
-	const struct finderd_str *sys_path;            /**< absolute paths */
+	/** The search path, absolute and canonical (see finderd_client_stat());
+	 *  an entry in another form is answered NOT_SERVED, a relative one makes
+	 *  the daemon refuse the call (FINDERD_EGRPC, INVALID_ARGUMENT). */
+	const struct finderd_str *sys_path;
 	size_t n_sys_path;
 	struct finderd_str program_key;                /**< {NULL, 0}: none */
-	uint64_t prefetch_bytes;                       /**< 0: no prefetch */
+	/** Encoded bytes of package directories the daemon may add beyond the
+	 *  sys_path entries when it has no plan for @program_key; 0: none. */
+	uint64_t prefetch_bytes;
+	/** Bytes of compiled files (struct finderd_cached_file) the daemon may
+	 *  include for files the plan names on slow filesystems; 0: none.
+	 *  Since 0.2. */
+	uint64_t bytecode_bytes;
 };
 
-/** finderd.v1.EntryKind */
+/** What a listing entry is, after following symlinks as stat() does
+ *  (finderd.v1.EntryKind). */
 enum finderd_entry_kind {
-	FINDERD_ENTRY_FILE = 0,
-	FINDERD_ENTRY_DIR = 1,
-	FINDERD_ENTRY_SYMLINK_DIR = 2,
-	FINDERD_ENTRY_OTHER = 3,
+	FINDERD_ENTRY_FILE = 0,        /**< a regular file, or a symlink to one */
+	FINDERD_ENTRY_DIR = 1,         /**< a directory (not through a symlink) */
+	FINDERD_ENTRY_SYMLINK_DIR = 2, /**< a symlink that resolves to a directory */
+	FINDERD_ENTRY_OTHER = 3,       /**< fifo, socket, device, dangling or looping symlink */
 };
 
-/** finderd.v1.DirectoryStatus */
+/** What the daemon says of a directory (finderd.v1.DirectoryStatus). */
 enum finderd_dir_status {
-	FINDERD_DIR_UNSPECIFIED = 0,
-	FINDERD_DIR_SERVED = 1,
-	FINDERD_DIR_NOT_SERVED = 2,
-	FINDERD_DIR_ABSENT = 3,
-	FINDERD_DIR_UNCHANGED = 4,
+	FINDERD_DIR_UNSPECIFIED = 0, /**< treat as FINDERD_DIR_NOT_SERVED */
+	FINDERD_DIR_SERVED = 1,      /**< the listing is complete and fresh */
+	FINDERD_DIR_NOT_SERVED = 2,  /**< ask the filesystem; @reason says why */
+	FINDERD_DIR_ABSENT = 3,      /**< does not exist: @error is ENOENT or ENOTDIR */
+	FINDERD_DIR_UNCHANGED = 4,   /**< revalidation: the known generation is current */
 };
 
 /** One listing entry; @name points into the reply that holds it. */
 struct finderd_entry {
-	struct finderd_str name;
+	struct finderd_str name; /**< one path component, never "." or ".." */
 	uint32_t kind;      /**< enum finderd_entry_kind */
 	uint32_t mode;      /**< st_mode after following symlinks; 0 if unknown */
-	int64_t mtime_ns;
-	uint64_t size;
+	int64_t mtime_ns;   /**< st_mtime in nanoseconds since the epoch */
+	uint64_t size;      /**< st_size */
 };
 
 /** One directory of a reply (finderd.v1.Directory) without its entries,
- *  which finderd_dir_entries() decodes on demand. */
+ *  which finderd_dir_entries() decodes on demand. Strings point into the
+ *  reply. */
 struct finderd_dir {
-	struct finderd_str path;
-	uint32_t status;       /**< enum finderd_dir_status */
-	struct finderd_str reason;
-	int32_t error;         /**< errno for FINDERD_DIR_ABSENT */
+	struct finderd_str path;   /**< as requested (or as prefetched) */
+	uint32_t status;           /**< enum finderd_dir_status */
+	struct finderd_str reason; /**< FINDERD_DIR_NOT_SERVED: why, for humans */
+	int32_t error;             /**< FINDERD_DIR_ABSENT: the errno a stat() gives */
+	/** Bumped whenever the listing or a fingerprint in it changes; never
+	 *  reused within a generation file epoch. */
 	uint64_t generation;
+	/** Index in the generation file's slots holding @generation while the
+	 *  listing is current; 0: none (revalidate before trusting it again). */
 	uint32_t slot;
-	uint32_t mode;
+	uint32_t mode;             /**< the directory's own stat(): st_mode */
+	int64_t mtime_ns;          /**< ... st_mtime in nanoseconds */
+	uint64_t size;             /**< ... st_size */
+	/** The daemon found the directory's filesystem slow: compiled files
+	 *  under it are worth serving from memory (since 0.2). */
+	uint32_t slow_filesystem;
+};
+
+/**
+ * struct finderd_cached_file - a compiled file a learned plan names, served
+ * from the daemon's memory (finderd.v1.CachedFile), with the fingerprint it
+ * had at the daemon's barrier. Its directory is among the reply's
+ * directories; finderd_client_cached_file() checks through it that the file
+ * is still current. Since 0.2.
+ */
+struct finderd_cached_file {
+	struct finderd_str path;
+	struct finderd_str data;
 	int64_t mtime_ns;
 	uint64_t size;
 };
 
-/** finderd.v1.GenerationFile */
+/** The daemon's shared generation file (finderd.v1.GenerationFile). */
 struct finderd_genfile_info {
-	struct finderd_str path;
-	uint64_t epoch;
-	uint32_t slots;
-	uint64_t lease_ns;
+	struct finderd_str path; /**< where it is; empty when the reply named none */
+	uint64_t epoch;          /**< random per daemon start */
+	uint32_t slots;          /**< number of 64-bit slots */
+	uint64_t lease_ns;       /**< slots are trusted this long after dry_ns */
 };
 
 /** A decoded SnapshotReply or LookupReply: both have this shape. Opaque. */
 struct finderd_reply;
 
-/** Number of directories in @reply. */
+/**
+ * finderd_reply_dir_count() - the number of directories in @reply.
+ *
+ * Return: for a LookupReply, the number of paths asked; for a
+ * SnapshotReply, the sys_path entries and the prefetched directories after
+ * them.
+ */
 size_t finderd_reply_dir_count(const struct finderd_reply *reply);
 
 /**
@@ -276,16 +371,37 @@ const struct finderd_dir *finderd_reply_dir(const struct finderd_reply *reply, s
  * same reply from two threads at once.
  *
  * Return: 0, -ENOMEM, FINDERD_EPROTOBUF for a malformed listing,
- * FINDERD_EBADREPLY when it is not strictly sorted, -ERANGE when @i is out
- * of range.
+ * FINDERD_EBADREPLY when it is not strictly sorted or a name is not one
+ * path component, -ERANGE when @i is out of range.
  */
 int finderd_dir_entries(struct finderd_reply *reply, size_t i,
 			const struct finderd_entry **entries, size_t *n);
 
-/** The generation file the daemon announced (path empty if none). */
+/**
+ * finderd_reply_genfile() - the generation file the daemon announced.
+ *
+ * Return: a pointer valid until the reply is freed; never NULL (the path is
+ * empty if the reply named none).
+ */
 const struct finderd_genfile_info *finderd_reply_genfile(const struct finderd_reply *reply);
 
-/** The daemon's version string (empty for a LookupReply). */
+/** Number of compiled files in @reply (0 for a LookupReply). Since 0.2. */
+size_t finderd_reply_file_count(const struct finderd_reply *reply);
+
+/** The @i-th compiled file of @reply, or NULL when @i is out of range;
+ *  valid until the reply is freed. Since 0.2. */
+const struct finderd_cached_file *finderd_reply_file(const struct finderd_reply *reply, size_t i);
+
+/** How many of @reply's directories, after those of the request, came from
+ *  the program's learned plan (0 for a LookupReply). Since 0.2. */
+uint32_t finderd_reply_planned_directories(const struct finderd_reply *reply);
+
+/**
+ * finderd_reply_daemon_version() - the daemon's version string.
+ *
+ * Return: bytes inside the reply (not NUL-terminated); empty for a
+ * LookupReply, which does not carry it.
+ */
 struct finderd_str finderd_reply_daemon_version(const struct finderd_reply *reply);
 
 /** Release @reply and everything pointing into it. NULL is allowed. */
@@ -295,23 +411,37 @@ void finderd_reply_free(struct finderd_reply *reply);
 /* Connections and calls                                                    */
 /* ------------------------------------------------------------------------ */
 
-/** One HTTP/2 connection to the daemon. Opaque; not thread-safe. */
+/**
+ * struct finderd_conn - one HTTP/2 connection to the daemon. Opaque; not
+ * thread-safe. Calls are unary and one at a time. A call that breaks the
+ * connection (malformed input, end of stream, a timeout) leaves it closed:
+ * later calls return FINDERD_ECLOSED. A call that fails only its own stream
+ * (FINDERD_EGRPC, FINDERD_ERESET, FINDERD_ECOMPRESSED, FINDERD_ETOOBIG,
+ * FINDERD_EBADREPLY, FINDERD_EVERSION) leaves the connection usable.
+ *
+ * In the common case a call is two system calls: one send() of the whole
+ * request and one recv() of the whole reply (see client-c/README.md).
+ */
 struct finderd_conn;
 
 /**
  * finderd_connect() - connect to the daemon and exchange HTTP/2 settings.
  * @opts: options, or NULL for the defaults.
- * @connp: receives the connection.
+ * @connp: receives the connection; close it with finderd_close().
  *
  * Fails fast: a missing socket gives -ENOENT, nobody listening
  * -ECONNREFUSED, a peer that does not answer the HTTP/2 preface within the
- * connect timeout -ETIMEDOUT. The socket is close-on-exec.
+ * connect timeout -ETIMEDOUT. The socket is close-on-exec. With
+ * FINDERD_CONNECT_LAZY in @opts->flags, returns once the socket is
+ * connected and the first call does the rest (one round trip less).
  *
- * Return: 0, -errno, or FINDERD_EHTTP2 when the peer does not speak HTTP/2.
+ * Return: 0, -EINVAL (bad options, unknown flags, NULL @connp), -errno, or
+ * FINDERD_EHTTP2 when the peer does not speak HTTP/2.
  */
 int finderd_connect(const struct finderd_options *opts, struct finderd_conn **connp);
 
-/** Close @conn (sends GOAWAY when the connection is healthy). NULL is allowed. */
+/** Close @conn (sends GOAWAY when the connection is healthy and was used).
+ *  NULL is allowed. */
 void finderd_close(struct finderd_conn *conn);
 
 /**
@@ -326,12 +456,18 @@ int finderd_last_status(const struct finderd_conn *conn, const char **message);
 
 /**
  * finderd_snapshot() - the start-up call (Finder/Snapshot).
- * @replyp: receives the reply; free it with finderd_reply_free().
+ * @req: what to list; read during the call only.
+ * @replyp: receives the reply; free it with finderd_reply_free(). NULL on
+ *          failure.
+ *
+ * The reply holds one directory per @req->sys_path entry, in order, then
+ * the prefetched ones; every change made before the call is in it.
  *
  * Return: 0; FINDERD_EGRPC (see finderd_last_status()); FINDERD_EVERSION when
- * the daemon answered with another protocol version; -ETIMEDOUT past the
- * call timeout; another negative code on a broken connection, after which
- * the connection returns FINDERD_ECLOSED.
+ * the daemon answered with another protocol version; FINDERD_EBADREPLY when
+ * the directories do not answer the request; -ETIMEDOUT past the call
+ * timeout; -EINVAL for NULL arguments; another negative code on a broken
+ * connection, after which the connection returns FINDERD_ECLOSED.
  */
 int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_request *req,
 		     struct finderd_reply **replyp);
@@ -344,10 +480,11 @@ int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_re
  * @known_epoch: the generation file epoch those generations came from
  *               (finderd_genfile_info.epoch); a daemon with another epoch
  *               ignores them. 0 with NULL @known_generations.
- * @replyp: receives a reply with exactly @n directories, in request order.
+ * @replyp: receives a reply with exactly @n directories, in request order;
+ *          NULL on failure.
  *
  * Return: as finderd_snapshot(); FINDERD_EBADREPLY when the daemon answered
- * a different number of directories.
+ * a different number of directories or other paths.
  */
 int finderd_lookup(struct finderd_conn *conn, const struct finderd_str *paths,
 		   const uint64_t *known_generations, uint64_t known_epoch, size_t n,
@@ -358,8 +495,9 @@ struct finderd_histogram {
 	uint64_t count, sum_us, max_us, p50_us, p99_us;
 };
 
-/** The daemon's counters (finderd.v1.StatsReply). Fields the daemon did not
- *  send are zero. @daemon_version is NUL-terminated. */
+/** The daemon's counters (finderd.v1.StatsReply; the proto documents each
+ *  field). Fields the daemon did not send are zero. @daemon_version is
+ *  NUL-terminated, truncated to fit. */
 struct finderd_stats {
 	char daemon_version[64];
 	uint64_t uptime_ms;
@@ -375,6 +513,8 @@ struct finderd_stats {
 
 /**
  * finderd_stats() - read the daemon's counters (Finder/Stats).
+ * @stats: receives them (caller's memory; nothing to free).
+ *
  * Return: 0 or a negative code as for finderd_snapshot().
  */
 int finderd_stats(struct finderd_conn *conn, struct finderd_stats *stats);
@@ -391,9 +531,27 @@ enum finderd_health_status {
  * finderd_health() - the standard health check (grpc.health.v1.Health/Check).
  * @service: NUL-terminated service name; "" or NULL for the whole server.
  * @status: receives an enum finderd_health_status value.
- * Return: 0 or a negative code as for finderd_snapshot().
+ *
+ * Return: 0 or a negative code as for finderd_snapshot(); an unknown
+ * @service is FINDERD_EGRPC with status 5 (NOT_FOUND).
  */
 int finderd_health(struct finderd_conn *conn, const char *service, int *status);
+
+/** What a run used (finderd.v1.ReportRequest). Since 0.2. */
+struct finderd_report_request {
+	struct finderd_str program_key;            /**< as in the run's Snapshot */
+	const struct finderd_str *directories;     /**< directories whose listings it used */
+	size_t n_directories;
+	const struct finderd_str *bytecode_files;  /**< compiled files it read on slow filesystems */
+	size_t n_bytecode_files;
+};
+
+/**
+ * finderd_report() - tell the daemon what a run used (Finder/Report), so
+ * that the next Snapshot with the same program key carries all of it.
+ * Return: 0 or a negative code as for finderd_snapshot(). Since 0.2.
+ */
+int finderd_report(struct finderd_conn *conn, const struct finderd_report_request *req);
 
 /* ------------------------------------------------------------------------ */
 /* Resolver                                                                 */
@@ -404,27 +562,47 @@ int finderd_health(struct finderd_conn *conn, const char *service, int *status);
  *
  * It holds a connection, every directory received, and a read-only mapping
  * of the daemon's generation file. A listing is trusted while the
- * generation file's epoch is the one it came with, the daemon read its change
- * queue dry less than a lease ago, and the directory's slot still holds its
- * generation: checking costs no system call. A directory it cannot trust, or
- * does not hold but whose parent listing says is a directory, costs one
- * Lookup. After a transport error every question gets FINDERD_ENOTSERVED
- * (the caller asks the filesystem) and no further calls are made.
- * Not thread-safe.
+ * generation file's epoch is the one it came with, the daemon read its
+ * change queue dry less than a lease ago, and the directory's slot still
+ * holds its generation: checking costs no system call. What it cannot trust
+ * it revalidates, every such directory in one Lookup (unchanged ones keep
+ * their listing). A directory it does not hold, below one it holds whose
+ * listing says the next component is a directory, costs one Lookup (of
+ * every missing level at once). A directory the daemon gave no slot (it ran
+ * out of them) is left to the filesystem. After a transport error every
+ * question gets FINDERD_ENOTSERVED (the caller asks the filesystem) and no
+ * further calls are made: a process never waits twice on a daemon that went
+ * away.
+ *
+ * Freshness: a change is seen once the daemon has read its inotify event
+ * (microseconds), at worst a lease (200 ms by default) after the daemon
+ * stopped reading; finderd_client_invalidate() and finderd_client_touch()
+ * make the next answer exact (its Lookup runs the daemon's barrier).
+ *
+ * Not thread-safe. Allocates through the hooks of its options.
  */
 struct finderd_client;
 
 /** What finderd_client_stat() knows of a path (stat() after symlinks). */
 struct finderd_stat {
-	uint32_t mode;
-	uint32_t kind;      /**< enum finderd_entry_kind */
-	int64_t mtime_ns;
-	uint64_t size;
+	uint32_t mode;      /**< st_mode */
+	/** enum finderd_entry_kind; a directory the client holds itself is
+	 *  FINDERD_ENTRY_DIR even when reached through a symlink */
+	uint32_t kind;
+	int64_t mtime_ns;   /**< st_mtime in nanoseconds since the epoch */
+	uint64_t size;      /**< st_size */
 };
 
 /**
- * finderd_client_new() - connect and create a resolver.
- * Return: 0 or a code of finderd_connect().
+ * finderd_client_new() - create a resolver and connect it.
+ * @opts: as for finderd_connect(), or NULL; its allocator hooks serve the
+ *        resolver too. The connection is always FINDERD_CONNECT_LAZY: the
+ *        first call (normally finderd_client_snapshot()) carries the HTTP/2
+ *        handshake and reports what the server says.
+ * @clientp: receives the client; free it with finderd_client_free().
+ *
+ * Return: 0, -EINVAL, -ENOMEM, or a socket error of finderd_connect()
+ * (-ENOENT, -ECONNREFUSED, ...).
  */
 int finderd_client_new(const struct finderd_options *opts, struct finderd_client **clientp);
 
@@ -432,31 +610,60 @@ int finderd_client_new(const struct finderd_options *opts, struct finderd_client
 void finderd_client_free(struct finderd_client *client);
 
 /**
+ * finderd_client_after_fork() - in a child after fork(): stop sharing the
+ * parent's connection.
+ *
+ * Closes the child's copy of the socket without a word on the wire (the
+ * parent goes on using the connection) and reconnects, at the child's next
+ * round trip, to the same socket with the same options. Held listings and
+ * the generation file mapping stay valid. Call it in the child before any
+ * other call on @client (pthread_atfork(), Python's os.register_at_fork()).
+ * NULL is allowed. Since 0.2.
+ */
+void finderd_client_after_fork(struct finderd_client *client);
+
+/**
  * finderd_client_snapshot() - fetch the start-up answer and keep it.
+ * @req: as for finderd_snapshot(); read during the call only.
+ *
+ * May be called again (for a new search path); answers accumulate.
+ *
  * Return: 0 or a code of finderd_snapshot(); FINDERD_EGENFILE when the
- * generation file cannot be mapped (nothing is then trusted).
+ * generation file cannot be mapped (nothing is then trusted);
+ * FINDERD_ECLOSED after an earlier transport error. Any failure leaves the
+ * client answering FINDERD_ENOTSERVED.
  */
 int finderd_client_snapshot(struct finderd_client *client,
 			    const struct finderd_snapshot_request *req);
 
 /**
  * finderd_client_stat() - stat() a path from the listings.
- * @path: absolute canonical path, @len bytes (no NUL needed).
+ * @path: absolute canonical path, @len bytes (no NUL needed): it starts
+ *        with '/', has no empty, "." or ".." component and no trailing '/'.
+ *        One exception: a "." component right after a directory the client
+ *        holds is dropped ("CWD/./x", as Python 3.9 and 3.10 ask).
  * @st: receives the fingerprint on success.
+ *
+ * Asks the daemon (one Lookup) only to revalidate what it cannot trust or
+ * to fetch a directory its listings say exists.
  *
  * Return: 0; -ENOENT or -ENOTDIR when the listings show that stat() would
  * fail that way; FINDERD_ENOTSERVED when the caller must ask the filesystem
- * (path not canonical, not under a served directory, daemon gone).
+ * (path not canonical, not under a served directory, a dangling symlink,
+ * the daemon gone or not answering within the call deadline).
  */
 int finderd_client_stat(struct finderd_client *client, const char *path, size_t len,
 			struct finderd_stat *st);
 
 /**
  * finderd_client_listdir() - the listing of a directory.
- * @entries: receives the sorted entries (valid until the next call on @client).
+ * @path: as for finderd_client_stat().
+ * @entries: receives the entries, sorted by name in unsigned byte order,
+ *           without "." and ".."; valid until the next call on @client.
  * @n: receives their count.
  *
- * Asks the daemon (one Lookup) for a directory it does not hold.
+ * Asks the daemon (one Lookup) for a directory it does not hold, even one
+ * under no held directory (a new search path entry); the answer is kept.
  *
  * Return: 0; -ENOENT or -ENOTDIR as listdir() would fail; FINDERD_ENOTSERVED.
  */
@@ -468,7 +675,7 @@ int finderd_client_listdir(struct finderd_client *client, const char *path, size
  *
  * The next question revalidates all held directories in one Lookup (those
  * unchanged keep their listing). Python's importlib.invalidate_caches() maps
- * to this.
+ * to this. Costs no system call; NULL is allowed.
  */
 void finderd_client_invalidate(struct finderd_client *client);
 
@@ -484,6 +691,49 @@ void finderd_client_invalidate(struct finderd_client *client);
 int finderd_client_dir(struct finderd_client *client, const char *path, size_t len,
 		       const struct finderd_dir **dirp);
 
+/**
+ * finderd_client_touch() - the caller is about to change @path.
+ * @path: the path created, written, renamed, removed or re-moded, @len bytes.
+ *
+ * The daemon learns of changes through inotify, microseconds after they
+ * happen; a process that changes a file and asks about it at once could
+ * otherwise get the listing from just before. After this call, the next
+ * question about @path or about its directory revalidates them first (in the
+ * one batched Lookup). A path that is not absolute and canonical distrusts
+ * every held listing, as finderd_client_invalidate() does. Costs no system
+ * call. Python's client calls it from an audit hook for every "open" with
+ * write intent and every "os.rename", "os.remove", "os.mkdir"... event.
+ * Since 0.2 (symbol version FINDERD_0.2).
+ */
+void finderd_client_touch(struct finderd_client *client, const char *path, size_t len);
+
+/**
+ * finderd_client_cached_file() - a compiled file's bytes, from memory.
+ * @path: absolute path of the file, @len bytes.
+ * @data: receives the bytes (valid until the next call on @client).
+ *
+ * Answers when a reply carried the file (struct finderd_cached_file) and
+ * the listing of its directory, still trusted, shows the same size and
+ * mtime. Every call on a path under a slow filesystem is remembered for
+ * finderd_client_report(), answered or not. Since 0.2.
+ *
+ * Return: 0; -ENOENT when the client holds no current copy (read the file).
+ */
+int finderd_client_cached_file(struct finderd_client *client, const char *path, size_t len,
+			       struct finderd_str *data);
+
+/**
+ * finderd_client_report() - at the end of a run, tell the daemon what it
+ * used, if that differs from what the start-up answer's plan held: a Lookup
+ * was needed, a planned directory went unused, or a compiled file under a
+ * slow filesystem was read from disk. Otherwise sends nothing.
+ * @program_key: as in the run's snapshot request, @len bytes.
+ *
+ * Return: 0 (also when nothing was sent), or a code of finderd_report().
+ * Since 0.2.
+ */
+int finderd_client_report(struct finderd_client *client, const char *program_key, size_t len);
+
 /** Counters of a resolver, for debugging and benchmarks. */
 struct finderd_client_counters {
 	uint64_t answered;      /**< questions answered from memory */
@@ -492,11 +742,18 @@ struct finderd_client_counters {
 	uint64_t revalidations; /**< directories revalidated */
 };
 
-/** Copy @client's counters into @out. */
+/** Copy @client's counters into @out (zeros for a NULL @client). */
 void finderd_client_counters(const struct finderd_client *client,
 			     struct finderd_client_counters *out);
 
-/** The connection of @client (for finderd_stats() and friends); owned by @client. */
+/**
+ * finderd_client_conn() - the connection of @client, for finderd_stats()
+ * and friends.
+ *
+ * Return: the connection, owned by @client (do not close it), or NULL for
+ * a NULL @client, or when connecting again after finderd_client_after_fork()
+ * failed; calls on it are calls on the client for thread-safety.
+ */
 struct finderd_conn *finderd_client_conn(struct finderd_client *client);
 
 #ifdef __cplusplus

@@ -16,11 +16,23 @@
 /* Holds one complete frame (9 + 16384 bytes) and then some. */
 #define RBUF_SIZE 65536u
 
+/*
+ * A blocking recv() bounded by SO_RCVTIMEO replaces ppoll() + recv() while
+ * the deadline is at least this much further than the timeout: the kernel
+ * rounds SO_RCVTIMEO up to a jiffy, 10 ms at HZ=100.
+ */
+#define RCVTIMEO_SLACK_US 10000
+/* Shorter timeouts than this are not worth a blocking recv(). */
+#define RCVTIMEO_MIN_US 1000
+
 struct finderd_conn {
 	struct fdi_opts opts;
 	int fd;
 	int dead;     /* the error that broke the connection; 0 while healthy */
 	int send_err; /* a write failed: output is dropped, reading goes on */
+	int sent;     /* some output went out (the preface, at least) */
+	uint32_t rcv_timeout_us; /* the socket's SO_RCVTIMEO; 0: ppoll() only */
+	int64_t hs_deadline;     /* the server's SETTINGS are due by then; 0: unset */
 	int last_status;
 	struct fdi_buf last_message; /* NUL-terminated */
 	struct fdi_h2 h2;
@@ -46,6 +58,8 @@ static int conn_send(struct finderd_conn *c)
 			n = fdi_sock_send(c->fd, fdi_h2_out_data(&c->h2), fdi_h2_out_len(&c->h2));
 		if (n < 0)
 			c->send_err = (int)n;
+		else if (n > 0)
+			c->sent = 1;
 		if (c->send_err)
 			n = (long)fdi_h2_out_len(&c->h2);
 		if (n == 0)
@@ -55,9 +69,9 @@ static int conn_send(struct finderd_conn *c)
 	return 0;
 }
 
-static int conn_recv(struct finderd_conn *c)
+/* Feed @n received bytes (or the receive error) to the session. */
+static int conn_input(struct finderd_conn *c, long n)
 {
-	long n = fdi_sock_recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen);
 	size_t used;
 	int ret;
 
@@ -74,6 +88,33 @@ static int conn_recv(struct finderd_conn *c)
 	return ret;
 }
 
+/*
+ * Wait for input until @deadline and feed it to the session. With nothing
+ * to write and a deadline further than the socket's SO_RCVTIMEO (plus a
+ * jiffy), one blocking recv() does it; otherwise ppoll() and then recv().
+ */
+static int conn_wait(struct finderd_conn *c, int64_t deadline)
+{
+	short events = POLLIN, rev = 0;
+	int64_t left = deadline - fdi_now_us();
+	size_t room = sizeof(c->rbuf) - c->rlen;
+	int ret;
+
+	if (left <= 0)
+		return -ETIMEDOUT;
+	if (!fdi_h2_out_len(&c->h2) && c->rcv_timeout_us &&
+	    (int64_t)c->rcv_timeout_us + RCVTIMEO_SLACK_US <= left)
+		return conn_input(c, fdi_sock_recv_wait(c->fd, c->rbuf + c->rlen, room));
+	if (fdi_h2_out_len(&c->h2))
+		events |= POLLOUT;
+	ret = fdi_sock_wait(c->fd, events, deadline, &rev);
+	if (!ret && (rev & POLLNVAL))
+		ret = -EBADF;
+	if (!ret && (rev & (POLLIN | POLLHUP | POLLERR)))
+		ret = conn_input(c, fdi_sock_recv(c->fd, c->rbuf + c->rlen, room));
+	return ret;
+}
+
 typedef int (*done_fn)(const struct finderd_conn *c);
 
 static int handshake_done(const struct finderd_conn *c)
@@ -86,12 +127,19 @@ static int stream_done(const struct finderd_conn *c)
 	return fdi_h2_stream_done(&c->h2);
 }
 
+/* Until the server's SETTINGS arrive, they bound the wait too. */
+static int64_t wait_deadline(const struct finderd_conn *c, int64_t deadline)
+{
+	if (!c->h2.got_settings && c->hs_deadline && c->hs_deadline < deadline)
+		return c->hs_deadline;
+	return deadline;
+}
+
 /* Send and receive until @done or @deadline. Output is written before
  * waiting (the socket usually takes it at once: no poll() for it). */
 static int conn_run(struct finderd_conn *c, int64_t deadline, done_fn done)
 {
 	for (;;) {
-		short events = POLLIN, rev = 0;
 		int ret = fdi_h2_pump(&c->h2);
 
 		if (!ret && fdi_h2_out_len(&c->h2))
@@ -100,13 +148,7 @@ static int conn_run(struct finderd_conn *c, int64_t deadline, done_fn done)
 			return ret;
 		if (done(c))
 			return 0;
-		if (fdi_h2_out_len(&c->h2))
-			events |= POLLOUT;
-		ret = fdi_sock_wait(c->fd, events, deadline, &rev);
-		if (!ret && (rev & POLLNVAL))
-			ret = -EBADF;
-		if (!ret && (rev & (POLLIN | POLLHUP | POLLERR)))
-			ret = conn_recv(c);
+		ret = conn_wait(c, wait_deadline(c, deadline));
 		if (ret)
 			return ret;
 	}
@@ -125,6 +167,25 @@ static void conn_free(struct finderd_conn *c)
 	fdi_h2_free(&c->h2);
 	fdi_buf_free(&c->last_message, &a);
 	fdi_free(&a, c);
+}
+
+/*
+ * Let calls wait with one blocking recv() (see conn_wait()). SO_RCVTIMEO is
+ * (call timeout - slack) / 2: a call waits that way during the first half
+ * of its time (in practice the whole call: replies take microseconds), and
+ * a timeout plus the kernel's rounding still ends before the deadline, which
+ * ppoll() then meets exactly. Without it (call timeouts under 12 ms, or a
+ * failure here) every wait is ppoll() and a non-blocking recv().
+ */
+static void conn_tune(struct finderd_conn *c)
+{
+	uint32_t call = c->opts.call_timeout_us, rcv;
+
+	if (call < RCVTIMEO_SLACK_US + 2 * RCVTIMEO_MIN_US)
+		return;
+	rcv = (call - RCVTIMEO_SLACK_US) / 2;
+	if (fdi_sock_set_recv_timeout(c->fd, rcv) == 0)
+		c->rcv_timeout_us = rcv;
 }
 
 int finderd_connect(const struct finderd_options *opts, struct finderd_conn **connp)
@@ -161,9 +222,13 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 	}
 	ret = fdi_sock_connect(o.socket_path, deadline, &c->fd);
 	if (!ret)
+		conn_tune(c);
+	if (!ret && !(o.flags & FINDERD_CONNECT_LAZY)) {
+		c->hs_deadline = deadline;
 		ret = conn_run(c, deadline, handshake_done);
-	if (!ret)
-		ret = c->send_err;
+		if (!ret)
+			ret = c->send_err;
+	}
 	if (ret) {
 		conn_free(c);
 		return ret;
@@ -176,10 +241,16 @@ void finderd_close(struct finderd_conn *c)
 {
 	if (!c)
 		return;
-	if (c->fd >= 0 && !c->dead && !c->send_err && !c->h2.goaway &&
+	if (c->fd >= 0 && c->sent && !c->dead && !c->send_err && !c->h2.goaway &&
 	    fdi_h2_goaway(&c->h2) == 0)
 		conn_send(c);
 	conn_free(c);
+}
+
+void fdi_conn_abandon(struct finderd_conn *c)
+{
+	if (c)
+		conn_free(c);
 }
 
 int finderd_last_status(const struct finderd_conn *conn, const char **message)
@@ -239,6 +310,8 @@ static int conn_call(struct finderd_conn *c, const char *path, const struct fdi_
 	if (!ret)
 		ret = fdi_h2_submit(&c->h2, hb.data, hb.len, req->data, req->len, &fdi_grpc_cb, call);
 	fdi_buf_free(&hb, a);
+	if (!ret && !c->hs_deadline) /* a lazy connection's first call */
+		c->hs_deadline = fdi_now_us() + c->opts.connect_timeout_us;
 	if (!ret)
 		ret = conn_run(c, deadline, stream_done);
 	sret = fdi_h2_stream_finish(&c->h2);
@@ -312,15 +385,24 @@ static int give_reply(struct finderd_reply *r, int ret, struct finderd_reply **r
 	return ret;
 }
 
+/* A request and the connection's mount namespace, for the encoders. */
+struct request_args {
+	const void *req;
+	uint64_t mount_namespace;
+};
+
 static int enc_snapshot(struct fdi_buf *b, const struct fdi_alloc *a, const void *arg)
 {
-	return fdi_pb_encode_snapshot(b, a, arg);
+	const struct request_args *r = arg;
+
+	return fdi_pb_encode_snapshot(b, a, r->req, r->mount_namespace);
 }
 
 int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_request *req,
 		     struct finderd_reply **replyp)
 {
 	struct finderd_reply *r = NULL;
+	struct request_args args;
 	struct fdi_grpc_call call;
 	const uint8_t *msg;
 	size_t len;
@@ -328,7 +410,9 @@ int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_re
 
 	if (!conn || !req || !replyp)
 		return -EINVAL;
-	ret = call_method(conn, "/finderd.v1.Finder/Snapshot", enc_snapshot, req, &call, &msg,
+	args.req = req;
+	args.mount_namespace = conn->opts.mount_namespace;
+	ret = call_method(conn, "/finderd.v1.Finder/Snapshot", enc_snapshot, &args, &call, &msg,
 			  &len);
 	if (!ret)
 		ret = make_reply(conn, &call, msg, len, FDI_REPLY_SNAPSHOT, &r);
@@ -343,20 +427,21 @@ struct lookup_args {
 	const uint64_t *known;
 	uint64_t epoch;
 	size_t n;
+	uint64_t mount_namespace;
 };
 
 static int enc_lookup(struct fdi_buf *b, const struct fdi_alloc *a, const void *arg)
 {
 	const struct lookup_args *l = arg;
 
-	return fdi_pb_encode_lookup(b, a, l->paths, l->known, l->epoch, l->n);
+	return fdi_pb_encode_lookup(b, a, l->paths, l->known, l->epoch, l->n, l->mount_namespace);
 }
 
 int finderd_lookup(struct finderd_conn *conn, const struct finderd_str *paths,
 		   const uint64_t *known_generations, uint64_t known_epoch, size_t n,
 		   struct finderd_reply **replyp)
 {
-	struct lookup_args l = { paths, known_generations, known_epoch, n };
+	struct lookup_args l = { paths, known_generations, known_epoch, n, 0 };
 	struct finderd_reply *r = NULL;
 	struct fdi_grpc_call call;
 	const uint8_t *msg;
@@ -365,6 +450,7 @@ int finderd_lookup(struct finderd_conn *conn, const struct finderd_str *paths,
 
 	if (!conn || !replyp || (n && !paths))
 		return -EINVAL;
+	l.mount_namespace = conn->opts.mount_namespace;
 	ret = call_method(conn, "/finderd.v1.Finder/Lookup", enc_lookup, &l, &call, &msg, &len);
 	if (!ret)
 		ret = make_reply(conn, &call, msg, len, FDI_REPLY_LOOKUP, &r);
@@ -394,6 +480,30 @@ int finderd_stats(struct finderd_conn *conn, struct finderd_stats *stats)
 	ret = call_method(conn, "/finderd.v1.Finder/Stats", enc_empty, NULL, &call, &msg, &len);
 	if (!ret)
 		ret = fdi_pb_decode_stats(msg, len, stats);
+	fdi_grpc_call_free(&call);
+	return ret;
+}
+
+static int enc_report(struct fdi_buf *b, const struct fdi_alloc *a, const void *arg)
+{
+	const struct request_args *r = arg;
+
+	return fdi_pb_encode_report(b, a, r->req, r->mount_namespace);
+}
+
+int finderd_report(struct finderd_conn *conn, const struct finderd_report_request *req)
+{
+	struct request_args args;
+	struct fdi_grpc_call call;
+	const uint8_t *msg;
+	size_t len;
+	int ret;
+
+	if (!conn || !req)
+		return -EINVAL;
+	args.req = req;
+	args.mount_namespace = conn->opts.mount_namespace;
+	ret = call_method(conn, "/finderd.v1.Finder/Report", enc_report, &args, &call, &msg, &len);
 	fdi_grpc_call_free(&call);
 	return ret;
 }

@@ -68,6 +68,8 @@ struct fdi_opts {
 	uint32_t connect_timeout_us;
 	uint32_t call_timeout_us;
 	uint32_t max_message_bytes;
+	uint32_t flags; /* FINDERD_CONNECT_* */
+	uint64_t mount_namespace; /* 0: unknown */
 	struct fdi_alloc alloc;
 };
 
@@ -77,6 +79,13 @@ struct fdi_opts {
  * Return: 0, or -EINVAL (size 0, or allocator hooks only partly set).
  */
 int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in);
+
+/**
+ * fdi_conn_abandon() - free @c and close its socket without sending anything
+ * (GOAWAY included): for a child after fork(), whose parent keeps the
+ * connection. NULL is allowed.
+ */
+void fdi_conn_abandon(struct finderd_conn *c);
 
 /* ------------------------------------------------------------------------ */
 /* Byte order                                                               */

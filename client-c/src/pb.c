@@ -261,10 +261,16 @@ static void w_interpreter_fields(struct pbw *w, const struct finderd_interpreter
 	w_strs(w, 6, in->extension_suffixes, in->n_extension_suffixes);
 }
 
+struct snapshot_args {
+	const struct finderd_snapshot_request *req;
+	uint64_t mount_namespace;
+};
+
 /* finderd.v1.SnapshotRequest */
 static void w_snapshot(struct pbw *w, const void *arg)
 {
-	const struct finderd_snapshot_request *r = arg;
+	const struct snapshot_args *s = arg;
+	const struct finderd_snapshot_request *r = s->req;
 
 	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
 	if (r->interpreter) {
@@ -278,12 +284,15 @@ static void w_snapshot(struct pbw *w, const void *arg)
 	w_strs(w, 3, r->sys_path, r->n_sys_path);
 	w_opt_bytes(w, 4, r->program_key.data, r->program_key.len);
 	w_opt_varint(w, 5, r->prefetch_bytes);
+	w_opt_varint(w, 6, r->bytecode_bytes);
+	w_opt_varint(w, 7, s->mount_namespace);
 }
 
 int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
-			   const struct finderd_snapshot_request *req)
+			   const struct finderd_snapshot_request *req, uint64_t mount_namespace)
 {
 	const struct finderd_interpreter *in = req->interpreter;
+	struct snapshot_args args = { req, mount_namespace };
 
 	if (check_strs(req->sys_path, req->n_sys_path) ||
 	    (req->program_key.len && !req->program_key.data))
@@ -292,7 +301,7 @@ int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
 		   check_strs(in->bytecode_suffixes, in->n_bytecode_suffixes) ||
 		   check_strs(in->extension_suffixes, in->n_extension_suffixes)))
 		return -EINVAL;
-	return encode(b, a, w_snapshot, req);
+	return encode(b, a, w_snapshot, &args);
 }
 
 struct lookup_args {
@@ -300,6 +309,7 @@ struct lookup_args {
 	const uint64_t *known;
 	uint64_t epoch;
 	size_t n;
+	uint64_t mount_namespace;
 };
 
 /* finderd.v1.LookupRequest; known_generations packed (proto3's default). */
@@ -321,17 +331,47 @@ static void w_lookup(struct pbw *w, const void *arg)
 			w_varint(w, l->known[i]);
 	}
 	w_opt_varint(w, 4, l->epoch);
+	w_opt_varint(w, 5, l->mount_namespace);
 }
 
 int fdi_pb_encode_lookup(struct fdi_buf *b, const struct fdi_alloc *a,
 			 const struct finderd_str *paths, const uint64_t *known, uint64_t epoch,
-			 size_t n)
+			 size_t n, uint64_t mount_namespace)
 {
-	struct lookup_args l = { paths, known, epoch, n };
+	struct lookup_args l = { paths, known, epoch, n, mount_namespace };
 
 	if (check_strs(paths, n))
 		return -EINVAL;
 	return encode(b, a, w_lookup, &l);
+}
+
+struct report_args {
+	const struct finderd_report_request *req;
+	uint64_t mount_namespace;
+};
+
+/* finderd.v1.ReportRequest */
+static void w_report(struct pbw *w, const void *arg)
+{
+	const struct report_args *r = arg;
+
+	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
+	w_opt_bytes(w, 2, r->req->program_key.data, r->req->program_key.len);
+	w_strs(w, 3, r->req->directories, r->req->n_directories);
+	w_strs(w, 4, r->req->bytecode_files, r->req->n_bytecode_files);
+	w_opt_varint(w, 5, r->mount_namespace);
+}
+
+int fdi_pb_encode_report(struct fdi_buf *b, const struct fdi_alloc *a,
+			 const struct finderd_report_request *req, uint64_t mount_namespace)
+{
+	struct report_args args = { req, mount_namespace };
+
+	if (check_strs(req->directories, req->n_directories) ||
+	    check_strs(req->bytecode_files, req->n_bytecode_files) ||
+	    (req->program_key.len && !req->program_key.data))
+		return -EINVAL;
+	return encode(b, a, w_report, &args);
 }
 
 /* grpc.health.v1.HealthCheckRequest */

@@ -58,10 +58,12 @@ int fdi_pb_decode_health(const uint8_t *p, size_t len, int *status);
  * FINDERD_ETOOBIG (beyond a gRPC message's 4 GiB).
  */
 int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
-			   const struct finderd_snapshot_request *req);
+			   const struct finderd_snapshot_request *req, uint64_t mount_namespace);
 int fdi_pb_encode_lookup(struct fdi_buf *b, const struct fdi_alloc *a,
 			 const struct finderd_str *paths, const uint64_t *known, uint64_t epoch,
-			 size_t n);
+			 size_t n, uint64_t mount_namespace);
+int fdi_pb_encode_report(struct fdi_buf *b, const struct fdi_alloc *a,
+			 const struct finderd_report_request *req, uint64_t mount_namespace);
 int fdi_pb_encode_health(struct fdi_buf *b, const struct fdi_alloc *a, const char *service);
 
 #endif /* FINDERD_PB_H */

@@ -20,12 +20,18 @@ struct dir_raw {
 struct finderd_reply {
 	struct fdi_alloc alloc;
 	uint8_t *buf;
+	const uint8_t *msg;        /* the encoded message, inside buf */
+	size_t msg_len;
+	enum fdi_reply_kind kind;
 	uint32_t protocol_version;
 	struct finderd_str daemon_version;
 	struct finderd_genfile_info genfile;
 	size_t n_dirs;
 	struct finderd_dir *dirs;
 	struct dir_raw *raw;
+	uint32_t planned_directories;
+	size_t n_files;
+	struct finderd_cached_file *files;
 };
 
 /* Field numbers of the two reply messages (finderd.proto). */
@@ -33,11 +39,13 @@ struct reply_fields {
 	uint32_t daemon_version; /* 0: absent */
 	uint32_t generations;
 	uint32_t directories;
+	uint32_t files;          /* 0: absent */
+	uint32_t planned;        /* 0: absent */
 };
 
 static const struct reply_fields fields_of[] = {
-	[FDI_REPLY_SNAPSHOT] = { 2, 3, 4 },
-	[FDI_REPLY_LOOKUP] = { 0, 2, 3 },
+	[FDI_REPLY_SNAPSHOT] = { 2, 3, 4, 5, 6 },
+	[FDI_REPLY_LOOKUP] = { 0, 2, 3, 0, 0 },
 };
 
 static const char empty[] = "";
@@ -84,6 +92,7 @@ static int directory_field(const struct fdi_pb_field *f, struct finderd_dir *d,
 	case 7: return fdi_pb_get_u32(f, &d->mode);
 	case 8: return fdi_pb_get_i64(f, &d->mtime_ns);
 	case 9: return fdi_pb_get_u64(f, &d->size);
+	case 11: return fdi_pb_get_u32(f, &d->slow_filesystem);
 	case 10:
 		if (f->wt != FDI_PB_LEN)
 			return FINDERD_EPROTOBUF;
@@ -145,6 +154,32 @@ static int decode_entry(const struct fdi_pb_field *outer, struct finderd_entry *
 	return ret;
 }
 
+/* finderd.v1.CachedFile */
+static int decode_file(const struct fdi_pb_field *outer, struct finderd_cached_file *c)
+{
+	const uint8_t *p = outer->p, *end = outer->p + outer->len;
+	struct fdi_pb_field f;
+	int ret;
+
+	if (outer->wt != FDI_PB_LEN)
+		return FINDERD_EPROTOBUF;
+	c->path.data = c->data.data = empty;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		switch (f.num) {
+		case 1: ret = fdi_pb_get_str(&f, &c->path); break;
+		case 2: ret = fdi_pb_get_str(&f, &c->data); break;
+		case 3: ret = fdi_pb_get_i64(&f, &c->mtime_ns); break;
+		case 4: ret = fdi_pb_get_u64(&f, &c->size); break;
+		default: ret = 0; break;
+		}
+		if (ret)
+			return ret;
+	}
+	if (!ret && c->data.len != c->size)
+		ret = FINDERD_EBADREPLY; /* the bytes are not the file they claim to be */
+	return ret;
+}
+
 /* A listing name: one path component, neither "." nor "..". */
 static int name_ok(const struct finderd_str *n)
 {
@@ -197,6 +232,10 @@ static int decode_top(struct finderd_reply *r, const uint8_t *p, const uint8_t *
 			ret = decode_genfile(&f, &r->genfile);
 		else if (f.num == nums->directories)
 			ret = f.wt == FDI_PB_LEN ? (r->n_dirs++, 0) : FINDERD_EPROTOBUF;
+		else if (nums->files && f.num == nums->files)
+			ret = f.wt == FDI_PB_LEN ? (r->n_files++, 0) : FINDERD_EPROTOBUF;
+		else if (nums->planned && f.num == nums->planned)
+			ret = fdi_pb_get_u32(&f, &r->planned_directories);
 		else
 			ret = 0;
 		if (ret)
@@ -228,6 +267,29 @@ static int decode_dirs(struct finderd_reply *r, const uint8_t *p, const uint8_t 
 	return ret;
 }
 
+/* Pass 3: the compiled files. */
+static int decode_files(struct finderd_reply *r, const uint8_t *p, const uint8_t *end,
+			uint32_t num)
+{
+	struct fdi_pb_field f;
+	size_t i = 0;
+	int ret;
+
+	if (!r->n_files)
+		return 0;
+	r->files = fdi_calloc(&r->alloc, r->n_files, sizeof(*r->files));
+	if (!r->files)
+		return -ENOMEM;
+	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
+		if (f.num != num)
+			continue;
+		ret = decode_file(&f, &r->files[i++]);
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
 static void reply_release(struct finderd_reply *r)
 {
 	size_t i;
@@ -237,6 +299,7 @@ static void reply_release(struct finderd_reply *r)
 			fdi_free(&r->alloc, r->raw[i].entries);
 	fdi_free(&r->alloc, r->raw);
 	fdi_free(&r->alloc, r->dirs);
+	fdi_free(&r->alloc, r->files);
 	fdi_free(&r->alloc, r);
 }
 
@@ -258,18 +321,46 @@ int fdi_reply_decode(const struct fdi_alloc *a, uint8_t *buf, const uint8_t *msg
 		ret = FINDERD_EVERSION;
 	if (!ret)
 		ret = decode_dirs(r, msg, msg + len, nums->directories);
+	if (!ret && nums->files)
+		ret = decode_files(r, msg, msg + len, nums->files);
 	if (ret) {
 		reply_release(r);
 		return ret;
 	}
 	r->buf = buf;
+	r->msg = msg;
+	r->msg_len = len;
+	r->kind = kind;
 	*out = r;
 	return 0;
+}
+
+void fdi_reply_message(const struct finderd_reply *r, const uint8_t **msg, size_t *len,
+		       enum fdi_reply_kind *kind)
+{
+	*msg = r->msg;
+	*len = r->msg_len;
+	*kind = r->kind;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Public accessors                                                         */
 /* ------------------------------------------------------------------------ */
+
+size_t finderd_reply_file_count(const struct finderd_reply *reply)
+{
+	return reply->n_files;
+}
+
+const struct finderd_cached_file *finderd_reply_file(const struct finderd_reply *reply, size_t i)
+{
+	return i < reply->n_files ? &reply->files[i] : NULL;
+}
+
+uint32_t finderd_reply_planned_directories(const struct finderd_reply *reply)
+{
+	return reply->planned_directories;
+}
 
 size_t finderd_reply_dir_count(const struct finderd_reply *reply)
 {

@@ -28,4 +28,8 @@ enum fdi_reply_kind {
 int fdi_reply_decode(const struct fdi_alloc *a, uint8_t *buf, const uint8_t *msg, size_t len,
 		     enum fdi_reply_kind kind, struct finderd_reply **out);
 
+/** The encoded message @r was decoded from, and its kind (to save it). */
+void fdi_reply_message(const struct finderd_reply *r, const uint8_t **msg, size_t *len,
+		       enum fdi_reply_kind *kind);
+
 #endif /* FINDERD_REPLY_H */

@@ -5,9 +5,11 @@
 #define _GNU_SOURCE /* ppoll(): deadlines to the microsecond */
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,4 +146,29 @@ long fdi_sock_recv(int fd, void *p, size_t n)
 		if (errno != EINTR)
 			return -errno;
 	}
+}
+
+int fdi_sock_set_recv_timeout(int fd, uint32_t us)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(us / 1000000);
+	tv.tv_usec = (suseconds_t)(us % 1000000);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0)
+		return -errno;
+	/* Clears O_NONBLOCK (F_SETFL ignores the access mode bits). */
+	if (fcntl(fd, F_SETFL, 0) != 0)
+		return -errno;
+	return 0;
+}
+
+long fdi_sock_recv_wait(int fd, void *p, size_t n)
+{
+	ssize_t r = recv(fd, p, n, 0);
+
+	if (r >= 0)
+		return (long)r;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return -EAGAIN;
+	return -errno;
 }

@@ -30,4 +30,20 @@ long fdi_sock_send(int fd, const void *p, size_t n);
 /** Receive without blocking. Return: bytes (0: end of stream), -EAGAIN, or -errno. */
 long fdi_sock_recv(int fd, void *p, size_t n);
 
+/**
+ * fdi_sock_set_recv_timeout() - make @fd block in recv() for at most @us
+ * microseconds (SO_RCVTIMEO), for fdi_sock_recv_wait(). Sends stay
+ * non-blocking (MSG_DONTWAIT). The kernel rounds the timeout up to a
+ * jiffy (at most 10 ms).
+ * Return: 0 or -errno (the socket is then left non-blocking).
+ */
+int fdi_sock_set_recv_timeout(int fd, uint32_t us);
+
+/**
+ * fdi_sock_recv_wait() - receive, waiting at most the SO_RCVTIMEO of @fd.
+ * Return: bytes (0: end of stream), -EAGAIN (timed out or interrupted:
+ * check the deadline and wait again), or -errno.
+ */
+long fdi_sock_recv_wait(int fd, void *p, size_t n);
+
 #endif /* FINDERD_SOCK_H */

@@ -145,7 +145,11 @@ int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in)
 	hooks = (o.alloc != NULL) + (o.realloc != NULL) + (o.free != NULL);
 	if (hooks != 0 && hooks != 3)
 		return -EINVAL;
+	if (o.flags & ~(uint32_t)FINDERD_CONNECT_LAZY)
+		return -EINVAL;
 	out->socket_path = o.socket_path;
+	out->flags = o.flags;
+	out->mount_namespace = o.mount_namespace;
 	out->connect_timeout_us =
 		o.connect_timeout_us ? o.connect_timeout_us : FINDERD_DEFAULT_CONNECT_TIMEOUT_US;
 	out->call_timeout_us =
@@ -289,41 +293,14 @@ static int join2(char *buf, size_t size, const char *a, const char *b)
 	return 0;
 }
 
-static int per_user_path(char *buf, size_t size)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	char dir[64];
-	unsigned long uid;
-	size_t i = sizeof(dir) - 1;
-
-	if (xdg && *xdg)
-		return join2(buf, size, xdg, "/finderd/finderd.sock");
-	uid = (unsigned long)geteuid();
-	if (uid == 0)
-		return copy_path(buf, size, FDI_SYSTEM_SOCKET);
-	/* "/tmp/finderd-UID" with the digits written right to left. */
-	dir[i] = '\0';
-	do {
-		dir[--i] = (char)('0' + uid % 10);
-		uid /= 10;
-	} while (uid);
-	memcpy(dir + i - 13, "/tmp/finderd-", 13);
-	return join2(buf, size, dir + i - 13, "/finderd.sock");
-}
-
 int finderd_socket_path(char *buf, size_t size)
 {
 	const char *env = getenv("FINDERD_SOCKET");
-	char user[4096];
-	struct stat st;
-	int ret;
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
 
 	if (env && *env)
 		return copy_path(buf, size, env);
-	ret = per_user_path(user, sizeof(user));
-	if (ret)
-		return ret;
-	if (strcmp(user, FDI_SYSTEM_SOCKET) != 0 && stat(user, &st) != 0)
-		return copy_path(buf, size, FDI_SYSTEM_SOCKET);
-	return copy_path(buf, size, user);
+	if (xdg && *xdg)
+		return join2(buf, size, xdg, "/finderd/finderd.sock");
+	return copy_path(buf, size, FDI_SYSTEM_SOCKET);
 }

@@ -161,7 +161,7 @@ static void test_snapshot_and_lookup(struct finderd_conn *c)
 					  FINDERD_ENTRY_DIR };
 	char absent[256];
 	struct finderd_str sp[2];
-	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0 };
+	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
 	struct finderd_reply *r = NULL, *l = NULL;
 	const struct finderd_entry *e;
 	const struct finderd_dir *d;
@@ -226,7 +226,7 @@ static void test_snapshot_and_lookup(struct finderd_conn *c)
 static void test_errors(struct finderd_conn *c)
 {
 	struct finderd_str sp[1] = { { "relative/path", 13 } };
-	struct finderd_snapshot_request req = { NULL, sp, 1, { NULL, 0 }, 0 };
+	struct finderd_snapshot_request req = { NULL, sp, 1, { NULL, 0 }, 0, 0 };
 	struct finderd_reply *r = (struct finderd_reply *)&req;
 	const char *msg = NULL;
 	int status;
@@ -256,7 +256,7 @@ static void test_stats(struct finderd_conn *c)
 static void test_big(struct finderd_conn *c, size_t files)
 {
 	struct finderd_str sp[1];
-	struct finderd_snapshot_request req = { NULL, sp, 1, { NULL, 0 }, 0 };
+	struct finderd_snapshot_request req = { NULL, sp, 1, { NULL, 0 }, 0, 0 };
 	struct finderd_reply *r = NULL;
 	const struct finderd_entry *e;
 	size_t n, i;

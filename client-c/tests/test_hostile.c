@@ -5,9 +5,13 @@
  * are well-formed but awkward (every frame split, flow control in both
  * directions) and must succeed.
  *
- * Each case forks a server process that accepts one connection.
+ * Each case forks a server process that accepts one connection. Every case
+ * runs twice: with finderd_connect() waiting for the server's SETTINGS, and
+ * with FINDERD_CONNECT_LAZY, where the first call carries the handshake and
+ * must report what connect would have.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -19,6 +23,10 @@
 #include "sock.h"
 #include "test.h"
 #include "wire.h"
+
+/* FINDERD_CONNECT_LAZY for the second run of every case: the handshake's
+ * errors then come from the first call. */
+static uint32_t connect_flags;
 
 static char sock_dir[] = "/tmp/finderd-hostile-XXXXXX";
 static char sock_path[128];
@@ -186,12 +194,24 @@ static pid_t serve(server_fn fn)
 	return pid;
 }
 
+/* Stop the server. A connection the client made and closed unused (a lazy
+ * client does after an allocation failure) may still wait in the backlog:
+ * drop it, or the next case's server would accept it instead of its own
+ * client's. */
 static void reap(pid_t pid)
 {
+	struct pollfd p = { listen_fd, POLLIN, 0 };
 	int st;
 
 	kill(pid, SIGTERM);
 	waitpid(pid, &st, 0);
+	while (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+		int fd = accept(listen_fd, NULL, NULL);
+
+		if (fd < 0)
+			break;
+		close(fd);
+	}
 }
 
 static int connect_opts(struct finderd_conn **c, uint32_t connect_us, uint32_t call_us,
@@ -204,6 +224,7 @@ static int connect_opts(struct finderd_conn **c, uint32_t connect_us, uint32_t c
 	o.connect_timeout_us = connect_us ? connect_us : 2000000;
 	o.call_timeout_us = call_us ? call_us : 2000000;
 	o.max_message_bytes = max_msg;
+	o.flags = connect_flags;
 	*c = NULL;
 	return finderd_connect(&o, c);
 }
@@ -226,14 +247,20 @@ static int one_health(server_fn fn, uint32_t call_us, uint32_t max_msg, int *sec
 	return ret;
 }
 
+/* The handshake's outcome: finderd_connect()'s, or with a lazy connection,
+ * the first call's. */
 static int connect_only(server_fn fn, uint32_t connect_us)
 {
 	struct finderd_conn *c;
 	pid_t pid = serve(fn);
-	int ret = connect_opts(&c, connect_us, 0, 0);
+	int status, ret = connect_opts(&c, connect_us, 0, 0);
 
-	if (!ret)
-		finderd_close(c);
+	if (!ret && connect_flags & FINDERD_CONNECT_LAZY) {
+		ret = finderd_health(c, NULL, &status);
+		/* The connection is dead after a handshake error. */
+		CHECK(ret == 0 || finderd_health(c, NULL, &status) == FINDERD_ECLOSED);
+	}
+	finderd_close(c);
 	reap(pid);
 	return ret;
 }
@@ -343,7 +370,7 @@ static void srv_split(int fd)
 static void case_split(void)
 {
 	static const struct finderd_str sp[] = { { "/a", 2 }, { "/b", 2 } };
-	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0 };
+	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
 	struct finderd_reply *r = NULL;
 	const struct finderd_entry *e;
 	struct finderd_conn *c;
@@ -878,7 +905,7 @@ static void case_flow_control(void)
 	finderd_reply_free(r);
 	r = NULL;
 	{
-		struct finderd_snapshot_request req = { NULL, NULL, 0, { NULL, 0 }, 0 };
+		struct finderd_snapshot_request req = { NULL, NULL, 0, { NULL, 0 }, 0, 0 };
 
 		CHECK_INT(finderd_snapshot(c, &req, &r), 0);
 	}
@@ -934,7 +961,7 @@ static void fail_free(void *p, void *ctx)
 static int snapshot_with(struct counting *k)
 {
 	static const struct finderd_str sp[] = { { "/a", 2 }, { "/b", 2 } };
-	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0 };
+	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
 	struct finderd_options o;
 	struct finderd_reply *r = NULL;
 	struct finderd_conn *c = NULL;
@@ -950,6 +977,7 @@ static int snapshot_with(struct counting *k)
 	o.realloc = fail_realloc;
 	o.free = fail_free;
 	o.alloc_ctx = k;
+	o.flags = connect_flags;
 	ret = finderd_connect(&o, &c);
 	if (!ret)
 		ret = finderd_snapshot(c, &req, &r);
@@ -996,14 +1024,17 @@ int main(void)
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(listen_fd, 16))
 		return 2;
-	case_ok();
-	case_split();
-	case_handshakes();
-	case_connection_errors();
-	case_stream_errors();
-	case_grpc_status();
-	case_flow_control();
-	case_alloc_failures();
+	for (connect_flags = 0; connect_flags <= FINDERD_CONNECT_LAZY;
+	     connect_flags += FINDERD_CONNECT_LAZY) {
+		case_ok();
+		case_split();
+		case_handshakes();
+		case_connection_errors();
+		case_stream_errors();
+		case_grpc_status();
+		case_flow_control();
+		case_alloc_failures();
+	}
 	close(listen_fd);
 	unlink(sock_path);
 	rmdir(sock_dir);

@@ -361,14 +361,14 @@ static void test_encoders(void)
 	static const struct finderd_str sp[] = { { "/usr/lib/python3.11", 19 }, { "", 0 } };
 	static const struct finderd_str src[] = { { ".py", 3 } };
 	struct finderd_interpreter in = { "cpython", "3.11.7", NULL, src, 1, NULL, 0, NULL, 0 };
-	struct finderd_snapshot_request req = { &in, sp, 2, { "k", 1 }, 1 << 20 };
+	struct finderd_snapshot_request req = { &in, sp, 2, { "k", 1 }, 1 << 20, 0 };
 	struct fdi_buf b = { NULL, 0, 0 };
 	struct fdi_pb_field f;
 	const uint8_t *p, *end;
 	uint64_t known[2] = { 5, 0 }, v;
 	int seen = 0;
 
-	CHECK_INT(fdi_pb_encode_snapshot(&b, wire_alloc(), &req), 0);
+	CHECK_INT(fdi_pb_encode_snapshot(&b, wire_alloc(), &req, 0), 0);
 	p = b.data;
 	end = b.data + b.len;
 	while (fdi_pb_next(&p, end, &f) > 0) {
@@ -403,7 +403,7 @@ static void test_encoders(void)
 	CHECK_INT(seen, 63);
 	w_free(&b);
 
-	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), sp, known, 77, 2), 0);
+	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), sp, known, 77, 2, 0), 0);
 	p = b.data;
 	end = b.data + b.len;
 	seen = 0;
@@ -423,7 +423,7 @@ static void test_encoders(void)
 	}
 	CHECK_INT(seen, 3);
 	w_free(&b);
-	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), NULL, NULL, 0, 1), -EINVAL);
+	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), NULL, NULL, 0, 1, 0), -EINVAL);
 	CHECK_INT(fdi_pb_encode_health(&b, wire_alloc(), NULL), 0);
 	CHECK_INT(b.len, 0);
 	CHECK_INT(fdi_pb_encode_health(&b, wire_alloc(), "finderd.v1.Finder"), 0);
