@@ -13,9 +13,18 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "finderd.h"
+#include "resolver.h" /* recordings, for the benchmark's bound */
+
+#ifdef Py_TPFLAGS_HAVE_VECTORCALL
+#define FINDERD_TPFLAGS_HAVE_VECTORCALL Py_TPFLAGS_HAVE_VECTORCALL
+#else
+#define FINDERD_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
+#endif
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *Py_NewRef(PyObject *obj)
@@ -40,6 +49,8 @@ static const char *const named_fields[] = {
 typedef struct {
 	PyObject *posix_stat;
 	PyObject *posix_listdir;
+	PyObject *io_open_code;  /* _io.open_code */
+	PyObject *bytes_io;      /* _io.BytesIO */
 	PyTypeObject *stat_result;
 	Py_ssize_t n_fields;
 	Py_ssize_t field_index[F_COUNT]; /* -1: not in this build's stat_result */
@@ -284,6 +295,156 @@ static int path_bytes(PyObject *path, const char **data, Py_ssize_t *len, PyObje
 }
 
 /* ------------------------------------------------------------------------ */
+/* Changes made by this process                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The daemon sees a change microseconds after it happens; a program that
+ * writes a module and imports it at once must not get the listing from just
+ * before. CPython raises an audit event before every filesystem change made
+ * through Python (open for writing, os.rename, os.remove, os.mkdir...); this
+ * hook passes the path to finderd_client_touch(), so the next question
+ * about that directory revalidates it under the daemon's barrier. Changes
+ * made by other processes reach running clients through the generation
+ * file, as they do anyway.
+ *
+ * Audit hooks last as long as the process: this one follows whichever
+ * Client is tracked and does nothing when none is.
+ */
+static ClientObject *tracked; /* strong reference, or NULL */
+
+/* Audit event names and the argument positions of the paths they change. */
+static const struct {
+	const char *event;
+	int paths[2]; /* -1: none */
+	int dir_fd;   /* position of a dir_fd argument, or -1 */
+} changing_events[] = {
+	{"os.rename", {0, 1}, 2},    /* rename, replace; src_dir_fd, dst_dir_fd */
+	{"os.remove", {0, -1}, 1},   /* remove, unlink */
+	{"os.rmdir", {0, -1}, 1},
+	{"os.mkdir", {0, -1}, 2},
+	{"os.symlink", {1, -1}, 2},
+	{"os.link", {1, -1}, 3},
+	{"os.truncate", {0, -1}, -1},
+	{"os.utime", {0, -1}, 3},
+	{"os.chmod", {0, -1}, 2},
+	{"os.chown", {0, -1}, 3},
+	{"os.chflags", {0, -1}, -1},
+	{"os.mkfifo", {0, -1}, 2},
+	{"os.mknod", {0, -1}, 3},
+	{"os.setxattr", {0, -1}, -1},
+	{"os.removexattr", {0, -1}, -1},
+};
+
+/* Tell the resolver that @path is about to change (all, if it is not a path). */
+static void touch_path(PyObject *path, int relative_to_fd)
+{
+	const char *data;
+	Py_ssize_t len;
+	PyObject *owner;
+
+	if (relative_to_fd || !path || !path_bytes(path, &data, &len, &owner)) {
+		finderd_client_invalidate(tracked->client);
+		return;
+	}
+	finderd_client_touch(tracked->client, data, (size_t)len);
+	Py_XDECREF(owner);
+}
+
+static int uses_dir_fd(PyObject *args, int position)
+{
+	PyObject *fd;
+
+	if (position < 0 || PyTuple_GET_SIZE(args) <= position)
+		return 0;
+	fd = PyTuple_GET_ITEM(args, position);
+	if (fd == Py_None)
+		return 0;
+	if (PyLong_Check(fd) && PyLong_AsLong(fd) == -1) {
+		PyErr_Clear(); /* an overflow is not -1: any error here means "uses one" */
+		return 0;
+	}
+	PyErr_Clear();
+	return 1;
+}
+
+/*
+ * "open" events carry (path, mode, flags): only writers change anything.
+ * An "open" of a file descriptor (FileIO(fd), as importlib's _write_atomic
+ * does after os.open) names a file whose opening was audited already.
+ */
+static void on_open(PyObject *args)
+{
+	long flags;
+
+	if (PyTuple_GET_SIZE(args) < 3 || !PyLong_Check(PyTuple_GET_ITEM(args, 2)) ||
+	    PyLong_Check(PyTuple_GET_ITEM(args, 0)))
+		return;
+	flags = PyLong_AsLong(PyTuple_GET_ITEM(args, 2));
+	if (flags == -1 && PyErr_Occurred()) {
+		PyErr_Clear();
+		return;
+	}
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
+		touch_path(PyTuple_GET_ITEM(args, 0), 0);
+}
+
+static void on_os_event(const char *event, PyObject *args)
+{
+	size_t i;
+	int j;
+
+	for (i = 0; i < sizeof(changing_events) / sizeof(changing_events[0]); i++) {
+		if (strcmp(event, changing_events[i].event) != 0)
+			continue;
+		for (j = 0; j < 2; j++) {
+			int at = changing_events[i].paths[j];
+
+			if (at >= 0 && at < PyTuple_GET_SIZE(args))
+				touch_path(PyTuple_GET_ITEM(args, at),
+					   uses_dir_fd(args, changing_events[i].dir_fd));
+		}
+		return;
+	}
+}
+
+/*
+ * A child process changes files the parent then imports ("pip install" in a
+ * subprocess, then import): the next question after a spawn revalidates
+ * every held listing under the daemon's barrier, instead of relying on the
+ * daemon having read the child's last events by then.
+ */
+static const char *const spawning_events[] = {
+	"subprocess.Popen", "os.posix_spawn", "os.spawn", "os.system", "os.fork", "os.forkpty",
+};
+
+static int is_spawning_event(const char *event)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(spawning_events) / sizeof(spawning_events[0]); i++)
+		if (strcmp(event, spawning_events[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int audit_hook(const char *event, PyObject *args, void *Py_UNUSED(data))
+{
+	if (!tracked || !tracked->client || !PyTuple_Check(args))
+		return 0;
+	/* Most events are imports, execs and reads: reject them on one byte. */
+	if (event[0] == 'o' && event[1] == 'p' && strcmp(event, "open") == 0)
+		on_open(args);
+	else if (event[0] == 'o' && event[1] == 's' && event[2] == '.' && is_spawning_event(event))
+		finderd_client_invalidate(tracked->client);
+	else if (event[0] == 'o' && event[1] == 's' && event[2] == '.')
+		on_os_event(event, args);
+	else if (event[0] == 's' && is_spawning_event(event))
+		finderd_client_invalidate(tracked->client);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Client                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -354,6 +515,194 @@ static PyObject *Client_listdir(ClientObject *self, PyObject *const *args, Py_ss
 	return PyObject_Vectorcall(state.posix_listdir, args, (size_t)nargs, kwnames);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Fast misses for sys.path finders                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * PathFinder asks every sys.path entry's FileFinder in turn; with a long
+ * sys.path most of them answer "not here", each after a stat() and a walk
+ * over the loader suffixes in Python. A FastFind stands in for one
+ * FileFinder's find_spec (as an instance attribute, so the finder stays a
+ * FileFinder): when the entry's served listing has neither the name nor the
+ * name with any of the finder's suffixes, FileFinder would return None, and
+ * so does FastFind, in C; otherwise it calls FileFinder.find_spec itself,
+ * so every answer is stock's.
+ */
+typedef struct {
+	PyObject_HEAD
+	vectorcallfunc vectorcall;
+	ClientObject *client;
+	PyObject *path;      /* the finder's path, fs-encoded bytes */
+	PyObject *stock;     /* FileFinder.find_spec bound to the finder */
+	PyObject *suffixes;  /* tuple of fs-encoded bytes */
+	unsigned long long misses;
+} FastFindObject;
+
+static int has_name(const struct finderd_entry *entries, size_t n, const char *name, size_t len)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct finderd_str *e = &entries[mid].name;
+		size_t common = e->len < len ? e->len : len;
+		int c = memcmp(e->data, name, common);
+
+		if (c == 0)
+			c = (e->len > len) - (e->len < len);
+		if (c == 0)
+			return 1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Could the finder of @self find module @tail (fs-encoded)? 1: maybe, 0: no, -1: unknown. */
+static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
+{
+	const struct finderd_entry *entries;
+	char candidate[512];
+	Py_ssize_t i;
+	size_t n;
+
+	if (!self->client->client || tail_len >= sizeof(candidate) / 2)
+		return -1;
+	follow_invalidations(self->client);
+	if (finderd_client_listdir(self->client->client, PyBytes_AS_STRING(self->path),
+				   (size_t)PyBytes_GET_SIZE(self->path), &entries, &n) != 0)
+		return -1;
+	if (has_name(entries, n, tail, tail_len))
+		return 1;
+	memcpy(candidate, tail, tail_len);
+	for (i = 0; i < PyTuple_GET_SIZE(self->suffixes); i++) {
+		PyObject *suffix = PyTuple_GET_ITEM(self->suffixes, i);
+		size_t slen = (size_t)PyBytes_GET_SIZE(suffix);
+
+		if (tail_len + slen > sizeof(candidate))
+			return -1;
+		memcpy(candidate + tail_len, PyBytes_AS_STRING(suffix), slen);
+		if (has_name(entries, n, candidate, tail_len + slen))
+			return 1;
+	}
+	return 0;
+}
+
+static PyObject *FastFind_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+			       PyObject *kwnames)
+{
+	FastFindObject *self = (FastFindObject *)callable;
+	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+	PyObject *fullname, *tail, *owner;
+	const char *data;
+	Py_ssize_t dot, len;
+	int verdict;
+
+	if (nargs < 1 || nargs > 2 || kwnames || !PyUnicode_Check(args[0]))
+		return PyObject_Vectorcall(self->stock, args, nargsf, kwnames);
+	fullname = args[0];
+	dot = PyUnicode_FindChar(fullname, '.', 0, PyUnicode_GET_LENGTH(fullname), -1);
+	if (dot == -2)
+		return NULL;
+	tail = PyUnicode_Substring(fullname, dot + 1, PyUnicode_GET_LENGTH(fullname));
+	if (!tail)
+		return NULL;
+	verdict = path_bytes(tail, &data, &len, &owner) ? may_have(self, data, (size_t)len) : -1;
+	Py_XDECREF(owner);
+	Py_DECREF(tail);
+	if (verdict == 0) {
+		self->misses++;
+		Py_RETURN_NONE;
+	}
+	return PyObject_Vectorcall(self->stock, args, nargsf, kwnames);
+}
+
+static void FastFind_dealloc(FastFindObject *self)
+{
+	Py_XDECREF(self->client);
+	Py_XDECREF(self->path);
+	Py_XDECREF(self->stock);
+	Py_XDECREF(self->suffixes);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *FastFind_misses(FastFindObject *self, void *Py_UNUSED(closure))
+{
+	return PyLong_FromUnsignedLongLong(self->misses);
+}
+
+static PyGetSetDef FastFind_getset[] = {
+	{"misses", (getter)FastFind_misses, NULL, "Questions answered 'not here' without FileFinder.",
+	 NULL},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FastFindType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "finderd._native.FastFind",
+	.tp_basicsize = sizeof(FastFindObject),
+	.tp_dealloc = (destructor)FastFind_dealloc,
+	.tp_vectorcall_offset = offsetof(FastFindObject, vectorcall),
+	.tp_call = PyVectorcall_Call,
+	.tp_flags = Py_TPFLAGS_DEFAULT | FINDERD_TPFLAGS_HAVE_VECTORCALL,
+	.tp_doc = "find_spec(fullname, target=None) of one FileFinder, answering misses from "
+		  "the served listing and everything else through FileFinder.find_spec.",
+	.tp_getset = FastFind_getset,
+};
+
+/* fast_find_spec(finder) -> a FastFind for that FileFinder. */
+static PyObject *Client_fast_find_spec(ClientObject *self, PyObject *finder)
+{
+	PyObject *path_str, *path = NULL, *loaders = NULL, *suffixes = NULL, *stock = NULL;
+	FastFindObject *fast = NULL;
+	Py_ssize_t i, n;
+
+	path_str = PyObject_GetAttrString(finder, "path");
+	if (!path_str || !PyUnicode_FSConverter(path_str, &path)) {
+		Py_XDECREF(path_str);
+		goto out;
+	}
+	Py_DECREF(path_str);
+	loaders = PyObject_GetAttrString(finder, "_loaders");
+	stock = PyObject_GetAttrString(finder, "find_spec");
+	if (!loaders || !stock || !PyList_Check(loaders))
+		goto out;
+	n = PyList_GET_SIZE(loaders);
+	suffixes = PyTuple_New(n);
+	for (i = 0; suffixes && i < n; i++) {
+		PyObject *pair = PyList_GET_ITEM(loaders, i), *encoded = NULL;
+
+		if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) < 1 ||
+		    !PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 0), &encoded)) {
+			Py_CLEAR(suffixes);
+			break;
+		}
+		PyTuple_SET_ITEM(suffixes, i, encoded);
+	}
+	if (!suffixes)
+		goto out;
+	fast = PyObject_New(FastFindObject, &FastFindType);
+	if (!fast)
+		goto out;
+	fast->vectorcall = FastFind_call;
+	fast->client = (ClientObject *)Py_NewRef((PyObject *)self);
+	fast->path = Py_NewRef(path);
+	fast->stock = Py_NewRef(stock);
+	fast->suffixes = Py_NewRef(suffixes);
+	fast->misses = 0;
+out:
+	if (!fast && !PyErr_Occurred())
+		PyErr_SetString(PyExc_TypeError, "fast_find_spec() needs a FileFinder");
+	Py_XDECREF(path);
+	Py_XDECREF(loaders);
+	Py_XDECREF(suffixes);
+	Py_XDECREF(stock);
+	return (PyObject *)fast;
+}
+
 static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"socket_path", "connect_timeout_us", "call_timeout_us",
@@ -363,6 +712,15 @@ static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 	unsigned int connect_us = 0, call_us = 0;
 	int rc;
 
+	/*
+	 * This module keeps one interpreter's objects (posix functions, the
+	 * stat_result type) in static state, as single-phase modules do: a
+	 * subinterpreter that re-runs site gets stock behaviour instead.
+	 */
+	if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+		PyErr_SetString(PyExc_RuntimeError, "finderd serves the main interpreter only");
+		return -1;
+	}
 	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|IIO", kwlist, PyUnicode_FSConverter,
 					 &path_obj, &connect_us, &call_us, &epoch_owner))
 		return -1;
@@ -439,14 +797,14 @@ static PyObject *Client_snapshot(ClientObject *self, PyObject *args, PyObject *k
 {
 	static char *kwlist[] = {"sys_path", "implementation", "version", "cache_tag",
 				 "source_suffixes", "bytecode_suffixes", "extension_suffixes",
-				 "program_key", "prefetch_bytes", NULL};
+				 "program_key", "prefetch_bytes", "bytecode_bytes", NULL};
 	PyObject *seqs[SEQ_COUNT] = {NULL}, *keep[SEQ_COUNT] = {NULL};
 	struct finderd_str *arrays[SEQ_COUNT] = {NULL};
 	size_t counts[SEQ_COUNT] = {0};
 	const char *impl, *version, *cache_tag;
 	const char *key = NULL;
 	Py_ssize_t key_len = 0;
-	unsigned long long prefetch = 0;
+	unsigned long long prefetch = 0, bytecode = 0;
 	struct finderd_interpreter interp;
 	struct finderd_snapshot_request req;
 	PyObject *result = NULL;
@@ -454,10 +812,10 @@ static PyObject *Client_snapshot(ClientObject *self, PyObject *args, PyObject *k
 
 	if (!self->client)
 		return raise_finderd(FINDERD_ECLOSED, NULL);
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OsszOOO|y#K", kwlist, &seqs[SEQ_PATH],
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OsszOOO|y#KK", kwlist, &seqs[SEQ_PATH],
 					 &impl, &version, &cache_tag, &seqs[SEQ_SOURCE],
 					 &seqs[SEQ_BYTECODE], &seqs[SEQ_EXTENSION], &key, &key_len,
-					 &prefetch))
+					 &prefetch, &bytecode))
 		return NULL;
 	for (i = 0; i < SEQ_COUNT; i++)
 		if (str_array(seqs[i], kwlist[i == SEQ_PATH ? 0 : i + 3], &arrays[i], &counts[i],
@@ -480,6 +838,7 @@ static PyObject *Client_snapshot(ClientObject *self, PyObject *args, PyObject *k
 	req.program_key.data = key;
 	req.program_key.len = (size_t)key_len;
 	req.prefetch_bytes = prefetch;
+	req.bytecode_bytes = bytecode;
 	/* The GIL stays held: the snapshot runs while imports wait for it anyway. */
 	rc = finderd_client_snapshot(self->client, &req);
 	if (rc < 0)
@@ -511,7 +870,7 @@ static const char *status_name(uint32_t status)
 	}
 }
 
-/* describe(path) -> (status, reason) or None: what the client holds for path. */
+/* describe(path) -> (status, reason, generation, slot) or None: what the client holds. */
 static PyObject *Client_describe(ClientObject *self, PyObject *arg)
 {
 	const struct finderd_dir *dir;
@@ -525,8 +884,9 @@ static PyObject *Client_describe(ClientObject *self, PyObject *arg)
 		Py_XDECREF(owner);
 		Py_RETURN_NONE;
 	}
-	result = Py_BuildValue("(ss#)", status_name(dir->status), dir->reason.data,
-			       (Py_ssize_t)dir->reason.len);
+	result = Py_BuildValue("(ss#KI)", status_name(dir->status), dir->reason.data,
+			       (Py_ssize_t)dir->reason.len, (unsigned long long)dir->generation,
+			       (unsigned int)dir->slot);
 	Py_XDECREF(owner);
 	return result;
 }
@@ -538,10 +898,11 @@ static PyObject *Client_counters(ClientObject *self, PyObject *Py_UNUSED(ignored
 	if (!self->client)
 		return raise_finderd(FINDERD_ECLOSED, NULL);
 	finderd_client_counters(self->client, &c);
-	return Py_BuildValue("{sKsKsKsK}", "answered", (unsigned long long)c.answered,
+	return Py_BuildValue("{sKsKsKsKsO}", "answered", (unsigned long long)c.answered,
 			     "not_served", (unsigned long long)c.not_served, "lookups",
 			     (unsigned long long)c.lookups, "revalidations",
-			     (unsigned long long)c.revalidations);
+			     (unsigned long long)c.revalidations, "gave_up",
+			     fdi_client_dead(self->client) ? Py_True : Py_False);
 }
 
 static PyObject *Client_daemon_stats(ClientObject *self, PyObject *Py_UNUSED(ignored))
@@ -569,8 +930,108 @@ static PyObject *Client_daemon_stats(ClientObject *self, PyObject *Py_UNUSED(ign
 		"misses", (unsigned long long)s.misses);
 }
 
+/* track_writes(): follow this process's filesystem changes (see audit_hook). */
+static PyObject *Client_track_writes(ClientObject *self, PyObject *Py_UNUSED(ignored))
+{
+	static int hook_added;
+
+	if (!hook_added) {
+		if (PySys_AddAuditHook(audit_hook, NULL) < 0)
+			return NULL;
+		hook_added = 1;
+	}
+	Py_XSETREF(tracked, (ClientObject *)Py_NewRef((PyObject *)self));
+	Py_RETURN_NONE;
+}
+
+/*
+ * open_code(path): _io.open_code, answered from a compiled file the daemon
+ * sent (a BytesIO over its bytes) when the client holds a current copy.
+ * importlib's loaders call it as "with _io.open_code(path) as f: f.read()".
+ */
+static PyObject *Client_open_code(ClientObject *self, PyObject *const *args, Py_ssize_t nargs,
+				  PyObject *kwnames)
+{
+	struct finderd_str data;
+	const char *path;
+	Py_ssize_t len;
+	PyObject *owner, *bytes, *result;
+	int rc;
+
+	if (nargs != 1 || kwnames || !self->client || !path_bytes(args[0], &path, &len, &owner))
+		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
+	follow_invalidations(self);
+	rc = finderd_client_cached_file(self->client, path, (size_t)len, &data);
+	Py_XDECREF(owner);
+	if (rc != 0)
+		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
+	bytes = PyBytes_FromStringAndSize(data.data, (Py_ssize_t)data.len);
+	if (!bytes)
+		return NULL;
+	result = PyObject_CallOneArg(state.bytes_io, bytes);
+	Py_DECREF(bytes);
+	return result;
+}
+
+/* reads_compiled_files(): should open_code() stand in for _io.open_code? */
+static PyObject *Client_reads_compiled_files(ClientObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return PyBool_FromLong(self->client && fdi_client_reads_compiled_files(self->client));
+}
+
+/* report(program_key): tell the daemon what this run used, if it differs. */
+static PyObject *Client_report(ClientObject *self, PyObject *arg)
+{
+	int rc;
+
+	if (!PyBytes_Check(arg)) {
+		PyErr_SetString(PyExc_TypeError, "report() needs the program key as bytes");
+		return NULL;
+	}
+	if (!self->client)
+		Py_RETURN_NONE;
+	rc = finderd_client_report(self->client, PyBytes_AS_STRING(arg),
+				   (size_t)PyBytes_GET_SIZE(arg));
+	if (rc < 0)
+		return raise_finderd(rc, finderd_client_conn(self->client));
+	Py_RETURN_NONE;
+}
+
+/* save(path): write the replies held, for replay() (benchmarks only). */
+static PyObject *Client_save(ClientObject *self, PyObject *arg)
+{
+	PyObject *path = NULL;
+	int fd, rc;
+
+	if (!self->client)
+		return raise_finderd(FINDERD_ECLOSED, NULL);
+	if (!PyUnicode_FSConverter(arg, &path))
+		return NULL;
+	fd = open(PyBytes_AS_STRING(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	rc = fd < 0 ? -errno : fdi_client_save(self->client, fd);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		errno = -rc;
+		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+		Py_DECREF(path);
+		return NULL;
+	}
+	Py_DECREF(path);
+	Py_RETURN_NONE;
+}
+
+/* after_fork(): in a child, stop sharing the parent's connection. */
+static PyObject *Client_after_fork(ClientObject *self, PyObject *Py_UNUSED(ignored))
+{
+	finderd_client_after_fork(self->client);
+	Py_RETURN_NONE;
+}
+
 static PyObject *Client_close(ClientObject *self, PyObject *Py_UNUSED(ignored))
 {
+	if (tracked == self)
+		Py_CLEAR(tracked);
 	finderd_client_free(self->client);
 	self->client = NULL;
 	Py_RETURN_NONE;
@@ -589,11 +1050,31 @@ static PyMethodDef Client_methods[] = {
 	{"invalidate", (PyCFunction)Client_invalidate, METH_NOARGS,
 	 "Distrust every held listing: the next question revalidates them (one round trip)."},
 	{"describe", (PyCFunction)Client_describe, METH_O,
-	 "describe(path) -> (status, reason) the daemon gave for a directory, or None."},
+	 "describe(path) -> (status, reason, generation, slot) the daemon gave for a directory, or None."},
 	{"counters", (PyCFunction)Client_counters, METH_NOARGS,
-	 "counters() -> dict: answered, not_served, lookups, revalidations."},
+	 "counters() -> dict: answered, not_served, lookups, revalidations, and gave_up "
+	 "(the client stopped asking the daemon after an error)."},
 	{"daemon_stats", (PyCFunction)Client_daemon_stats, METH_NOARGS,
 	 "daemon_stats() -> dict of the daemon's Stats RPC."},
+	{"fast_find_spec", (PyCFunction)Client_fast_find_spec, METH_O,
+	 "fast_find_spec(finder) -> a FastFind to set as that FileFinder's find_spec."},
+	{"track_writes", (PyCFunction)Client_track_writes, METH_NOARGS,
+	 "Follow this process's own filesystem changes through an audit hook, so that a "
+	 "module written and imported at once is found (the hook lasts for the process)."},
+	{"open_code", (PyCFunction)(void (*)(void))Client_open_code, METH_FASTCALL | METH_KEYWORDS,
+	 "open_code(path) -> a BytesIO of a compiled file the daemon sent, while current; "
+	 "otherwise _io.open_code(path)."},
+	{"reads_compiled_files", (PyCFunction)Client_reads_compiled_files, METH_NOARGS,
+	 "Whether the daemon sent compiled files or named a slow filesystem: then open_code() "
+	 "should stand in for _io.open_code."},
+	{"report", (PyCFunction)Client_report, METH_O,
+	 "report(program_key): at exit, tell the daemon what this run used, when that differs "
+	 "from what its start-up answer planned (no round trip otherwise)."},
+	{"save", (PyCFunction)Client_save, METH_O,
+	 "save(path): write the replies held to a recording replay() reads (benchmarks)."},
+	{"after_fork", (PyCFunction)Client_after_fork, METH_NOARGS,
+	 "In a child after fork(): reconnect at the next round trip instead of sharing the "
+	 "parent's socket (os.register_at_fork(after_in_child=...))."},
 	{"close", (PyCFunction)Client_close, METH_NOARGS,
 	 "Close the connection; later calls go to posix."},
 	{NULL, NULL, 0, NULL},
@@ -628,6 +1109,45 @@ static PyObject *native_socket_path(PyObject *Py_UNUSED(module), PyObject *Py_UN
 	return PyUnicode_DecodeFSDefault(buf);
 }
 
+/*
+ * replay(path) -> Client answering from a recording, trusting it all, with
+ * no daemon: the benchmark's "bound", the client's own cost. Never for
+ * real use: nothing in it is checked for freshness.
+ */
+static PyObject *native_replay(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+	struct fdi_alloc alloc;
+	ClientObject *self;
+	PyObject *path = NULL;
+	int fd, rc;
+
+	if (!PyUnicode_FSConverter(arg, &path))
+		return NULL;
+	self = (ClientObject *)ClientType.tp_alloc(&ClientType, 0);
+	if (!self) {
+		Py_DECREF(path);
+		return NULL;
+	}
+	fdi_alloc_libc(&alloc);
+	fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC);
+	rc = fd < 0 ? -errno : fdi_client_replay(&alloc, fd, &self->client);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		Py_DECREF(self);
+		if (rc > -4096) {
+			errno = -rc;
+			PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+		} else {
+			raise_finderd(rc, NULL);
+		}
+		Py_DECREF(path);
+		return NULL;
+	}
+	Py_DECREF(path);
+	return (PyObject *)self;
+}
+
 static PyObject *native_strerror(PyObject *Py_UNUSED(module), PyObject *arg)
 {
 	long code = PyLong_AsLong(arg);
@@ -641,6 +1161,9 @@ static PyMethodDef module_methods[] = {
 	{"socket_path", native_socket_path, METH_NOARGS,
 	 "The socket libfinderd would use: FINDERD_SOCKET, the per-user socket, the system one."},
 	{"strerror", native_strerror, METH_O, "Describe a libfinderd error code."},
+	{"replay", native_replay, METH_O,
+	 "replay(path) -> Client answering from a recording made by Client.save(), with no "
+	 "daemon and no freshness checks: for the benchmark's bound only."},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -651,6 +1174,18 @@ static struct PyModuleDef native_module = {
 	.m_size = -1,
 	.m_methods = module_methods,
 };
+
+static int load_io(void)
+{
+	PyObject *io = PyImport_ImportModule("_io");
+
+	if (!io)
+		return -1;
+	state.io_open_code = PyObject_GetAttrString(io, "open_code");
+	state.bytes_io = PyObject_GetAttrString(io, "BytesIO");
+	Py_DECREF(io);
+	return state.io_open_code && state.bytes_io ? 0 : -1;
+}
 
 static int load_posix(void)
 {
@@ -672,7 +1207,8 @@ PyMODINIT_FUNC PyInit__native(void)
 	PyObject *m;
 
 	epoch_name = PyUnicode_InternFromString("_epoch");
-	if (!epoch_name || load_posix() < 0 || PyType_Ready(&ClientType) < 0)
+	if (!epoch_name || load_posix() < 0 || load_io() < 0 || PyType_Ready(&ClientType) < 0 ||
+	    PyType_Ready(&FastFindType) < 0)
 		return NULL;
 	m = PyModule_Create(&native_module);
 	if (!m)
