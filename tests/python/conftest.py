@@ -29,9 +29,9 @@ import support  # noqa: E402
 
 
 def pytest_generate_tests(metafunc):
-    if "python" in metafunc.fixturenames:
+    if "base_python" in metafunc.fixturenames:
         pythons = support.target_pythons()
-        metafunc.parametrize("python", pythons, ids=[support.python_id(p) for p in pythons],
+        metafunc.parametrize("base_python", pythons, ids=[support.python_id(p) for p in pythons],
                              indirect=True, scope="session")
 
 
@@ -44,9 +44,28 @@ def finderd_bin():
 
 
 @pytest.fixture(scope="session")
-def python(request):
+def base_python(request):
+    """One target interpreter (not a venv)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def python(base_python):
     """A venv of one target interpreter with finderd installed: its bin/python."""
-    return support.venv_with_finderd(request.param)
+    return support.venv_with_finderd(base_python)
+
+
+@pytest.fixture(scope="session")
+def ci_set_venvs():
+    """Venvs with DESIGN.md's CI set (pytest, requests, rich...), one per interpreter."""
+    made = {}
+
+    def get(base_python):
+        if base_python not in made:
+            made[base_python] = support.venv_with_finderd(base_python, "-ci-set", support.CI_SET)
+        return made[base_python]
+
+    return get
 
 
 @pytest.fixture

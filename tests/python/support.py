@@ -47,15 +47,19 @@ def python_id(python):
     return "py%d.%d" % python_version(python)
 
 
-def venv_with_finderd(base_python):
-    """A fresh venv of @base_python with ./client-py installed (built once per run)."""
+# The CI set of DESIGN.md's scenario S3.
+CI_SET = ["pytest", "requests", "rich", "pydantic", "click", "pyyaml", "jinja2"]
+
+
+def venv_with_finderd(base_python, name="", packages=()):
+    """A fresh venv of @base_python with ./client-py (and @packages) installed."""
     version = "%d.%d" % python_version(base_python)
-    venv = os.path.join(VENVS, version)
+    venv = os.path.join(VENVS, version + name)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([base_python, "-m", "venv", venv], check=True)
     python = os.path.join(venv, "bin", "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    os.path.join(ROOT, "client-py")], check=True)
+                    os.path.join(ROOT, "client-py"), *packages], check=True)
     return python
 
 
@@ -63,18 +67,22 @@ def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 
     FINDERD_SOCKET is always set, so no test can reach a daemon that happens
-    to run on the machine's default socket.
+    to run on the machine's default socket. The call deadline is generous:
+    these tests check answers, not speed, and a loaded machine must not turn
+    a slow first crawl into a fallback (tests of the deadline set their own).
     """
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     env["FINDERD_SOCKET"] = socket_path
+    env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = "5000"
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
 
 def run(python, code, socket_path, cwd=None, check=True, timeout=120, args=(), **env):
-    """Run @code in @python with finderd pointed at @socket_path."""
-    proc = subprocess.run([python, *args, "-c", code], cwd=cwd, capture_output=True, text=True,
+    """Run @code (None: only @args) in @python with finderd pointed at @socket_path."""
+    argv = [python, *args] + (["-c", code] if code is not None else [])
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
                           env=clean_env(socket_path, **env), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError("python failed (%d):\nstdout:\n%s\nstderr:\n%s"

@@ -58,6 +58,18 @@ def test_every_stdlib_and_site_packages_spec_matches_stock(python, shared_daemon
     assert served["stderr"] == stock["stderr"]
 
 
+def test_ci_set_venv_specs_match_stock(base_python, ci_set_venvs, shared_daemon):
+    """Every module of pytest, requests, rich, pydantic, click, pyyaml, jinja2 and their
+    dependencies, with the stdlib, in a venv of each interpreter."""
+    python = ci_set_venvs(base_python)
+    stock = probe(python, shared_daemon.socket, "stdlib", stock=True)
+    served = probe(python, shared_daemon.socket, "stdlib")
+    assert_served(served["finderd"], at_least=1000)
+    assert {"pydantic", "rich", "_pytest", "jinja2", "yaml", "click", "requests"} <= set(stock["specs"])
+    assert_same_specs(stock["specs"], served["specs"])
+    assert served["stderr"] == stock["stderr"]
+
+
 def extension_module(python):
     """Copy of a stdlib extension module's file name and path (e.g. _csv)."""
     code = ("import importlib.util, json, sys\n"
@@ -312,7 +324,8 @@ def test_misbehaving_server_falls_back_quickly(python, tmp, behaviour):
     try:
         stock = stdlib_set_specs(python, path, stock=True)
         started = time.monotonic()
-        served = stdlib_set_specs(python, path)
+        served = stdlib_set_specs(python, path, FINDERD_TIMEOUT_MS="50",
+                                  FINDERD_CONNECT_TIMEOUT_MS="20")
         elapsed = time.monotonic() - started
     finally:
         server.close()
@@ -330,7 +343,7 @@ def test_loads_no_module_beyond_its_own(python, shared_daemon):
     code = "import json, sys; print(json.dumps(sorted(sys.modules)))"
     stock = set(support.run_json(python, code, shared_daemon.socket, FINDERD="off"))
     served = set(support.run_json(python, code, shared_daemon.socket))
-    assert served - stock == {"finderd", "finderd._native"}
+    assert served - stock <= {"finderd", "finderd._activation", "finderd._native", "atexit"}
     assert not {"socket", "grpc", "asyncio", "threading", "re"} & (served - stock)
 
 

@@ -7,6 +7,7 @@ client: see DESIGN.md, "What a .pth can and cannot reach").
 
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -27,6 +28,12 @@ def post_site_lookups(python, code, env, cwd):
 
 
 def test_stdlib_set_makes_at_most_a_tenth_of_stock_lookups(python, shared_daemon, tmp):
+    """Issue 2's bar, for the demo's interpreter and newer. In 3.9 and 3.10 venvs
+    setuptools' distutils-precedence.pth adds lookups to `site` itself (stock's
+    and finderd's alike), which leaves the same bootstrap at 10-11%; the test
+    below holds for every version."""
+    if support.python_version(python) < (3, 11):
+        pytest.skip("the 10% bar is the demo's (3.11+); see the zero-after-activation test")
     env_on = support.clean_env(shared_daemon.socket)
     env_off = support.clean_env(shared_daemon.socket, FINDERD="off")
     # Warm: the daemon indexes, the interpreter writes its .pyc files.
@@ -36,6 +43,27 @@ def test_stdlib_set_makes_at_most_a_tenth_of_stock_lookups(python, shared_daemon
     print("post-site lookups: stock %d, finderd %d (%.1f%%)" % (stock, served, 100.0 * served / stock))
     assert stock > 300
     assert served <= stock // 10
+
+
+def test_no_lookup_after_activation(python, shared_daemon, tmp):
+    """Once the client holds the snapshot (it maps the generation file), the
+    stdlib set makes no stat-family call on a path and no getdents64."""
+    log = os.path.join(tmp, "strace.log")
+    support.run(python, STDLIB_SET, shared_daemon.socket, cwd=tmp)  # warm
+    subprocess.run(["strace", "-f", "-qq", "-o", log, python, "-c", STDLIB_SET], cwd=tmp,
+                   env=support.clean_env(shared_daemon.socket), check=True)
+    after, active = [], False
+    with open(log) as f:
+        for line in f:
+            if ".gen\"" in line and "openat" in line:
+                active = True
+                continue
+            counts = harness.Counts()
+            harness.classify(line, counts)
+            if active and counts.lookups:
+                after.append(line.strip())
+    assert active, "the client never mapped the generation file"
+    assert after == []
 
 
 def test_daemon_absent_adds_no_lookup_beyond_the_socket_check(python, tmp):
