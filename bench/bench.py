@@ -1,0 +1,844 @@
+"""finderd benchmarks: stock CPython against finderd, side by side, S1 to S6.
+
+Run through `bench/run`, which builds the daemon, libfinderd and the load
+generator first. This driver creates fresh venvs under build/bench/, starts
+its own daemon on a socket there, measures every selected scenario with its
+variants interleaved run by run, and writes bench/results.json,
+bench/RESULTS.md and bench/plots/.
+
+Variants of an interpreter scenario (same workload, same run):
+  stock    a venv without finderd
+  finderd  a venv with the finderd client, daemon running (warm: it has seen
+           the paths; "first" runs restart the daemon before each run)
+  bound    the same client answering from a recorded answer, no daemon
+           (needs the client's FINDERD_RECORD/FINDERD_REPLAY hook; reported
+           "not measured" until the client has it)
+  absent   (scenario "absent") the finderd venv with no daemon running
+  pth      (scenario "absent") a venv whose only addition is a one-line .pth
+           doing one os.stat
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+import report  # noqa: E402
+
+STDLIB_SET = "import json, asyncio, email.parser, http.client, argparse, logging, subprocess"
+CI_PACKAGES = ["pytest", "requests", "rich", "pydantic", "click", "pyyaml", "jinja2"]
+CI_IMPORTS = "import pytest, requests, rich, pydantic, click, yaml, jinja2"
+PYTEST_ARGV = ["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+LONGPATH_ENTRIES = 200
+LONGPATH_IMPORTED = 50
+TREE_DIRS, TREE_FILES = 1000, 100  # S6: a 100k-file tree
+PTH_LINE = ("import os; os.environ.get('FINDERD', '').lower() != 'off' and "
+            "os.path.exists(os.environ.get('FINDERD_SOCKET') or '/run/finderd/finderd.sock')\n")
+
+# Timed runs per variant: (full, quick). At least 30 in the full run.
+RUNS = {"S1": (200, 20), "absent": (300, 30), "S2": (100, 10), "S3": (50, 8), "S3p": (40, 6),
+        "S4": (100, 10), "S5": (40, 5), "S5p": (40, 4)}
+FIRST_RUNS = (5, 2)  # daemon restarts for "first run" samples: (full, quick)
+IMPORTTIME_RUNS = (5, 1)
+
+# Goals of issue 6: wall ratio and post-site lookup ratio (finderd/stock), at most.
+GOALS = {"S1": (1.03, 0.10), "S2": (0.98, 0.05), "S3": (0.96, 0.05), "S3p": (0.96, 0.05),
+         "S4": (0.55, 0.02), "S5": (0.25, 0.05), "S5p": (0.25, 0.05), "absent": (1.02, None)}
+S6_GOALS = {"lookup_p99_us": 100.0, "rps": 50000.0, "bytes_per_entry": 200.0,
+            "crawl_seconds": 0.5}
+
+
+def log(message):
+    sys.stderr.write("bench: %s\n" % message)
+    sys.stderr.flush()
+
+
+def sh(argv, **kwargs):
+    kwargs.setdefault("check", True)
+    return subprocess.run(argv, **kwargs)
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+class Daemon:
+    """The benchmark's own `finderd serve` on a socket under build/bench/run."""
+
+    def __init__(self, binary, rundir, extra_args=()):
+        self.binary = binary
+        self.socket = os.path.join(rundir, "finderd.sock")
+        self.log_path = os.path.join(rundir, "finderd.log")
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def start(self, extra_args=None):
+        args = self.extra_args if extra_args is None else list(extra_args)
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "--socket", self.socket, *args],
+                                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, RUST_LOG="finderd=warn"))
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("finderd exited (%s); see %s" % (self.proc.returncode,
+                                                                   self.log_path))
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.socket)
+                return
+            except OSError:
+                time.sleep(0.01)
+            finally:
+                s.close()
+        raise RuntimeError("finderd did not listen on %s" % self.socket)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, extra_args=None):
+        """A new daemon process: an empty index, first sight of every path."""
+        self.stop()
+        self.start(extra_args)
+
+    def stats(self):
+        out = sh([self.binary, "stats", "--socket", self.socket, "--json"],
+                 capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def rss_bytes(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+def requests_of(before, after):
+    return {"snapshot": after["snapshot_requests"] - before["snapshot_requests"],
+            "lookup": after["lookup_requests"] - before["lookup_requests"]}
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def make_venv(python, path, wheels, requirements=(), local_wheels=(), pth=None):
+    """A fresh venv at @path with @requirements from the wheel cache, all .pyc compiled."""
+    shutil.rmtree(path, ignore_errors=True)
+    sh([python, "-m", "venv", "--without-pip", path])
+    vpy = os.path.join(path, "bin", "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    site = sh([vpy, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+              capture_output=True, text=True, env=env).stdout.strip()
+    if requirements or local_wheels:
+        # The base interpreter's pip installs into the venv, so no venv gets pip (or
+        # ensurepip's setuptools and its distutils-precedence.pth) that another lacks.
+        cmd = [python, "-m", "pip", "--python", vpy, "install", "-q", "--no-index",
+               "--find-links", wheels, *requirements, *local_wheels]
+        if sh(cmd, env=env, check=False).returncode != 0:  # pip < 22.3 has no --python
+            sh([python, "-m", "pip", "install", "-q", "--no-index", "--find-links", wheels,
+                "--target", site, *requirements, *local_wheels], env=env)
+    if pth:
+        with open(os.path.join(site, "bench_stat.pth"), "w") as f:
+            f.write(pth)
+    # .pyc files as a normal install leaves them (the environment of this machine may set
+    # PYTHONDONTWRITEBYTECODE); timed runs never write any.
+    sh([vpy, "-m", "compileall", "-q", "-j", "0", site], env=env, stdout=subprocess.DEVNULL)
+    return vpy
+
+
+def fetch_wheels(python, wheels):
+    """Cache the CI set's wheels in build/bench/wheels (from PyPI the first time)."""
+    os.makedirs(wheels, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    have = sh([python, "-m", "pip", "download", "-q", "--no-index", "--find-links", wheels,
+               "-d", wheels, *CI_PACKAGES], env=env, check=False,
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if not have:
+        log("downloading the CI set's wheels into %s" % wheels)
+        sh([python, "-m", "pip", "download", "-q", "-d", wheels, *CI_PACKAGES], env=env)
+
+
+def build_client_wheel(python, outdir):
+    shutil.rmtree(outdir, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    sh([python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", outdir,
+        os.path.join(ROOT, "client-py")], env=env, stdout=subprocess.DEVNULL)
+    return glob.glob(os.path.join(outdir, "finderd-*.whl"))
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def make_suite(path):
+    """A small pytest suite: 20 files, 10 tests and a parametrized one each."""
+    shutil.rmtree(path, ignore_errors=True)
+    write(os.path.join(path, "pytest.ini"), "[pytest]\ntestpaths = tests\n")
+    write(os.path.join(path, "tests", "conftest.py"),
+          "import pytest\n\n\n@pytest.fixture\ndef numbers():\n    return list(range(10))\n")
+    for i in range(20):
+        body = ["import json", "import pytest", ""]
+        for j in range(10):
+            body += ["", "def test_case_%d(numbers):" % j,
+                     "    assert sum(numbers) + %d == 45 + %d" % (j, j), ""]
+        body += ["", "@pytest.mark.parametrize('value', range(5))",
+                 "def test_param(value):", "    assert json.loads(json.dumps(value)) == value", ""]
+        write(os.path.join(path, "tests", "test_mod_%02d.py" % i), "\n".join(body))
+
+
+def make_longpath(path):
+    """S4: 200 sys.path entries, one small distribution each (rules_python/Nix style)."""
+    shutil.rmtree(path, ignore_errors=True)
+    entries = []
+    for i in range(LONGPATH_ENTRIES):
+        entry = os.path.join(path, "e%03d" % i)
+        pkg = os.path.join(entry, "dist_e%03d" % i)
+        write(os.path.join(pkg, "__init__.py"),
+              '"""Distribution %d."""\n\nVERSION = "1.0.%d"\n' % (i, i))
+        for mod in ("core", "util", "extra"):
+            write(os.path.join(pkg, mod + ".py"),
+                  "def %s_%d(x):\n    return x + %d\n\nNAME = %r\n" % (mod, i, i, mod))
+        info = os.path.join(entry, "dist_e%03d-1.0.dist-info" % i)
+        write(os.path.join(info, "METADATA"),
+              "Metadata-Version: 2.1\nName: dist-e%03d\nVersion: 1.0\n" % i)
+        write(os.path.join(info, "top_level.txt"), "dist_e%03d\n" % i)
+        write(os.path.join(info, "RECORD"), "")
+        entries.append(entry)
+    return entries
+
+
+def longpath_imports():
+    """50 `dist_eNNN.core` imports spread evenly over the 200 entries (every 4th)."""
+    step = LONGPATH_ENTRIES // LONGPATH_IMPORTED
+    names = ["dist_e%03d.core" % (i * step + step - 1) for i in range(LONGPATH_IMPORTED)]
+    return "import " + ", ".join(names)
+
+
+def make_tree(path):
+    """S6: TREE_DIRS directories of TREE_FILES small files (reused when complete)."""
+    marker = os.path.join(path, ".complete-%dx%d" % (TREE_DIRS, TREE_FILES))
+    dirs = [os.path.join(path, "d%04d" % i) for i in range(TREE_DIRS)]
+    if not os.path.exists(marker):
+        shutil.rmtree(path, ignore_errors=True)
+        for d in dirs:
+            os.makedirs(d)
+            for j in range(TREE_FILES):
+                with open(os.path.join(d, "mod_%03d.py" % j), "w") as f:
+                    f.write("X = %d\n" % j)
+        write(marker, "")
+    return dirs
+
+
+def parse_engines(help_text):
+    """({engine name: serve arguments}, note) from `finderd serve --help` (clap's format).
+
+    An option whose help mentions io_uring with "[possible values: ...]" gives one
+    engine per value (e.g. auto, sync, uring); a plain switch gives the default and
+    the switched one. Without one: the default engine alone, and a note saying so.
+    """
+    lines = help_text.splitlines()
+    flag_line = re.compile(r"^\s*(?:-\w,\s*)?(--[a-z0-9][a-z0-9-]*)")
+    for i, line in enumerate(lines):
+        if "uring" not in line.lower():
+            continue
+        j = i
+        while j >= 0 and not flag_line.match(lines[j]):
+            j -= 1
+        if j < 0:
+            continue
+        flag = flag_line.match(lines[j]).group(1)
+        k = j + 1
+        while k < len(lines) and not flag_line.match(lines[k]):
+            k += 1
+        block = " ".join(lines[j:k])
+        values = re.search(r"possible values: ([^\]]+)\]", block)
+        if values:
+            names = [v.strip() for v in values.group(1).split(",") if v.strip()]
+            if any("uring" in v for v in names):
+                return {v: [flag, v] for v in names}, None
+        elif "<" not in lines[j]:  # a switch
+            if "no-" in flag:
+                return {"default (io_uring)": [], "sync": [flag]}, None
+            return {"default (sync)": [], "io_uring": [flag]}, None
+    return {"default": []}, ("this daemon build has no io_uring engine option in `finderd serve "
+                             "--help`; crawled with its default (synchronous) engine only")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info(python):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    pyver = sh([python, "-c", "import sys; print(sys.version.split()[0])"],
+               capture_output=True, text=True).stdout.strip()
+    commit = sh(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                text=True, check=False).stdout.strip() or "unknown"
+    dirty = sh(["git", "-C", ROOT, "--no-optional-locks", "status", "--porcelain", "-uno"],
+               capture_output=True, text=True, check=False).stdout.strip()
+    return {"host": platform.node(), "kernel": platform.release(), "cpu": cpu,
+            "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2 ** 20, 1),
+            "python": pyver, "python_path": python,
+            "commit": commit + ("+dirty" if dirty else ""),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def cpu_busy_sample():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields), idle
+
+
+def busy_fraction(start, end):
+    total = end[0] - start[0]
+    return round(1.0 - (end[1] - start[1]) / total, 3) if total > 0 else None
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def importtime(argv, env, cwd, runs):
+    """Per-module self time (median over @runs, microseconds) from -X importtime."""
+    per_module = {}
+    for _ in range(runs):
+        proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=cwd,
+                              capture_output=True, text=True)
+        for line in proc.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)", line)
+            if m:
+                per_module.setdefault(m.group(4).strip(), []).append(int(m.group(1)))
+    return {name: statistics.median(v) for name, v in per_module.items()}
+
+
+def importtime_diff(stock, finderd, top=8):
+    names = set(stock) | set(finderd)
+    diffs = sorted(((finderd.get(n, 0) - stock.get(n, 0), n) for n in names), reverse=True)
+    return {"stock_total_us": sum(stock.values()), "finderd_total_us": sum(finderd.values()),
+            "largest_increases": [{"module": n, "stock_us": stock.get(n, 0),
+                                   "finderd_us": finderd.get(n, 0), "delta_us": d}
+                                  for d, n in diffs[:top] if d > 0],
+            "largest_decreases": [{"module": n, "stock_us": stock.get(n, 0),
+                                   "finderd_us": finderd.get(n, 0), "delta_us": d}
+                                  for d, n in diffs[::-1][:top] if d < 0]}
+
+
+def summarize(values):
+    median, iqr = harness.spread(values)
+    return {"n": len(values), "median_ms": round(median, 3), "iqr_ms": round(iqr, 3),
+            "min_ms": round(min(values) * 1e3, 3), "mean_ms": round(statistics.mean(values) * 1e3, 3),
+            "stdev_ms": round(statistics.stdev(values) * 1e3, 3) if len(values) > 1 else 0.0}
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.work = os.path.join(ROOT, "build", "bench")
+        self.root = os.path.join(self.work, "root")       # what the scenarios touch
+        self.fuse = os.path.join(self.work, "fuse")       # bindfs mount of root/ (S5)
+        self.rundir = os.path.join(self.work, "run")
+        self.python = args.python
+        self.results = {}
+        self.mounted = False
+
+    # ---- set-up
+
+    def setup(self):
+        self.unmount()
+        os.makedirs(self.rundir, exist_ok=True)
+        for stale in glob.glob(os.path.join(self.rundir, "*")):
+            if os.path.isfile(stale) or os.path.islink(stale) or stale.endswith(".sock"):
+                try:
+                    os.unlink(stale)
+                except OSError:
+                    pass
+        os.makedirs(self.root, exist_ok=True)
+        self.absent_socket = os.path.join(self.rundir, "no-daemon.sock")
+        self.cwd = os.path.join(self.root, "cwd")
+        os.makedirs(self.cwd, exist_ok=True)
+        wheels = os.path.join(self.work, "wheels")
+        need_ci = any(s in self.selected for s in ("S3", "S3p", "S5", "S5p"))
+        if need_ci:
+            fetch_wheels(self.python, wheels)
+        log("building the client wheel")
+        client = build_client_wheel(self.python, os.path.join(self.work, "client-wheel"))
+        log("creating fresh venvs under %s" % self.root)
+        self.venv = {
+            "stock": make_venv(self.python, os.path.join(self.root, "venv-stock"), wheels),
+            "finderd": make_venv(self.python, os.path.join(self.root, "venv-finderd"), wheels,
+                                 local_wheels=client),
+            "pth": make_venv(self.python, os.path.join(self.root, "venv-pth"), wheels,
+                             pth=PTH_LINE),
+        }
+        if need_ci:
+            self.venv["ci-stock"] = make_venv(self.python, os.path.join(self.root, "ci-stock"),
+                                              wheels, CI_PACKAGES)
+            self.venv["ci-finderd"] = make_venv(self.python, os.path.join(self.root, "ci-finderd"),
+                                                wheels, CI_PACKAGES, local_wheels=client)
+            make_suite(os.path.join(self.root, "suite"))
+        if "S4" in self.selected:
+            self.longpath = make_longpath(os.path.join(self.root, "longpath"))
+        self.base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
+                         "LANG": "C.UTF-8"}
+        self.daemon = Daemon(self.args.finderd, self.rundir)
+        self.daemon.start()
+        status = sh([self.venv["finderd"], "-m", "finderd", "status"], capture_output=True,
+                    text=True, check=False, cwd=self.cwd,
+                    env=dict(self.base_env, FINDERD_SOCKET=self.daemon.socket))
+        if status.returncode != 0:
+            raise RuntimeError("finderd does not activate in the bench venv:\n" + status.stdout
+                               + status.stderr)
+
+    def mount(self):
+        """bindfs of root/ at fuse/ with the kernel's attribute, entry and negative caches off."""
+        if not os.path.exists("/dev/fuse"):
+            return "/dev/fuse is missing"
+        if not shutil.which("bindfs"):
+            return "bindfs is not installed (apt-get install bindfs)"
+        os.makedirs(self.fuse, exist_ok=True)
+        proc = subprocess.run(["bindfs", "-o", "attr_timeout=0,entry_timeout=0,negative_timeout=0",
+                               self.root, self.fuse], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return "bindfs failed: %s" % proc.stderr.strip()
+        self.mounted = True
+        return None
+
+    def unmount(self):
+        if os.path.ismount(self.fuse):
+            for cmd in (["fusermount", "-u", self.fuse], ["umount", self.fuse],
+                        ["umount", "-l", self.fuse]):
+                if shutil.which(cmd[0]) and subprocess.run(cmd, capture_output=True).returncode == 0:
+                    break
+        self.mounted = False
+
+    # ---- scenarios
+
+    def runs_for(self, sid):
+        full, quick = RUNS[sid]
+        n = quick if self.quick else full
+        return self.args.runs if self.args.runs else n
+
+    def env(self, **extra):
+        return dict(self.base_env, **extra)
+
+    def interpreter_scenario(self, sid, title, command, stock_py, finderd_py, argv, cwd,
+                             extra_env=None, prefix=None):
+        """Measure one interpreter workload: stock, finderd (first and warm), bound."""
+        log("%s: %s" % (sid, title))
+        t_start, busy0, load0 = time.monotonic(), cpu_busy_sample(), loadavg()
+        extra_env = extra_env or {}
+        if prefix:  # the same venvs, reached through another path (the FUSE mount)
+            stock_py = stock_py.replace(self.root, prefix, 1)
+            finderd_py = finderd_py.replace(self.root, prefix, 1)
+            cwd = cwd.replace(self.root, prefix, 1)
+        stock = ([stock_py, *argv], self.env(FINDERD_SOCKET=self.daemon.socket, **extra_env), cwd)
+        finderd = ([finderd_py, *argv], self.env(FINDERD_SOCKET=self.daemon.socket, **extra_env),
+                   cwd)
+        off = ([finderd_py, *argv], self.env(FINDERD="off", **extra_env), cwd)
+        # .pyc files exist (compileall); one run of each warms the page cache.
+        for variant in (stock, off):
+            harness.timed_run(*variant)
+
+        # First runs: a new daemon process before each, so it sees every path for the first time.
+        first = {"stock_ms": [], "finderd_ms": [], "requests": []}
+        for _ in range(FIRST_RUNS[1] if self.quick else FIRST_RUNS[0]):
+            self.daemon.restart()
+            before = self.daemon.stats()
+            first["finderd_ms"].append(harness.timed_run(*finderd)[0] * 1e3)
+            first["requests"].append(requests_of(before, self.daemon.stats()))
+            first["stock_ms"].append(harness.timed_run(*stock)[0] * 1e3)
+        # Did the client stay active? (FINDERD_DEBUG=1 says when it falls back to stock.)
+        self.daemon.restart()
+        first_fallback = self.fallback(finderd)
+        self.daemon.restart()
+        first_counts = harness.strace_counts(*finderd)
+
+        # Warm: the daemon has seen the paths (the strace run above was its first sight).
+        before = self.daemon.stats()
+        warm_fallback = self.fallback(finderd)
+        warm_requests = requests_of(before, self.daemon.stats())
+
+        # The bound: the client answering from a recorded answer, no daemon.
+        bound, bound_reason = None, None
+        record = os.path.join(self.rundir, "%s.replay" % sid)
+        if os.path.exists(record):
+            os.unlink(record)
+        harness.timed_run(finderd[0], dict(finderd[1], FINDERD_RECORD=record), cwd)
+        if os.path.exists(record):
+            # finderd.pth activates the client only when FINDERD_SOCKET names an
+            # existing file: point it at the recording (nothing listens there).
+            bound = (finderd[0], self.env(FINDERD_REPLAY=record, FINDERD_SOCKET=record,
+                                          **extra_env), cwd)
+        else:
+            bound_reason = ("the client has no record/replay hook yet (FINDERD_RECORD=FILE "
+                            "wrote nothing); see bench/README.md, 'The bound'")
+
+        presite = harness.strace_counts([stock_py, "-S", "-c", "pass"], stock[1], cwd)
+        # site's own lookups (site-packages, .pth files, sitecustomize): after -S's, but made
+        # before any .pth client can answer.
+        site_only = harness.strace_counts([stock_py, "-c", "pass"], stock[1], cwd)
+        counts = {"stock": harness.strace_counts(*stock, timed=True),
+                  "finderd": harness.strace_counts(*finderd, timed=True)}
+        if bound:
+            counts["bound"] = harness.strace_counts(*bound, timed=True)
+
+        variants = {"stock": stock, "finderd": finderd}
+        if bound:
+            variants["bound"] = bound
+        runs = self.runs_for(sid)
+        before = self.daemon.stats()
+        times = harness.interleaved_runs(variants, runs, warmup=2)
+        loop_requests = requests_of(before, self.daemon.stats())
+        finderd_runs = runs + 2
+
+        profile = importtime_diff(
+            importtime(*stock, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]),
+            importtime(*finderd, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]))
+
+        result = self.assemble(sid, title, command, times, counts, presite)
+        result["first_run"] = {
+            "runs": len(first["finderd_ms"]),
+            "stock_median_ms": round(statistics.median(first["stock_ms"]), 3),
+            "finderd_median_ms": round(statistics.median(first["finderd_ms"]), 3),
+            "wall_ratio": round(statistics.median(first["finderd_ms"])
+                                / statistics.median(first["stock_ms"]), 4),
+            "requests_per_start": first["requests"],
+            "counts": first_counts.as_dict(),
+            "post_site_lookups": first_counts.minus(presite).lookups,
+        }
+        result["round_trips"] = {
+            "first": {"snapshot": statistics.median(r["snapshot"] for r in first["requests"]),
+                      "lookup": statistics.median(r["lookup"] for r in first["requests"])},
+            "warm": warm_requests,
+            "warm_mean_over_timed_runs": {k: round(v / finderd_runs, 3)
+                                          for k, v in loop_requests.items()},
+        }
+        result["site_lookups"] = site_only.minus(presite).lookups
+        result["fallback"] = {"first": first_fallback, "warm": warm_fallback}
+        result["bound"] = "measured" if bound else "not measured: " + bound_reason
+        result["importtime"] = profile
+        result["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
+                                  "cpu_busy_fraction": busy_fraction(busy0, cpu_busy_sample()),
+                                  "seconds": round(time.monotonic() - t_start, 1)}
+        self.results[sid] = result
+        log("%s: stock %.2f ms, finderd %.2f ms, ratio %.3f; post-site lookups %d -> %d"
+            % (sid, result["stock_median_ms"], result["finderd_median_ms"], result["wall_ratio"],
+               result["variants"]["stock"]["post_site_lookups"],
+               result["variants"]["finderd"]["post_site_lookups"]))
+
+    def assemble(self, sid, title, command, times, counts, presite, baseline="stock",
+                 subject="finderd"):
+        variants = {}
+        for name in times["wall"]:
+            v = {"wall": summarize(times["wall"][name]), "cpu": summarize(times["cpu"][name])}
+            if name in counts:
+                v["counts"] = counts[name].as_dict()
+                post = counts[name].minus(presite)
+                v["post_site"] = {k: post[k] for k in post.KINDS}
+                v["post_site_lookups"] = post.lookups
+            if name != baseline:
+                ratio, lo, hi = harness.ratio_interval(times["wall"][name], times["wall"][baseline])
+                pr, plo, phi = harness.paired_ratio_interval(times["wall"][name],
+                                                             times["wall"][baseline])
+                cr, clo, chi = harness.ratio_interval(times["cpu"][name], times["cpu"][baseline])
+                v["wall_ratio"] = {"ratio": round(ratio, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                                   "paired": round(pr, 4), "paired_ci95": [round(plo, 4),
+                                                                           round(phi, 4)]}
+                v["cpu_ratio"] = {"ratio": round(cr, 4), "ci95": [round(clo, 4), round(chi, 4)]}
+            variants[name] = v
+        s, f = variants[baseline], variants[subject]
+        lookup_ratio = (f["post_site_lookups"] / s["post_site_lookups"]
+                        if s.get("post_site_lookups") else None)
+        wall_goal, lookup_goal = GOALS.get(sid, (None, None))
+        return {
+            "id": sid, "title": title, "command": command,
+            "runs": len(times["wall"][baseline]),
+            "mode": "quick" if self.quick else "full",
+            "measured": self.meta["date"], "commit": self.meta["commit"],
+            "presite": presite.as_dict(),
+            "variants": variants,
+            "wall_ratio": f["wall_ratio"]["ratio"],
+            "wall_ratio_ci95": f["wall_ratio"]["ci95"],
+            "lookup_syscalls_ratio": round(lookup_ratio, 4) if lookup_ratio is not None else None,
+            "stock_median_ms": s["wall"]["median_ms"], "finderd_median_ms": f["wall"]["median_ms"],
+            "stock_counts": s.get("counts"), "finderd_counts": f.get("counts"),
+            "goals": {"wall_ratio_max": wall_goal, "lookup_syscalls_ratio_max": lookup_goal},
+        }
+
+    @staticmethod
+    def fallback(variant):
+        """Run @variant once with FINDERD_DEBUG=1: the client's fall-back message, or None."""
+        argv, env, cwd = variant
+        proc = subprocess.run(argv, env=dict(env, FINDERD_DEBUG="1"), cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              errors="replace")
+        said = [line for line in proc.stderr.splitlines()
+                if line.startswith("finderd:") and "fell back" in line]
+        return said[0][len("finderd: "):] if said else None
+
+    def absent_scenario(self):
+        """finderd installed, no daemon: against stock and a one-line .pth doing one stat."""
+        sid = "absent"
+        log("absent: finderd installed, no daemon running")
+        t_start, busy0, load0 = time.monotonic(), cpu_busy_sample(), loadavg()
+        env = self.env(FINDERD_SOCKET=self.absent_socket)
+        variants = {"stock": ([self.venv["stock"], "-c", "pass"], env, self.cwd),
+                    "absent": ([self.venv["finderd"], "-c", "pass"], env, self.cwd),
+                    "pth": ([self.venv["pth"], "-c", "pass"], env, self.cwd)}
+        presite = harness.strace_counts([self.venv["stock"], "-S", "-c", "pass"], env, self.cwd)
+        counts = {name: harness.strace_counts(*v) for name, v in variants.items()}
+        times = harness.interleaved_runs(variants, self.runs_for(sid), warmup=3)
+        result = self.assemble(sid, "finderd installed, no daemon running (`python -c pass`)",
+                               "python -c pass", times, counts, presite, subject="absent")
+        pth = result["variants"]["pth"]
+        absent = result["variants"]["absent"]
+        r, lo, hi = harness.ratio_interval(times["wall"]["absent"], times["wall"]["pth"])
+        result["absent_vs_pth"] = {"ratio": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+        result["lookups_absent_minus_pth"] = absent["post_site_lookups"] - pth["post_site_lookups"]
+        result["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
+                                  "cpu_busy_fraction": busy_fraction(busy0, cpu_busy_sample()),
+                                  "seconds": round(time.monotonic() - t_start, 1)}
+        self.results[sid] = result
+        log("absent: stock %.2f ms, absent %.2f ms (%.3f), one-line .pth %.2f ms (%.3f)"
+            % (result["stock_median_ms"], absent["wall"]["median_ms"], result["wall_ratio"],
+               pth["wall"]["median_ms"], pth["wall_ratio"]["ratio"]))
+
+    # ---- S6
+
+    def engines(self):
+        """The daemon's refresh engines and how to select each (from `serve --help`)."""
+        help_text = sh([self.args.finderd, "serve", "--help"], capture_output=True,
+                       text=True).stdout
+        return parse_engines(help_text)
+
+    def s6(self):
+        log("S6: the daemon alone")
+        t_start, load0 = time.monotonic(), loadavg()
+        out = {"id": "S6", "title": "the daemon alone", "mode": "quick" if self.quick else "full",
+               "measured": self.meta["date"], "commit": self.meta["commit"], "rpc": [],
+               "crawl": {}, "goals": S6_GOALS}
+        seconds = "1" if self.quick else "3"
+        stdlib = sh([self.python, "-c", "import json, os; print(os.path.dirname(json.__file__))"],
+                    capture_output=True, text=True).stdout.strip()
+        s2_path = sh([self.venv["stock"], "-c", "import sys, json; print(json.dumps(sys.path[1:]))"],
+                     capture_output=True, text=True, cwd=self.cwd).stdout
+        self.daemon.restart()
+        for mode, clients, paths in [("lookup", 1, [stdlib]), ("lookup", 2, [stdlib]),
+                                     ("lookup", 16, [stdlib]),
+                                     ("snapshot", 1, json.loads(s2_path)),
+                                     ("connect-snapshot", 1, json.loads(s2_path))]:
+            argv = [self.args.loadgen, mode, "--socket", self.daemon.socket, "--clients",
+                    str(clients), "--seconds", seconds]
+            for p in paths:
+                argv += ["--path", p]
+            row = json.loads(sh(argv, capture_output=True, text=True).stdout)
+            row["what"] = {"lookup": "Lookup of one directory (%s), persistent connection" % stdlib,
+                           "snapshot": "Snapshot of S2's sys.path, persistent connection",
+                           "connect-snapshot": "connect + Snapshot of S2's sys.path + close "
+                                               "(one interpreter start-up's cost)"}[mode]
+            out["rpc"].append(row)
+            log("S6 %s x%d: %.0f req/s, p50 %.1f us, p99 %.1f us"
+                % (mode, clients, row["rps"], row["p50_us"], row["p99_us"]))
+        # Cold crawl: a new daemon per engine and repetition, one Lookup of all 1000 directories.
+        tree = os.path.join(self.work, "tree100k")
+        dirs = make_tree(tree)
+        listing = os.path.join(self.rundir, "tree100k.list")
+        write(listing, "\n".join(dirs) + "\n")
+        engines, note = self.engines()
+        out["crawl"] = {"tree": "%d directories x %d files" % (TREE_DIRS, TREE_FILES),
+                        "page_cache": "dropped before each crawl" if self.args.drop_caches
+                        else "hot (the daemon is cold: a new process before each crawl)",
+                        "note": note, "engines": {}}
+        reps = 1 if self.quick else 3
+        for engine, flags in engines.items():
+            samples = []
+            for _ in range(reps):
+                self.daemon.restart(flags)
+                base = self.daemon.stats()
+                rss0 = self.daemon.rss_bytes()
+                if self.args.drop_caches:
+                    sh(["sync"])
+                    write("/proc/sys/vm/drop_caches", "3\n")
+                row = json.loads(sh([self.args.loadgen, "crawl", "--socket", self.daemon.socket,
+                                     "--list", listing], capture_output=True, text=True).stdout)
+                st = self.daemon.stats()
+                rss1 = self.daemon.rss_bytes()
+                entries = st["entries"] - base["entries"]
+                row.update({"rss_before": rss0, "rss_after": rss1, "indexed_entries": entries,
+                            "rss_bytes_per_entry": round((rss1 - rss0) / entries, 1) if entries else None,
+                            "index_bytes_per_entry": round((st["index_bytes"] - base["index_bytes"])
+                                                           / entries, 1) if entries else None,
+                            "crawls_sync": st.get("crawls_sync"),
+                            "crawls_uring": st.get("crawls_uring"),
+                            "refresh_p50_us": st.get("refresh_latency", {}).get("p50_us"),
+                            "refresh_p99_us": st.get("refresh_latency", {}).get("p99_us")})
+                samples.append(row)
+            med = lambda key: statistics.median(s[key] for s in samples if s[key] is not None)  # noqa
+            out["crawl"]["engines"][engine] = {
+                "samples": samples, "seconds_median": round(med("seconds"), 4),
+                "rss_bytes_per_entry_median": med("rss_bytes_per_entry"),
+                "index_bytes_per_entry_median": med("index_bytes_per_entry")}
+            log("S6 crawl (%s): %.3f s, %s B RSS/entry" % (
+                engine, med("seconds"), med("rss_bytes_per_entry")))
+        self.daemon.restart([])
+        out["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
+                               "seconds": round(time.monotonic() - t_start, 1)}
+        self.results["S6"] = out
+
+    # ---- driver
+
+    def run(self):
+        self.selected = self.args.only
+        self.meta = machine_info(self.python)
+        self.meta["loadavg_start"] = loadavg()
+        self.meta["mode"] = "quick" if self.quick else "full"
+        started = time.monotonic()
+        try:
+            self.setup()
+            sel = self.selected
+            v = self.venv
+            if "S1" in sel:
+                self.interpreter_scenario("S1", "`python -c pass` in a clean venv", "python -c pass",
+                                          v["stock"], v["finderd"], ["-c", "pass"], self.cwd)
+            if "absent" in sel:
+                self.absent_scenario()
+            if "S2" in sel:
+                self.interpreter_scenario("S2", "stdlib set", "python -c '%s'" % STDLIB_SET,
+                                          v["stock"], v["finderd"], ["-c", STDLIB_SET], self.cwd)
+            if "S3" in sel:
+                self.interpreter_scenario("S3", "CI set: import the seven packages",
+                                          "python -c '%s'" % CI_IMPORTS, v["ci-stock"],
+                                          v["ci-finderd"], ["-c", CI_IMPORTS], self.cwd)
+            if "S3p" in sel:
+                self.interpreter_scenario("S3p", "CI set: pytest --collect-only on a 20-file suite",
+                                          "python " + " ".join(PYTEST_ARGV), v["ci-stock"],
+                                          v["ci-finderd"], PYTEST_ARGV,
+                                          os.path.join(self.root, "suite"))
+            if "S4" in sel:
+                code = longpath_imports()
+                self.interpreter_scenario("S4", "200 PYTHONPATH entries, 50 imports",
+                                          "PYTHONPATH=<200 entries> python -c 'import "
+                                          "dist_e003.core, dist_e007.core, ... (50)'",
+                                          v["stock"], v["finderd"], ["-c", code], self.cwd,
+                                          extra_env={"PYTHONPATH": ":".join(self.longpath)})
+            fuse_wanted = [s for s in ("S5", "S5p") if s in sel]
+            if fuse_wanted:
+                reason = self.mount()
+                if reason:
+                    log("S5 skipped: %s" % reason)
+                    for sid in fuse_wanted:
+                        self.results[sid] = {"id": sid, "skipped": reason,
+                                             "measured": self.meta["date"],
+                                             "commit": self.meta["commit"]}
+                else:
+                    try:
+                        if "S5" in sel:
+                            self.interpreter_scenario(
+                                "S5", "S3 imports, venv on FUSE (bindfs, caches off)",
+                                "python -c '%s' (venv through bindfs)" % CI_IMPORTS,
+                                v["ci-stock"], v["ci-finderd"], ["-c", CI_IMPORTS], self.cwd,
+                                prefix=self.fuse)
+                        if "S5p" in sel:
+                            self.interpreter_scenario(
+                                "S5p", "S3 pytest --collect-only, venv and suite on FUSE",
+                                "python " + " ".join(PYTEST_ARGV) + " (through bindfs)",
+                                v["ci-stock"], v["ci-finderd"], PYTEST_ARGV,
+                                os.path.join(self.root, "suite"), prefix=self.fuse)
+                    finally:
+                        self.unmount()
+            if "S6" in sel:
+                self.s6()
+        finally:
+            if getattr(self, "daemon", None):
+                self.daemon.stop()
+            self.unmount()
+        self.meta["loadavg_end"] = loadavg()
+        self.meta["seconds"] = round(time.monotonic() - started, 1)
+        return self.results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few runs: a check, not a result")
+    parser.add_argument("--only", default="", help="comma-separated ids: S1,S2,S3,S4,S5,S6,absent "
+                        "(S3 includes S3p, S5 includes S5p)")
+    parser.add_argument("--runs", type=int, default=0, help="timed runs per variant (overrides)")
+    parser.add_argument("--python", required=True, help="base interpreter for the venvs")
+    parser.add_argument("--finderd", required=True, help="the release daemon binary")
+    parser.add_argument("--loadgen", required=True, help="bench/loadgen.c, built")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="S6: drop the page cache before each crawl (root; disturbs others)")
+    parser.add_argument("--out", default=HERE, help="where results.json, RESULTS.md, plots/ go")
+    args = parser.parse_args()
+    everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "S6"]
+    if args.only:
+        wanted = set()
+        for item in args.only.split(","):
+            item = item.strip()
+            matched = [s for s in everything if s.lower() == item.lower()
+                       or (s.lower().startswith(item.lower()) and s[-1] == "p"
+                           and s[:-1].lower() == item.lower())]
+            if not matched:
+                parser.error("unknown scenario %r (known: %s)" % (item, ", ".join(everything)))
+            wanted.update(matched)
+        args.only = [s for s in everything if s in wanted]
+    else:
+        args.only = everything
+    bench = Bench(args)
+
+    def terminated(signum, _frame):  # unmount and stop the daemon on SIGTERM/SIGHUP too
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGHUP, terminated)
+    results = bench.run()
+    # Keep the raw results even if the report fails: a full run takes a while.
+    with open(os.path.join(bench.work, "last-run.json"), "w") as f:
+        json.dump({"meta": bench.meta, "scenarios": results}, f, indent=1)
+    report.write_all(args.out, bench.meta, results, os.path.join(HERE))
+    log("done in %.0f s: %s, %s, %s" % (bench.meta["seconds"],
+                                         os.path.join(args.out, "RESULTS.md"),
+                                         os.path.join(args.out, "results.json"),
+                                         os.path.join(args.out, "plots")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,627 @@
+"""bench/results.json, bench/RESULTS.md and bench/plots/ from a benchmark run.
+
+Scenarios measured in this run replace those of the same id in an existing
+results.json; the others are kept (each carries its own date, commit and
+mode), so `bench/run --only S2` refreshes S2 alone.
+"""
+
+import json
+import os
+
+INTERPRETER = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p"]
+ORDER = INTERPRETER + ["S6"]
+KIND_LABELS = [("path_stats", "path stats"), ("fd_stats", "fd stats"), ("openat", "openat"),
+               ("getdents64", "getdents64"), ("enoent", "ENOENT"), ("total", "total")]
+
+# What would close a gap, per scenario (the design's measured bound and the issue that
+# brings it); the measured part of each explanation is computed from the run.
+CLOSERS = {
+    "S1": "nothing after `site` to resolve, so every microsecond is the client's own start-up: "
+          "the `.pth` line, importing the `finderd` package and installing the lazy `posix` "
+          "proxy. A `-c pass` run should pay only the `.pth` line (DESIGN.md: 1.022x): do not "
+          "import the package from the `.pth` until an import reaches the finder, or make the "
+          "`.pth` install a C-level hook.",
+    "S2": "each package the stdlib set enters (`email/`, `http/`, `asyncio/`, `json/`, "
+          "`logging/`) that the snapshot did not prefetch costs a follow-up Lookup round trip "
+          "(~60 us), more than the ~1-5 us stats it saves on a hot disk. Learned plans (issue 9) "
+          "put them all in the first answer; the hot-disk floor is the bound (DESIGN.md: "
+          "0.965-0.99 of stock).",
+    "S3": "as S2: follow-up Lookups for every package directory entered, plus the client's "
+          "start-up; on a hot local disk lookups are 1-3.5% of the time, so the goal needs "
+          "learned plans (issue 9) and a client that costs nothing beyond one round trip.",
+    "S3p": "as S3 (pytest also imports its plugins and the suite's modules, each package "
+           "directory a follow-up Lookup without a plan). Some lookups are not the import "
+           "system's: pytest's collection stats and lists the suite itself (`os.stat`, "
+           "`os.scandir`), which no import finder answers.",
+    "S4": "stock's cost is entries x imports: every top-level import asks each of the 200 "
+          "FileFinders in turn. finderd answers each of those stats from memory but the Python "
+          "loop over path entries remains; one name index over all served entries (issue 9, "
+          "DESIGN.md: 0.61 of stock in the bound against 0.69 per entry) removes it.",
+    "S5": "on FUSE without caches every lookup and every open costs a round trip to the bindfs "
+          "process; removing lookups alone stops at about 0.53 of stock (DESIGN.md), the rest is "
+          "opening and reading `.pyc` files: serving `.pyc` bytes from the daemon (issue 9) "
+          "reaches 0.29 in the bound.",
+    "S5p": "as S5, and pytest's own stats and listings of the suite (not imports) still go "
+           "through FUSE.",
+    "absent": "the no-daemon path should cost what a one-line `.pth` with one `stat` costs; "
+              "anything more is work done before the socket check (e.g. imports in the `.pth`).",
+}
+
+
+def _load(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) and "scenarios" in data else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_all(outdir, meta, results, here):
+    os.makedirs(outdir, exist_ok=True)
+    json_path = os.path.join(outdir, "results.json")
+    old = _load(json_path)
+    scenarios = dict(old["scenarios"]) if old else {}
+    scenarios.update(results)
+    ordered = {k: scenarios[k] for k in ORDER if k in scenarios}
+    data = {"meta": meta, "scenarios": ordered}
+    with open(json_path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    plots = write_plots(os.path.join(outdir, "plots"), ordered)
+    with open(os.path.join(outdir, "RESULTS.md"), "w") as f:
+        f.write(render(meta, ordered, plots, here))
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def verdict(value, goal, larger_is_better=False):
+    if value is None or goal is None:
+        return "-"
+    if larger_is_better:
+        return "met" if value >= goal else "not met by %s" % _num(goal - value)
+    return "met" if value <= goal else "not met by %s" % _num(value - goal)
+
+
+def _num(x):
+    if abs(x) >= 100:
+        return "%.0f" % x
+    if abs(x) >= 1:
+        return "%.2f" % x
+    return "%.3f" % x
+
+
+def _pct(x):
+    return "-" if x is None else "%.1f%%" % (100.0 * x)
+
+
+def _ms(v):
+    return "%.2f" % v if v < 100 else "%.1f" % v
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def render(meta, sc, plots, here):
+    out = []
+    w = out.append
+    w("# finderd benchmark results\n")
+    w("Generated by `bench/run%s` (bench/bench.py); do not edit by hand: rerun it. "
+      "Method and scenario definitions: [README.md](README.md). Raw numbers: "
+      "[results.json](results.json).\n" % (" --quick" if meta.get("mode") == "quick" else ""))
+    w("| | |\n|---|---|")
+    w("| date | %s |" % meta["date"])
+    w("| commit | `%s` |" % meta["commit"])
+    w("| machine | %s, %s cores, %s GiB |" % (meta["cpu"], meta["cores"], meta["memory_gib"]))
+    w("| kernel | %s |" % meta["kernel"])
+    w("| Python | %s (`%s`) |" % (meta["python"], meta["python_path"]))
+    w("| mode | %s (%s s) |" % (meta["mode"], meta.get("seconds", "?")))
+    w("| load average at start / end | %s / %s |\n" % (
+        " ".join("%.2f" % x for x in meta["loadavg_start"]),
+        " ".join("%.2f" % x for x in meta.get("loadavg_end", []))))
+    dates = {s.get("measured") for s in sc.values()}
+    if len(dates) > 1:
+        w("Scenarios come from more than one run (`--only`): each table names its own date.\n")
+    if meta["mode"] == "quick":
+        w("> **Quick mode**: few runs per variant; the ratios below are a smoke test, not "
+          "results. Run `bench/run` (full) on a quiet machine for numbers to quote.\n")
+    busy = max([s.get("machine_load", {}).get("cpu_busy_fraction") or 0 for s in sc.values()]
+               + [0])
+    if max(meta["loadavg_start"][0], meta.get("loadavg_end", [0])[0]) > 1.2 or busy > 0.75:
+        w("> **Noisy machine**: the load average was %.2f at the start (2 cores; the benchmark "
+          "itself keeps about one busy). Other work on the machine inflates the spread and can "
+          "bias small ratios: compare the CPU-time ratios beside the wall-time ones.\n"
+          % meta["loadavg_start"][0])
+
+    w("## Summary against the goals of issue 6\n")
+    w("Ratios are finderd/stock, measured side by side in one run (variants interleaved run by "
+      "run). Lookups: stat-family calls on paths plus `getdents64`, counted after `site` (the "
+      "scenario's count minus that of `python -S -c pass` with the same environment).\n")
+    w("| id | workload | stock ms | finderd ms | wall ratio (95% CI) | wall goal | verdict | "
+      "post-site lookups stock → finderd | ratio | lookup goal | verdict | round trips per "
+      "start, first / warm | bound ratio |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for sid in INTERPRETER:
+        s = sc.get(sid)
+        if not s:
+            continue
+        if "skipped" in s:
+            w("| %s | %s | skipped: %s |||||||||||" % (sid, s.get("title", ""), s["skipped"]))
+            continue
+        g = s["goals"]
+        if sid == "absent":
+            pth = s["variants"]["pth"]
+            w("| absent | finderd installed, no daemon | %s | %s | %.3f (%.3f-%.3f); vs one-line "
+              "`.pth`: %.3f (%.3f-%.3f) | ≤ %.2f and ≤ the `.pth` | %s | %d → %d | %+d vs "
+              "`.pth` | equal | %s | - | - |" % (
+                  _ms(s["stock_median_ms"]), _ms(s["variants"]["absent"]["wall"]["median_ms"]),
+                  s["wall_ratio"], *s["wall_ratio_ci95"], s["absent_vs_pth"]["ratio"],
+                  *s["absent_vs_pth"]["ci95"], g["wall_ratio_max"], absent_verdict(s),
+                  s["variants"]["stock"]["post_site_lookups"],
+                  s["variants"]["absent"]["post_site_lookups"], s["lookups_absent_minus_pth"],
+                  "met" if s["lookups_absent_minus_pth"] <= 0 else
+                  "not met by %d" % s["lookups_absent_minus_pth"]))
+            continue
+        rt = s["round_trips"]
+        w("| %s | %s | %s | %s | %.3f (%.3f-%.3f) | ≤ %.2f | %s | %d → %d | %s | ≤ %s | %s | "
+          "%s / %s | %s |" % (
+              sid, s["title"], _ms(s["stock_median_ms"]), _ms(s["finderd_median_ms"]),
+              s["wall_ratio"], *s["wall_ratio_ci95"], g["wall_ratio_max"],
+              verdict(s["wall_ratio"], g["wall_ratio_max"]),
+              s["variants"]["stock"]["post_site_lookups"],
+              s["variants"]["finderd"]["post_site_lookups"], _pct(s["lookup_syscalls_ratio"]),
+              _pct(g["lookup_syscalls_ratio_max"]),
+              verdict(s["lookup_syscalls_ratio"], g["lookup_syscalls_ratio_max"]),
+              _rt(rt["first"]), _rt(rt["warm"]), _bound_cell(s)))
+    s6 = sc.get("S6")
+    if s6:
+        for label, value, goal, better in s6_rows(s6):
+            w("| S6 | %s | | | %s | %s | %s |||||||" % (
+                label, value if isinstance(value, str) else _num(value) if value is not None
+                else "not measured", goal, verdict(value if not isinstance(value, str) else None,
+                                                   better[0], better[1])))
+    w("")
+    w("Round trips per start are the daemon's Snapshot + Lookup requests (its Stats RPC before "
+      "and after one run): \"first\" is a new daemon process that sees every path for the first "
+      "time, \"warm\" the same run once it has. Issue 9's goal for warm runs is 1 (the Snapshot "
+      "alone) with at most 2% of stock's post-site lookups.\n")
+
+    if plots:
+        w("## Plots\n")
+        for name, caption in plots:
+            w("![%s](plots/%s)\n" % (caption, name))
+
+    for sid in INTERPRETER:
+        s = sc.get(sid)
+        if s:
+            w(render_scenario(sid, s, sc.get("S6")))
+    if s6:
+        w(render_s6(s6))
+    w(render_not_done(sc))
+    for sub, who in (("daemon", "the daemon's micro-benchmarks"),
+                     ("client-c", "libfinderd's micro-benchmarks")):
+        path = os.path.join(here, sub, "RESULTS.md")
+        if os.path.exists(path):
+            with open(path) as f:
+                text = f.read().strip()
+            w("## Folded in: %s (`bench/%s/RESULTS.md`)\n" % (who, sub))
+            w("\n".join(("#" + line) if line.startswith("#") else line
+                        for line in text.splitlines()) + "\n")
+    return "\n".join(out) + "\n"
+
+
+def _rt(r):
+    return "%g" % (r["snapshot"] + r["lookup"])
+
+
+def _bound_cell(s):
+    if s.get("bound") == "measured":
+        b = s["variants"]["bound"]
+        return "%.3f" % b["wall_ratio"]["ratio"]
+    return "not measured"
+
+
+def absent_verdict(s):
+    ratio = s["wall_ratio"]
+    goal = s["goals"]["wall_ratio_max"]
+    vs_pth = s["absent_vs_pth"]
+    parts = []
+    parts.append(verdict(ratio, goal) + " (vs stock)")
+    if vs_pth["ci95"][0] > 1.0:
+        parts.append("not met: costs more than the `.pth` line by %.3f" % (vs_pth["ratio"] - 1))
+    else:
+        parts.append("met (vs `.pth`: CI includes or is below 1)")
+    return "; ".join(parts)
+
+
+def s6_rows(s6):
+    g = s6["goals"]
+    one = next((r for r in s6["rpc"] if r["mode"] == "lookup" and r["clients"] == 1), None)
+    lookups = [r for r in s6["rpc"] if r["mode"] == "lookup"]
+    best = max(lookups, key=lambda r: r["rps"]) if lookups else None
+    crawl = s6.get("crawl", {}).get("engines", {})
+    crawl_best = min((e["seconds_median"] for e in crawl.values()), default=None)
+    bpe = min((e["rss_bytes_per_entry_median"] for e in crawl.values()
+               if e["rss_bytes_per_entry_median"] is not None), default=None)
+    return [
+        ("Lookup p99, 1 client (us)", one["p99_us"] if one else None,
+         "≤ %g" % g["lookup_p99_us"], (g["lookup_p99_us"], False)),
+        ("requests/s, best of 1/2/16 clients%s" % (" (%d)" % best["clients"] if best else ""),
+         best["rps"] if best else None, "≥ %g" % g["rps"], (g["rps"], True)),
+        ("RSS bytes per indexed entry", bpe, "≤ %g" % g["bytes_per_entry"],
+         (g["bytes_per_entry"], False)),
+        ("100k-file cold crawl (s)", crawl_best, "≤ %g" % g["crawl_seconds"],
+         (g["crawl_seconds"], False)),
+    ]
+
+
+def render_scenario(sid, s, s6):
+    out = []
+    w = out.append
+    w("## %s: %s\n" % (sid, s.get("title", "")))
+    if "skipped" in s:
+        w("Skipped: %s.\n" % s["skipped"])
+        return "\n".join(out)
+    w("`%s` — %s run, %d timed runs per variant, measured %s at `%s`; machine load: %s.\n" % (
+        s["command"], s["mode"], s["runs"], s["measured"], s["commit"], _load_text(s)))
+    v = s["variants"]
+    names = list(v)
+    header = "| | " + " | ".join(names) + " |"
+    w(header)
+    w("|---|" + "---|" * len(names))
+    w("| wall median ms (IQR) | " + " | ".join(
+        "%s (%s)" % (_ms(v[n]["wall"]["median_ms"]), _ms(v[n]["wall"]["iqr_ms"])) for n in names)
+      + " |")
+    w("| wall min / mean ms | " + " | ".join(
+        "%s / %s" % (_ms(v[n]["wall"]["min_ms"]), _ms(v[n]["wall"]["mean_ms"])) for n in names)
+      + " |")
+    w("| wall ratio to stock (95% CI) | " + " | ".join(
+        "%.3f (%.3f-%.3f)" % (v[n]["wall_ratio"]["ratio"], *v[n]["wall_ratio"]["ci95"])
+        if "wall_ratio" in v[n] else "1" for n in names) + " |")
+    w("| paired per-round ratio (95% CI) | " + " | ".join(
+        "%.3f (%.3f-%.3f)" % (v[n]["wall_ratio"]["paired"], *v[n]["wall_ratio"]["paired_ci95"])
+        if "wall_ratio" in v[n] else "1" for n in names) + " |")
+    w("| CPU (user+sys) median ms, ratio | " + " | ".join(
+        "%s, %.3f" % (_ms(v[n]["cpu"]["median_ms"]), v[n]["cpu_ratio"]["ratio"])
+        if "cpu_ratio" in v[n] else _ms(v[n]["cpu"]["median_ms"]) for n in names) + " |")
+    for key, label in KIND_LABELS:
+        w("| %s (whole run) | " % label + " | ".join(
+            str(v[n]["counts"][key]) if "counts" in v[n] else "-" for n in names) + " |")
+    w("| lookups after site | " + " | ".join(
+        str(v[n]["post_site_lookups"]) if "post_site_lookups" in v[n] else "-" for n in names)
+      + " |")
+    w("| lookup syscall time under strace -T, ms (inflated) | " + " | ".join(
+        "%.2f" % (1e3 * sum(v[n]["counts"].get("seconds", {}).get(k, 0)
+                            for k in ("path_stats", "getdents64")))
+        if "counts" in v[n] and v[n]["counts"].get("seconds") else "-" for n in names) + " |")
+    w("")
+    pre = s["presite"]
+    w("`python -S -c pass` in the same environment (before `site`, out of a `.pth` client's "
+      "reach): %d lookups (%d path stats, %d getdents64), %d calls in all.%s\n" % (
+          pre["lookups"], pre["path_stats"], pre["getdents64"], pre["total"],
+          (" `site` itself (`python -c pass` minus that) makes %d of the post-site lookups, "
+           "before a `.pth` client can answer any." % s["site_lookups"])
+          if "site_lookups" in s else ""))
+    if sid == "absent":
+        w("Ratios: no daemon/stock %.3f (%.3f-%.3f); no daemon/one-line `.pth` %.3f (%.3f-%.3f); "
+          "the `.pth` line alone/stock %.3f. Lookups after site: no daemon %+d against the "
+          "`.pth` line.\n" % (s["wall_ratio"], *s["wall_ratio_ci95"], s["absent_vs_pth"]["ratio"],
+                              *s["absent_vs_pth"]["ci95"], v["pth"]["wall_ratio"]["ratio"],
+                              s["lookups_absent_minus_pth"]))
+        w("Goal: at most 1.02 of stock and no more than the one-line `.pth` measured beside it; "
+          "lookups equal. Verdict: %s.\n" % absent_verdict(s))
+        return "\n".join(out)
+    fr, rt = s["first_run"], s["round_trips"]
+    w("First run (a new daemon before each of %d runs) against warm:\n" % fr["runs"])
+    w("| | first run | warm |")
+    w("|---|---|---|")
+    w("| finderd wall median ms | %s | %s |" % (_ms(fr["finderd_median_ms"]),
+                                              _ms(s["finderd_median_ms"])))
+    w("| stock wall median ms (run beside it) | %s | %s |" % (_ms(fr["stock_median_ms"]),
+                                                             _ms(s["stock_median_ms"])))
+    w("| ratio | %.3f | %.3f |" % (fr["wall_ratio"], s["wall_ratio"]))
+    w("| Snapshot + Lookup round trips per start | %s + %s | %s + %s (mean over the timed runs: "
+      "%s + %s) |" % (_g(rt["first"]["snapshot"]), _g(rt["first"]["lookup"]),
+                      _g(rt["warm"]["snapshot"]), _g(rt["warm"]["lookup"]),
+                      _g(rt["warm_mean_over_timed_runs"]["snapshot"]),
+                      _g(rt["warm_mean_over_timed_runs"]["lookup"])))
+    w("| lookups after site | %d | %d |" % (fr["post_site_lookups"],
+                                           v["finderd"]["post_site_lookups"]))
+    w("| all syscalls | %d | %d |" % (fr["counts"]["total"], v["finderd"]["counts"]["total"]))
+    fb = s.get("fallback", {})
+    w("| client fell back to stock (one run with `FINDERD_DEBUG=1`) | %s | %s |" % (
+        _fb(fb.get("first")), _fb(fb.get("warm"))))
+    w("")
+    if s.get("bound") != "measured":
+        w("Bound (client answering from a recorded answer, no daemon): %s.\n" % s["bound"])
+    g = s["goals"]
+    wall_v = verdict(s["wall_ratio"], g["wall_ratio_max"])
+    look_v = verdict(s["lookup_syscalls_ratio"], g["lookup_syscalls_ratio_max"])
+    w("Goals (issue 6): wall ≤ %.2f: **%s** (%.3f); post-site lookups ≤ %s of stock's: **%s** "
+      "(%s).\n" % (g["wall_ratio_max"], wall_v, s["wall_ratio"],
+                   _pct(g["lookup_syscalls_ratio_max"]), look_v, _pct(s["lookup_syscalls_ratio"])))
+    if wall_v != "met" or look_v != "met":
+        w(explain(sid, s, s6))
+    return "\n".join(out)
+
+
+def _fb(message):
+    return "no" if not message else "**yes**: `%s`" % message.replace("|", "/")
+
+
+def _g(x):
+    return "%g" % x
+
+
+def _load_text(s):
+    m = s.get("machine_load", {})
+    parts = []
+    if m.get("loadavg_start"):
+        parts.append("load average %.2f → %.2f" % (m["loadavg_start"][0], m["loadavg_end"][0]))
+    if m.get("cpu_busy_fraction") is not None:
+        parts.append("CPU busy %.0f%% (of 2 cores; this harness ≈ 50%%)"
+                     % (100 * m["cpu_busy_fraction"]))
+    return ", ".join(parts) or "not recorded"
+
+
+def explain(sid, s, s6):
+    """Why a goal is not met, from this run's measurements, and what would close it."""
+    v = s["variants"]
+    st, fd = v["stock"], v["finderd"]
+    delta = fd["wall"]["median_ms"] - st["wall"]["median_ms"]
+    lines = ["**Why** (from this run's profile):\n"]
+    saved = st["post_site_lookups"] - fd["post_site_lookups"]
+    secs_s = st["counts"].get("seconds", {})
+    secs_f = fd["counts"].get("seconds", {})
+    look_s = 1e3 * (secs_s.get("path_stats", 0) + secs_s.get("getdents64", 0))
+    look_f = 1e3 * (secs_f.get("path_stats", 0) + secs_f.get("getdents64", 0))
+    lines.append("- Median wall time: finderd %.2f ms, stock %.2f ms (%s %.2f ms; CPU time ratio "
+                 "%.3f). finderd %s %d post-site lookups (stock %d, finderd %d); under `strace "
+                 "-T` the lookup calls took %.2f ms in stock and %.2f ms with finderd (ptrace "
+                 "inflates each call several times, so the real saving is smaller)." % (
+                     fd["wall"]["median_ms"], st["wall"]["median_ms"],
+                     "saved" if delta <= 0 else "added", abs(delta), fd["cpu_ratio"]["ratio"],
+                     "removed" if saved >= 0 else "added", abs(saved), st["post_site_lookups"],
+                     fd["post_site_lookups"], look_s, look_f))
+    site = s.get("site_lookups")
+    goal = s["goals"]["lookup_syscalls_ratio_max"]
+    if site is not None and goal is not None and s["lookup_syscalls_ratio"] is not None \
+            and s["lookup_syscalls_ratio"] > goal:
+        lines.append("- Of finderd's %d post-site lookups, %d are `site`'s own (`python -c pass` "
+                     "minus `python -S -c pass` in the same environment: site-packages, `.pth` "
+                     "files, `sitecustomize`%s), made before any `.pth` client can answer; %d "
+                     "come after. The goal of %s of stock's %d is %d lookups: a `.pth` client "
+                     "cannot go below %d, only an interpreter that embeds libfinderd (or a finder "
+                     "installed before `site`) can." % (
+                         fd["post_site_lookups"], site,
+                         ", and in S4 the stdlib imports of `site` itself walking all 200 entries"
+                         if sid == "S4" else "", fd["post_site_lookups"] - site, _pct(goal),
+                         st["post_site_lookups"], int(goal * st["post_site_lookups"]), site))
+    rt = s["round_trips"]["warm"]
+    lookup_p50 = connect_p50 = None
+    if s6:
+        for r in s6.get("rpc", []):
+            if r["mode"] == "lookup" and r["clients"] == 1:
+                lookup_p50 = r["p50_us"]
+            if r["mode"] == "connect-snapshot":
+                connect_p50 = r["p50_us"]
+    rtt = ""
+    if lookup_p50 is not None:
+        rtt = " (S6: a Lookup round trip is %.0f us at p50, connect + Snapshot %.0f us)" % (
+            lookup_p50, connect_p50 or 0)
+    lines.append("- A warm start made %d Snapshot and %d follow-up Lookup round trips%s." % (
+        rt["snapshot"], rt["lookup"], rtt))
+    fd_other = fd["counts"]["total"] - fd["counts"]["path_stats"] - fd["counts"]["getdents64"]
+    st_other = st["counts"]["total"] - st["counts"]["path_stats"] - st["counts"]["getdents64"]
+    lines.append("- Other system calls: %d with finderd against %d in stock (%+d%s); `openat` "
+                 "%d against %d." % (
+                     fd_other, st_other, fd_other - st_other,
+                     (": the client's connect, `dlopen` of `_native`, the generation file's "
+                      "mapping, reading the reply" if rt["snapshot"] else
+                      ": no round trip was made, so these are the `.pth` importing the `finderd` "
+                      "package (finding, opening and reading its `.pyc`)")
+                     if fd_other > st_other else "",
+                     fd["counts"]["openat"], st["counts"]["openat"]))
+    fr = s.get("first_run")
+    fb = s.get("fallback", {})
+    if fb.get("first") or (fr and fr["post_site_lookups"] > 0.5 * st["post_site_lookups"]
+                           > fd["post_site_lookups"]):
+        lines.append("- First runs: %d post-site lookups (stock %d). The client fell back to "
+                     "stock (%s): a call did not come back within the deadline "
+                     "(`FINDERD_TIMEOUT_MS`, 50 ms by default) while the daemon read these "
+                     "directories for the first time, so a first run pays the wait and saves "
+                     "nothing; the daemon finishes the crawl and the next run is served." % (
+                         fr["post_site_lookups"], st["post_site_lookups"],
+                         "`%s`" % fb["first"] if fb.get("first") else "inferred from the counts"))
+    if fb.get("warm"):
+        lines.append("- A warm run fell back to stock too (`%s`): a follow-up Lookup of a "
+                     "directory the daemon had not read yet (first sight of a package "
+                     "directory) took longer than the deadline, and the rest of that process "
+                     "ran stock. Mean follow-up Lookups per timed run: %s." % (
+                         fb["warm"], s["round_trips"]["warm_mean_over_timed_runs"]["lookup"]))
+    inc = s.get("importtime", {}).get("largest_increases", [])[:4]
+    if inc:
+        lines.append("- `python -X importtime` (median self time per module): the largest "
+                     "increases with finderd are " + ", ".join(
+                         "`%s` %+.2f ms" % (i["module"], i["delta_us"] / 1e3) for i in inc)
+                     + "; the first module imported after `site` carries the client's "
+                       "activation (loading `_native`, connecting, the Snapshot).")
+    if s.get("bound") != "measured":
+        lines.append("- The bound is not measured yet, so the split between the round trip and "
+                     "the client's own start-up is inferred from the lines above.")
+    lines.append("\n**What would close it**: %s\n" % CLOSERS.get(sid, ""))
+    return "\n".join(lines)
+
+
+def render_s6(s6):
+    out = []
+    w = out.append
+    w("## S6: the daemon alone\n")
+    w("%s run, measured %s at `%s`; load average %.2f → %.2f. Load generator: "
+      "`bench/loadgen.c` over libfinderd, one thread and connection per client, back-to-back "
+      "calls; latency per call on the client side. On 2 cores the generator's threads compete "
+      "with the daemon for CPU.\n" % (s6["mode"], s6["measured"], s6["commit"],
+                                      s6["machine_load"]["loadavg_start"][0],
+                                      s6["machine_load"]["loadavg_end"][0]))
+    w("| call | clients | requests/s | p50 us | p90 us | p99 us | max us | errors |")
+    w("|---|---|---|---|---|---|---|---|")
+    for r in s6["rpc"]:
+        w("| %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f | %d |" % (
+            r["what"], r["clients"], r["rps"], r["p50_us"], r["p90_us"], r["p99_us"],
+            r["max_us"], r["errors"]))
+    w("")
+    c = s6.get("crawl", {})
+    if c:
+        w("Cold crawl: %s; page cache %s; one Lookup of every directory sent to a new daemon "
+          "process, timed on the client side.%s\n" % (
+              c["tree"], c["page_cache"], (" Note: " + c["note"] + ".") if c.get("note") else ""))
+        w("| engine | seconds (median) | RSS bytes per entry | index bytes per entry | "
+          "entries | crawls sync / io_uring |")
+        w("|---|---|---|---|---|---|")
+        for name, e in c["engines"].items():
+            last = e["samples"][-1]
+            w("| %s | %.3f | %s | %s | %s | %s / %s |" % (
+                name, e["seconds_median"], e["rss_bytes_per_entry_median"],
+                e["index_bytes_per_entry_median"], last["indexed_entries"], last["crawls_sync"],
+                last["crawls_uring"]))
+        w("")
+    w("| goal | measured | verdict |")
+    w("|---|---|---|")
+    for label, value, goal, better in s6_rows(s6):
+        w("| %s %s | %s | %s |" % (label, goal, "not measured" if value is None else _num(value),
+                                    verdict(value, better[0], better[1])))
+    w("")
+    return "\n".join(out)
+
+
+def render_not_done(sc):
+    out = ["## Not measured, and why\n"]
+    bounds = [sid for sid in INTERPRETER if sid in sc and sc[sid].get("bound", "").startswith("not")]
+    if bounds:
+        out.append("- **Bound** (%s): %s" % (", ".join(bounds), sc[bounds[0]]["bound"]))
+    for sid in INTERPRETER:
+        if sid in sc and "skipped" in sc[sid]:
+            out.append("- **%s**: skipped: %s." % (sid, sc[sid]["skipped"]))
+    s6 = sc.get("S6")
+    if s6 and s6.get("crawl", {}).get("note"):
+        out.append("- **S6 io_uring against synchronous**: %s." % s6["crawl"]["note"])
+    out.append("- **Cold crawl on FUSE**: not in this harness (100k stats at ~150 us each through "
+               "bindfs would take 15 s per crawl); issue 3 asks the daemon's own benchmark for it.")
+    missing = [s for s in ORDER if s not in sc]
+    if missing:
+        out.append("- Not run in the runs recorded here: %s." % ", ".join(missing))
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _save(fig, plotdir, name):
+    fig.savefig(os.path.join(plotdir, name + ".svg"))
+    if os.environ.get("BENCH_PNG"):  # for looking at them where SVG is not shown
+        fig.savefig(os.path.join(plotdir, name + ".png"), dpi=90)
+
+
+def write_plots(plotdir, sc):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(plotdir, exist_ok=True)
+    made = []
+    ids = [sid for sid in INTERPRETER if sid in sc and "skipped" not in sc[sid]]
+    if not ids:
+        return made
+    colors = {"stock": "#7f7f7f", "finderd": "#1f77b4", "bound": "#2ca02c", "absent": "#ff7f0e",
+              "pth": "#9467bd", "finderd first": "#aec7e8"}
+
+    # Start-up time per scenario (small multiples: the scales differ by 100x).
+    cols = min(4, len(ids))
+    rows = (len(ids) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, sid in zip(axes.flat, ids):
+        s = sc[sid]
+        names, med, err = [], [], []
+        for n, v in s["variants"].items():
+            names.append(n)
+            med.append(v["wall"]["median_ms"])
+            err.append(v["wall"]["iqr_ms"] / 2)
+        if "first_run" in s:
+            names.append("finderd first")
+            med.append(s["first_run"]["finderd_median_ms"])
+            err.append(0)
+        ax.bar(range(len(names)), med, yerr=err, capsize=3,
+               color=[colors.get(n, "#333333") for n in names])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace(" ", "\n") for n in names], fontsize=7)
+        ratio = s["wall_ratio"]
+        ax.set_title("%s  (ratio %.3f)" % (sid, ratio), fontsize=9)
+        ax.set_ylabel("ms (median, IQR)", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.axis("off")
+    fig.suptitle("Start-up wall time per scenario (%s run)" % sc[ids[0]]["mode"], fontsize=10)
+    fig.tight_layout()
+    _save(fig, plotdir, "startup_time")
+    plt.close(fig)
+    made.append(("startup_time.svg", "start-up time per scenario"))
+
+    # Wall ratio with CI against the goal.
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ids) + 1.2))
+    for i, sid in enumerate(ids):
+        s = sc[sid]
+        r, (lo, hi) = s["wall_ratio"], s["wall_ratio_ci95"]
+        ax.errorbar([r], [i], xerr=[[r - lo], [hi - r]], fmt="o", color="#1f77b4", capsize=3)
+        goal = s["goals"]["wall_ratio_max"]
+        if goal:
+            ax.plot([goal], [i], marker="|", markersize=14, color="#d62728")
+    ax.axvline(1.0, color="#7f7f7f", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(ids)))
+    ax.set_yticklabels(ids)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time finderd/stock (95% bootstrap CI); red bar: goal")
+    fig.tight_layout()
+    _save(fig, plotdir, "wall_ratio")
+    plt.close(fig)
+    made.append(("wall_ratio.svg", "wall-time ratio against goal"))
+
+    # Syscalls stacked by kind.
+    kinds = [("path_stats", "path stats", "#d62728"), ("getdents64", "getdents64", "#ff7f0e"),
+             ("fd_stats", "fd stats", "#9467bd"), ("openat", "openat", "#1f77b4"),
+             ("other", "other", "#c7c7c7")]
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, sid in zip(axes.flat, ids):
+        s = sc[sid]
+        bars = [(n, v["counts"]) for n, v in s["variants"].items() if "counts" in v]
+        if "first_run" in s:
+            bars.append(("finderd first", s["first_run"]["counts"]))
+        bottom = [0] * len(bars)
+        for key, label, color in kinds:
+            vals = []
+            for _, c in bars:
+                if key == "other":
+                    vals.append(c["total"] - c["path_stats"] - c["getdents64"] - c["fd_stats"]
+                                - c["openat"])
+                else:
+                    vals.append(c[key])
+            ax.bar(range(len(bars)), vals, bottom=bottom, color=color, label=label)
+            bottom = [b + x for b, x in zip(bottom, vals)]
+        ax.axhline(s["presite"]["lookups"], color="black", linewidth=0.8, linestyle=":")
+        ax.set_xticks(range(len(bars)))
+        ax.set_xticklabels([n.replace(" ", "\n") for n, _ in bars], fontsize=7)
+        ax.set_title(sid, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(kinds), fontsize=8)
+    fig.suptitle("System calls per run by kind (strace -f); dotted: pre-site lookups",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _save(fig, plotdir, "syscalls")
+    plt.close(fig)
+    made.append(("syscalls.svg", "system calls by kind"))
+    return made

@@ -1,0 +1,117 @@
+"""Self-test of the benchmark harness: strace line classification and statistics.
+
+    python -m pytest bench/test_harness.py
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+LOG = r'''
+1234  execve("/v/bin/python", ["/v/bin/python", "-c", "pass"], 0x7ffd5f1e8a40 /* 3 vars */) = 0
+1234  newfstatat(AT_FDCWD, "/v/lib/python3.11/site-packages", {st_mode=S_IFDIR|0755, st_size=4096, ...}, 0) = 0
+1234  newfstatat(AT_FDCWD, "/v/lib/python3.11/site-packages/nope.py", 0x7ffc1c0e4a50, 0) = -1 ENOENT (No such file or directory)
+1234  newfstatat(3, "", {st_mode=S_IFREG|0644, st_size=1234, ...}, AT_EMPTY_PATH) = 0
+1234  fstat(3, {st_mode=S_IFREG|0644, st_size=1234, ...}) = 0
+1234  statx(AT_FDCWD, "/usr/lib", AT_STATX_SYNC_AS_STAT, STATX_ALL, {stx_mask=STATX_BASIC_STATS, ...}) = 0
+1234  statx(5, "", AT_STATX_SYNC_AS_STAT|AT_EMPTY_PATH, STATX_ALL, {stx_mask=STATX_BASIC_STATS, ...}) = 0
+1234  lstat("/v", {st_mode=S_IFDIR|0755, st_size=4096, ...}) = 0
+1234  readlink("/v/bin/python", "/usr/bin/python3.11", 4096) = 19
+1234  access("/etc/ld.so.preload", R_OK) = -1 ENOENT (No such file or directory)
+1234  openat(AT_FDCWD, "/v/lib/python3.11/site-packages", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY) = 3
+1234  getdents64(3, 0x55d0c4a1e0 /* 12 entries */, 32768) = 384
+1234  getdents64(3, 0x55d0c4a1e0 /* 0 entries */, 32768) = 0
+1234  openat(AT_FDCWD, "/v/x.pyc", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)
+1234  mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f1e2a3b4000
+1234  close(3)                                = 0
+[pid  1240] openat(AT_FDCWD, "/tmp", O_RDONLY|O_DIRECTORY <unfinished ...>
+[pid  1234] read(4, "x", 1)                  = 1
+[pid  1240] <... openat resumed>)           = 5
+1234  --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=1240} ---
+1234  +++ exited with 0 +++
+1234  exit_group(0)                           = ?
+'''.strip().splitlines()
+
+
+def test_classification_by_kind():
+    counts = harness.parse_log(LOG)
+    assert counts["path_stats"] == 6     # 2 newfstatat, statx, lstat, readlink, access
+    assert counts["fd_stats"] == 3       # AT_EMPTY_PATH newfstatat and statx, fstat
+    assert counts["getdents64"] == 2
+    assert counts["openat"] == 3
+    assert counts["openat_dir"] == 2     # the second joined from its resumed half
+    assert counts["enoent"] == 3
+    assert counts["total"] == 19         # every call (exit_group too); signals, exits are not
+    assert counts.lookups == 8
+
+
+def test_resumed_half_without_pending_is_still_counted():
+    counts = harness.Counts()
+    harness.classify('[pid  9] <... newfstatat resumed>0x7ffc, 0) = -1 ENOENT (No such file)', counts)
+    assert counts["path_stats"] == 1 and counts["enoent"] == 1 and counts["total"] == 1
+
+
+def test_times_with_dash_T():
+    counts = harness.parse_log([
+        '7  newfstatat(AT_FDCWD, "/a", 0x1, 0) = -1 ENOENT (No such file or directory) <0.000020>',
+        '7  getdents64(3, 0x1 /* 2 entries */, 32768) = 48 <0.000010>',
+        '7  close(3) = 0 <0.000005>',
+    ])
+    assert counts["path_stats"] == 1 and counts["getdents64"] == 1 and counts["total"] == 3
+    assert abs(counts.seconds["path_stats"] - 20e-6) < 1e-12
+    assert abs(counts.seconds["other"] - 5e-6) < 1e-12
+
+
+def test_minus_and_post_site():
+    whole = harness.parse_log(LOG)
+    presite = harness.parse_log(LOG[:3])
+    post = whole.minus(presite)
+    assert post["path_stats"] == 4 and post.lookups == 6
+    assert whole.as_dict()["lookups"] == 8
+
+
+def test_ratio_intervals():
+    stock = [0.010 + 0.0001 * (i % 5) for i in range(40)]
+    faster = [t * 0.5 for t in stock]
+    point, lo, hi = harness.ratio_interval(faster, stock)
+    assert abs(point - 0.5) < 1e-9 and lo <= point <= hi
+    point, lo, hi = harness.paired_ratio_interval(faster, stock)
+    assert abs(point - 0.5) < 1e-9 and abs(lo - 0.5) < 1e-9 and abs(hi - 0.5) < 1e-9
+    median_ms, iqr_ms = harness.spread(stock)
+    assert 10.0 <= median_ms <= 10.5 and iqr_ms >= 0
+
+
+def test_timed_run_reports_wall_and_cpu():
+    wall, cpu = harness.timed_run([sys.executable, "-c", "pass"], dict(os.environ))
+    assert wall > 0 and cpu >= 0
+
+
+def test_engines_from_serve_help():
+    import bench
+
+    clap = """Run the daemon.
+
+Usage: finderd serve [OPTIONS]
+
+Options:
+      --socket <PATH>
+          Unix socket
+      --refresh-engine <ENGINE>
+          How directories are read: io_uring batches, synchronous statx, or chosen per
+          filesystem by measurement
+
+          [default: auto]
+          [possible values: auto, sync, uring]
+
+      --max-watches <N>
+          Most inotify watches
+"""
+    engines, note = bench.parse_engines(clap)
+    assert note is None
+    assert engines == {"auto": ["--refresh-engine", "auto"], "sync": ["--refresh-engine", "sync"],
+                       "uring": ["--refresh-engine", "uring"]}
+    engines, note = bench.parse_engines("Options:\n      --socket <PATH>\n          socket\n")
+    assert engines == {"default": []} and "no io_uring" in note
