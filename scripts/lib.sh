@@ -5,7 +5,7 @@ FINDERD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian packages the build, the tests and the demo use.
 APT_PACKAGES=(build-essential clang pkg-config python3 python3-dev python3-venv
-              strace valgrind)
+              strace valgrind lua5.4 liblua5.4-dev bindfs fuse3)
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
