@@ -422,26 +422,16 @@ int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_re
 	return give_reply(r, ret, replyp);
 }
 
-struct lookup_args {
-	const struct finderd_str *paths;
-	const uint64_t *known;
-	uint64_t epoch;
-	size_t n;
-	uint64_t mount_namespace;
-};
-
 static int enc_lookup(struct fdi_buf *b, const struct fdi_alloc *a, const void *arg)
 {
-	const struct lookup_args *l = arg;
-
-	return fdi_pb_encode_lookup(b, a, l->paths, l->known, l->epoch, l->n, l->mount_namespace);
+	return fdi_pb_encode_lookup(b, a, arg);
 }
 
 int finderd_lookup(struct finderd_conn *conn, const struct finderd_str *paths,
 		   const uint64_t *known_generations, uint64_t known_epoch, size_t n,
 		   struct finderd_reply **replyp)
 {
-	struct lookup_args l = { paths, known_generations, known_epoch, n, 0 };
+	struct fdi_lookup_args l = { paths, known_generations, known_epoch, n, 0 };
 	struct finderd_reply *r = NULL;
 	struct fdi_grpc_call call;
 	const uint8_t *msg;

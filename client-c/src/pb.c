@@ -304,18 +304,10 @@ int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
 	return encode(b, a, w_snapshot, &args);
 }
 
-struct lookup_args {
-	const struct finderd_str *paths;
-	const uint64_t *known;
-	uint64_t epoch;
-	size_t n;
-	uint64_t mount_namespace;
-};
-
 /* finderd.v1.LookupRequest; known_generations packed (proto3's default). */
 static void w_lookup(struct pbw *w, const void *arg)
 {
-	const struct lookup_args *l = arg;
+	const struct fdi_lookup_args *l = arg;
 	size_t i;
 
 	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
@@ -335,14 +327,11 @@ static void w_lookup(struct pbw *w, const void *arg)
 }
 
 int fdi_pb_encode_lookup(struct fdi_buf *b, const struct fdi_alloc *a,
-			 const struct finderd_str *paths, const uint64_t *known, uint64_t epoch,
-			 size_t n, uint64_t mount_namespace)
+			 const struct fdi_lookup_args *l)
 {
-	struct lookup_args l = { paths, known, epoch, n, mount_namespace };
-
-	if (check_strs(paths, n))
+	if (check_strs(l->paths, l->n))
 		return -EINVAL;
-	return encode(b, a, w_lookup, &l);
+	return encode(b, a, w_lookup, l);
 }
 
 struct report_args {

@@ -59,9 +59,17 @@ int fdi_pb_decode_health(const uint8_t *p, size_t len, int *status);
  */
 int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
 			   const struct finderd_snapshot_request *req, uint64_t mount_namespace);
+/** A LookupRequest's fields. */
+struct fdi_lookup_args {
+	const struct finderd_str *paths;
+	const uint64_t *known;     /* NULL, or one generation per path */
+	uint64_t epoch;
+	size_t n;
+	uint64_t mount_namespace;
+};
+
 int fdi_pb_encode_lookup(struct fdi_buf *b, const struct fdi_alloc *a,
-			 const struct finderd_str *paths, const uint64_t *known, uint64_t epoch,
-			 size_t n, uint64_t mount_namespace);
+			 const struct fdi_lookup_args *l);
 int fdi_pb_encode_report(struct fdi_buf *b, const struct fdi_alloc *a,
 			 const struct finderd_report_request *req, uint64_t mount_namespace);
 int fdi_pb_encode_health(struct fdi_buf *b, const struct fdi_alloc *a, const char *service);

@@ -771,6 +771,24 @@ static int settle(struct finderd_client *c, int err)
 	return not_served(c);
 }
 
+/*
+ * The listing of @r for an answer: 0 with @entries/@n set, or (non-zero)
+ * the answer to give instead: absent, not served, a listing that cannot be
+ * decoded.
+ */
+static int listing_for_answer(struct finderd_client *c, struct dir_rec *r,
+			      const struct finderd_entry **entries, size_t *n)
+{
+	int err;
+
+	if (r->status == FINDERD_DIR_ABSENT)
+		return answered_from(c, r, absent_error(r));
+	if (r->status != FINDERD_DIR_SERVED)
+		return not_served(c);
+	err = rec_entries(r, entries, n);
+	return err ? entries_failed(c, err) : 0;
+}
+
 int finderd_client_stat(struct finderd_client *c, const char *path, size_t len,
 			struct finderd_stat *st)
 {
@@ -799,13 +817,9 @@ int finderd_client_stat(struct finderd_client *c, const char *path, size_t len,
 	r = get_dir(c, path, plen, &err);
 	if (!r)
 		return settle(c, err);
-	if (r->status == FINDERD_DIR_ABSENT)
-		return answered_from(c, r, absent_error(r));
-	if (r->status != FINDERD_DIR_SERVED)
-		return not_served(c);
-	err = rec_entries(r, &entries, &n);
+	err = listing_for_answer(c, r, &entries, &n);
 	if (err)
-		return entries_failed(c, err);
+		return err;
 	e = find_entry(entries, n, path + plen + (plen > 1), len - plen - (plen > 1));
 	if (!e)
 		return answered_from(c, r, -ENOENT);
@@ -835,14 +849,8 @@ int finderd_client_listdir(struct finderd_client *c, const char *path, size_t le
 	}
 	if (!r)
 		return settle(c, err);
-	if (r->status == FINDERD_DIR_ABSENT)
-		return answered_from(c, r, absent_error(r));
-	if (r->status != FINDERD_DIR_SERVED)
-		return not_served(c);
-	err = rec_entries(r, entries, n);
-	if (err)
-		return entries_failed(c, err);
-	return answered_from(c, r, 0);
+	err = listing_for_answer(c, r, entries, n);
+	return err ? err : answered_from(c, r, 0);
 }
 
 /* ------------------------------------------------------------------------ */

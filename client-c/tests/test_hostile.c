@@ -21,6 +21,7 @@
 
 #include "finderd.h"
 #include "sock.h"
+#include "failalloc.h"
 #include "test.h"
 #include "wire.h"
 
@@ -925,38 +926,6 @@ static void case_flow_control(void)
 
 /* -- allocation failures: the Nth allocation fails, for every N */
 
-struct counting {
-	long allocs, frees, calls, fail_at;
-};
-
-static void *fail_alloc(size_t n, void *ctx)
-{
-	struct counting *k = ctx;
-	void *p;
-
-	if (++k->calls == k->fail_at)
-		return NULL;
-	p = malloc(n);
-	k->allocs += p != NULL;
-	return p;
-}
-
-static void *fail_realloc(void *old, size_t n, void *ctx)
-{
-	struct counting *k = ctx;
-
-	if (++k->calls == k->fail_at)
-		return NULL;
-	return realloc(old, n);
-}
-
-static void fail_free(void *p, void *ctx)
-{
-	struct counting *k = ctx;
-
-	k->frees++;
-	free(p);
-}
 
 static int snapshot_with(struct counting *k)
 {

@@ -403,7 +403,11 @@ static void test_encoders(void)
 	CHECK_INT(seen, 63);
 	w_free(&b);
 
-	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), sp, known, 77, 2, 0), 0);
+	{
+		struct fdi_lookup_args l = { sp, known, 77, 2, 0 };
+
+		CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), &l), 0);
+	}
 	p = b.data;
 	end = b.data + b.len;
 	seen = 0;
@@ -423,7 +427,11 @@ static void test_encoders(void)
 	}
 	CHECK_INT(seen, 3);
 	w_free(&b);
-	CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), NULL, NULL, 0, 1, 0), -EINVAL);
+	{
+		struct fdi_lookup_args l = { NULL, NULL, 0, 1, 0 };
+
+		CHECK_INT(fdi_pb_encode_lookup(&b, wire_alloc(), &l), -EINVAL);
+	}
 	CHECK_INT(fdi_pb_encode_health(&b, wire_alloc(), NULL), 0);
 	CHECK_INT(b.len, 0);
 	CHECK_INT(fdi_pb_encode_health(&b, wire_alloc(), "finderd.v1.Finder"), 0);

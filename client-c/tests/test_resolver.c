@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "finderd.h"
 #include "sock.h"
+#include "failalloc.h"
 #include "test.h"
 
 #define CALL_US 2000000  /* room for slow machines, valgrind and sanitizers */
@@ -434,11 +435,9 @@ static void test_trust_through_generation_file(void)
 
 /*
  * A symlink's entry carries its target's stat(). When the target changes,
- * the daemon refreshes the target's entry but not the symlink's (it
- * re-stats only the names inotify reported), so root/flink.py keeps a.py's
- * old size and mtime: a .pyc of a module reached through a symlinked source
- * would be validated against stale fingerprints. A daemon bug, reported;
- * checked only with FINDERD_TEST_KNOWN_BUGS=1 until it is fixed.
+ * the symlink's entry must change too (the daemon watches what each symlink
+ * entry resolves through), or a .pyc of a module reached through a
+ * symlinked source would be validated against stale fingerprints.
  */
 static void test_symlink_target_changes(void)
 {
@@ -446,11 +445,6 @@ static void test_symlink_target_changes(void)
 	struct genmap g;
 	const char *a = in(root, "a.py"), *flink = in(root, "flink.py");
 
-	if (!getenv("FINDERD_TEST_KNOWN_BUGS")) {
-		fprintf(stderr, "test_resolver: skipped test_symlink_target_changes (known daemon "
-				"bug; FINDERD_TEST_KNOWN_BUGS=1 runs it)\n");
-		return;
-	}
 	c = new_client(daemon_a.sock, CALL_US);
 	if (!c || genmap_open(&g, daemon_a.sock)) {
 		finderd_client_free(c);
@@ -694,38 +688,6 @@ static void test_out_of_slots(void)
 
 /* ------------------------------------------------------------ allocation */
 
-struct counting {
-	long allocs, frees, calls, fail_at;
-};
-
-static void *fail_alloc(size_t n, void *ctx)
-{
-	struct counting *k = ctx;
-	void *p;
-
-	if (++k->calls == k->fail_at)
-		return NULL;
-	p = malloc(n);
-	k->allocs += p != NULL;
-	return p;
-}
-
-static void *fail_realloc(void *old, size_t n, void *ctx)
-{
-	struct counting *k = ctx;
-
-	if (++k->calls == k->fail_at)
-		return NULL;
-	return realloc(old, n);
-}
-
-static void fail_free(void *p, void *ctx)
-{
-	struct counting *k = ctx;
-
-	k->frees++;
-	free(p);
-}
 
 /* One session: snapshot, answers from it, two Lookups, a revalidation.
  * Returns how many answers were right (ENOTSERVED counts as right). */
