@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::{self, ConfigSource, Settings};
+use crate::wire::LearnedStats;
 
 /// How long `stats` and `health` wait for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,19 +136,134 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
 }
 
 pub async fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    use prost::Message as _;
+
     let socket = args.socket.path();
-    let mut client = pb::finder_client::FinderClient::new(connect(&socket).await?);
-    let reply = client
-        .stats(pb::StatsRequest {})
+    let mut grpc = tonic::client::Grpc::new(connect(&socket).await?);
+    grpc.ready().await.context("Stats RPC failed")?;
+    // Raw bytes: the plan fields ride along as fields the generated
+    // `StatsReply` does not know (see `wire::LearnedStats`).
+    let raw = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::new()),
+            http::uri::PathAndQuery::from_static("/finderd.v1.Finder/Stats"),
+            RawCodec,
+        )
         .await
         .context("Stats RPC failed")?
         .into_inner();
+    let reply = pb::StatsReply::decode(raw.as_ref()).context("Stats reply does not decode")?;
+    let learned = LearnedStats::from_reply(&raw).context("Stats reply does not decode")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats_json(&reply))?);
+        let mut json = stats_json(&reply);
+        add_learned_json(&mut json, &learned);
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", stats_table(&reply));
+        print!("{}", learned_table(&learned));
     }
     Ok(())
+}
+
+/// Plans, compiled files and deadlines in `--json`: a `plans` object, and
+/// `slow` on each filesystem.
+fn add_learned_json(json: &mut serde_json::Value, l: &LearnedStats) {
+    json["plans"] = serde_json::json!({
+        "plans": l.plans, "plan_directories": l.plan_directories, "plan_files": l.plan_files,
+        "reports": l.reports, "planned_snapshots": l.planned_snapshots,
+        "planned_directories_served": l.planned_directories_served,
+        "plans_evicted": l.plans_evicted, "plan_entries_dropped": l.plan_entries_dropped,
+        "plans_loaded": l.plans_loaded, "state_writes": l.state_writes,
+        "state_write_errors": l.state_write_errors,
+        "cached_files": l.cached_files, "cached_bytes": l.cached_bytes,
+        "cached_files_served": l.cached_files_served, "cached_bytes_served": l.cached_bytes_served,
+        "compiled_reads_uring": l.compiled_reads_uring, "compiled_reads_sync": l.compiled_reads_sync,
+        "compiled_reads_changed": l.compiled_reads_changed, "cached_evictions": l.cached_evictions,
+        "slow_filesystems": l.slow_devices.len(), "slow_devices": l.slow_devices,
+        "deadline_replies": l.deadline_replies, "being_indexed": l.being_indexed,
+    });
+    if let Some(filesystems) = json["filesystems"].as_array_mut() {
+        for filesystem in filesystems {
+            let device = filesystem["device"].as_u64().unwrap_or(u64::MAX);
+            filesystem["slow"] = l.slow_devices.contains(&device).into();
+        }
+    }
+}
+
+fn learned_table(l: &LearnedStats) -> String {
+    let slow: Vec<String> = l.slow_devices.iter().map(u64::to_string).collect();
+    let rows: [(&str, String); 19] = [
+        ("plans", l.plans.to_string()),
+        ("plan directories", l.plan_directories.to_string()),
+        ("plan files", l.plan_files.to_string()),
+        ("reports", l.reports.to_string()),
+        ("planned snapshots", l.planned_snapshots.to_string()),
+        ("planned dirs served", l.planned_directories_served.to_string()),
+        ("plans evicted", l.plans_evicted.to_string()),
+        ("plan entries dropped", l.plan_entries_dropped.to_string()),
+        ("plans loaded", l.plans_loaded.to_string()),
+        ("state writes", format!("{} ({} failed)", l.state_writes, l.state_write_errors)),
+        ("cached files", format!("{} ({} bytes)", l.cached_files, l.cached_bytes)),
+        ("cached served", format!("{} ({} bytes)", l.cached_files_served, l.cached_bytes_served)),
+        ("compiled reads", format!("{} io_uring, {} sync", l.compiled_reads_uring, l.compiled_reads_sync)),
+        ("compiled changed", l.compiled_reads_changed.to_string()),
+        ("cache evictions", l.cached_evictions.to_string()),
+        ("slow filesystems", l.slow_devices.len().to_string()),
+        ("slow devices", slow.join(" ")),
+        ("deadline replies", l.deadline_replies.to_string()),
+        ("being indexed", l.being_indexed.to_string()),
+    ];
+    let mut out = String::from("\nlearned plans and compiled files\n");
+    for (name, value) in rows {
+        out.push_str(&format!("  {name:<22} {value}\n"));
+    }
+    out
+}
+
+/// Bytes in, bytes out: for the Stats reply's extension fields.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 pub async fn health(args: &SocketArg) -> anyhow::Result<()> {
@@ -307,6 +423,30 @@ mod tests {
         for word in ["barrier", "refresh", "request", "inotify events", "watches"] {
             assert!(table.contains(word), "{word} missing from\n{table}");
         }
+    }
+
+    #[test]
+    fn learned_fields_show_in_table_and_json() {
+        let learned = LearnedStats {
+            plans: 4,
+            slow_devices: vec![42],
+            ..Default::default()
+        };
+        let table = learned_table(&learned);
+        assert!(table.contains("plans                  4"), "{table}");
+        assert!(table.contains("slow devices           42"), "{table}");
+        let reply = pb::StatsReply {
+            filesystems: vec![pb::FilesystemEngine {
+                device: 42,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut json = stats_json(&reply);
+        add_learned_json(&mut json, &learned);
+        assert_eq!(json["plans"]["plans"], 4);
+        assert_eq!(json["plans"]["slow_filesystems"], 1);
+        assert_eq!(json["filesystems"][0]["slow"], true);
     }
 
     #[test]

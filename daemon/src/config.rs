@@ -44,6 +44,30 @@ pub const DEFAULT_URING_BATCH: usize = 64;
 pub const DEFAULT_RECALIBRATE: Duration = Duration::from_secs(3600);
 /// Async worker threads (0: one current-thread runtime; see `main.rs`).
 pub const DEFAULT_WORKER_THREADS: usize = 0;
+/// Learned plans kept (least recently used ones are evicted past it).
+pub const DEFAULT_MAX_PLANS: usize = 1024;
+/// Learned plans one peer uid may have (its own least recently used go first).
+pub const DEFAULT_MAX_PLANS_PER_UID: usize = 256;
+/// Directories one plan names.
+pub const DEFAULT_MAX_PLAN_DIRECTORIES: usize = 4096;
+/// Compiled files one plan names.
+pub const DEFAULT_MAX_PLAN_FILES: usize = 4096;
+/// A plan entry that this many consecutive Reports leave out drops out.
+pub const DEFAULT_PLAN_DROP_AFTER: u32 = 3;
+/// Longest program key accepted in a Snapshot or Report.
+pub const DEFAULT_MAX_PROGRAM_KEY_BYTES: usize = 64 * 1024;
+/// Most directories (and, apart, compiled files) in one Report.
+pub const DEFAULT_MAX_REPORT_PATHS: usize = 16 * 1024;
+/// Bytes of compiled files one Snapshot may carry for one plan.
+pub const DEFAULT_MAX_PLAN_BYTECODE_BYTES: u64 = 32 << 20;
+/// Bytes of compiled files the daemon keeps in memory in total.
+pub const DEFAULT_MAX_CACHED_BYTES: u64 = 256 << 20;
+/// A filesystem whose measured stat costs at least this much is slow.
+pub const DEFAULT_SLOW_STAT_NS: u64 = 20_000;
+/// The plan state file is written at most this often.
+pub const DEFAULT_STATE_WRITE_INTERVAL: Duration = Duration::from_millis(2000);
+/// A request with a grpc-timeout is answered by this share of it.
+pub const DEFAULT_DEADLINE_PERCENT: u32 = 75;
 /// The configuration file read when it exists and no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/finderd/finderd.toml";
 
@@ -176,6 +200,50 @@ pub struct Settings {
     /// (restart to change) [default: 0]
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<usize>,
+    /// Directory of the learned-plan state file; "" keeps plans in memory
+    /// only [default: $STATE_DIRECTORY; else, on the default socket only,
+    /// /var/lib/finderd as root, $XDG_STATE_HOME/finderd or
+    /// ~/.local/state/finderd]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Write the plan state file at most this often, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub state_write_interval_ms: Option<u64>,
+    /// Learned plans kept; 0: learn none [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_plans: Option<usize>,
+    /// Learned plans one peer uid may have [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_plans_per_uid: Option<usize>,
+    /// Directories one plan names [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_plan_directories: Option<usize>,
+    /// Compiled files one plan names [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_plan_files: Option<usize>,
+    /// A plan entry left out of this many consecutive Reports drops out [default: 3]
+    #[arg(long, value_name = "N")]
+    pub plan_drop_after: Option<u32>,
+    /// Longest program key accepted [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub max_program_key_bytes: Option<usize>,
+    /// Most directories, and most compiled files, in one Report [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub max_report_paths: Option<usize>,
+    /// Bytes of compiled files one Snapshot may carry for a plan [default: 33554432]
+    #[arg(long, value_name = "BYTES")]
+    pub max_plan_bytecode_bytes: Option<u64>,
+    /// Bytes of compiled files kept in memory in total; 0: none [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_cached_bytes: Option<u64>,
+    /// A filesystem is slow when a measured stat costs at least this many
+    /// nanoseconds (polled filesystems always are) [default: 20000]
+    #[arg(long, value_name = "NS")]
+    pub slow_stat_ns: Option<u64>,
+    /// A request carrying a grpc-timeout is answered by this percentage of
+    /// it; what is not indexed by then is NOT_SERVED "being indexed" [default: 75]
+    #[arg(long, value_name = "PERCENT")]
+    pub deadline_percent: Option<u32>,
 }
 
 fn parse_octal(text: &str) -> Result<u32, String> {
@@ -216,7 +284,11 @@ impl Settings {
             max_request_bytes, max_sys_path_entries, max_lookup_paths, max_requests_per_peer,
             max_entries_per_directory, max_indexed_entries, max_watches, generation_slots,
             lease_ms, active_window_secs, drain_timeout_ms, idle_exit, poll_interval_ms,
-            poll_filesystems, refresh_engine, uring_batch, recalibrate_secs, worker_threads)
+            poll_filesystems, refresh_engine, uring_batch, recalibrate_secs, worker_threads,
+            state_dir, state_write_interval_ms, max_plans, max_plans_per_uid,
+            max_plan_directories, max_plan_files, plan_drop_after, max_program_key_bytes,
+            max_report_paths, max_plan_bytecode_bytes, max_cached_bytes, slow_stat_ns,
+            deadline_percent)
     }
 
     /// Parses the TOML text of a config file.
@@ -345,6 +417,103 @@ impl Default for Freshness {
     }
 }
 
+/// Learned plans, compiled files served from memory, request deadlines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// Where the plan state file lives; `None`: plans are not persisted.
+    pub state_dir: Option<PathBuf>,
+    pub state_write_interval: Duration,
+    /// 0: no plan is learned.
+    pub max_plans: usize,
+    pub max_plans_per_uid: usize,
+    pub max_plan_directories: usize,
+    pub max_plan_files: usize,
+    pub drop_after: u32,
+    pub max_program_key_bytes: usize,
+    pub max_report_paths: usize,
+    pub max_plan_bytecode_bytes: u64,
+    pub max_cached_bytes: u64,
+    pub slow_stat_ns: u64,
+    pub deadline_percent: u32,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            state_write_interval: DEFAULT_STATE_WRITE_INTERVAL,
+            max_plans: DEFAULT_MAX_PLANS,
+            max_plans_per_uid: DEFAULT_MAX_PLANS_PER_UID,
+            max_plan_directories: DEFAULT_MAX_PLAN_DIRECTORIES,
+            max_plan_files: DEFAULT_MAX_PLAN_FILES,
+            drop_after: DEFAULT_PLAN_DROP_AFTER,
+            max_program_key_bytes: DEFAULT_MAX_PROGRAM_KEY_BYTES,
+            max_report_paths: DEFAULT_MAX_REPORT_PATHS,
+            max_plan_bytecode_bytes: DEFAULT_MAX_PLAN_BYTECODE_BYTES,
+            max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+            slow_stat_ns: DEFAULT_SLOW_STAT_NS,
+            deadline_percent: DEFAULT_DEADLINE_PERCENT,
+        }
+    }
+}
+
+impl PlanConfig {
+    fn resolve(s: &Settings, on_default_socket: bool) -> Result<PlanConfig, ConfigError> {
+        let state_dir = match &s.state_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+            None => default_state_dir_from_env(on_default_socket),
+        };
+        let drop_after = s.plan_drop_after.unwrap_or(DEFAULT_PLAN_DROP_AFTER);
+        if drop_after == 0 {
+            return Err(ConfigError::Invalid {
+                key: "plan_drop_after",
+                value: "0".to_string(),
+                why: "must be at least 1",
+            });
+        }
+        let deadline_percent = s.deadline_percent.unwrap_or(DEFAULT_DEADLINE_PERCENT);
+        if !(1..=100).contains(&deadline_percent) {
+            return Err(ConfigError::Invalid {
+                key: "deadline_percent",
+                value: deadline_percent.to_string(),
+                why: "must be between 1 and 100",
+            });
+        }
+        Ok(PlanConfig {
+            state_dir,
+            state_write_interval: s
+                .state_write_interval_ms
+                .map_or(DEFAULT_STATE_WRITE_INTERVAL, Duration::from_millis)
+                .max(Duration::from_millis(10)),
+            max_plans: s.max_plans.unwrap_or(DEFAULT_MAX_PLANS),
+            max_plans_per_uid: at_least(
+                "max_plans_per_uid",
+                s.max_plans_per_uid.unwrap_or(DEFAULT_MAX_PLANS_PER_UID),
+                1,
+            )?,
+            max_plan_directories: s
+                .max_plan_directories
+                .unwrap_or(DEFAULT_MAX_PLAN_DIRECTORIES),
+            max_plan_files: s.max_plan_files.unwrap_or(DEFAULT_MAX_PLAN_FILES),
+            drop_after,
+            max_program_key_bytes: at_least(
+                "max_program_key_bytes",
+                s.max_program_key_bytes
+                    .unwrap_or(DEFAULT_MAX_PROGRAM_KEY_BYTES),
+                1,
+            )?,
+            max_report_paths: s.max_report_paths.unwrap_or(DEFAULT_MAX_REPORT_PATHS),
+            max_plan_bytecode_bytes: s
+                .max_plan_bytecode_bytes
+                .unwrap_or(DEFAULT_MAX_PLAN_BYTECODE_BYTES),
+            max_cached_bytes: s.max_cached_bytes.unwrap_or(DEFAULT_MAX_CACHED_BYTES),
+            slow_stat_ns: s.slow_stat_ns.unwrap_or(DEFAULT_SLOW_STAT_NS),
+            deadline_percent,
+        })
+    }
+}
+
 /// Everything `finderd serve` needs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -365,6 +534,7 @@ pub struct Config {
     pub idle_exit: Option<Duration>,
     /// Async worker threads; 0: a current-thread runtime.
     pub worker_threads: usize,
+    pub plans: PlanConfig,
 }
 
 fn at_least(key: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
@@ -382,8 +552,10 @@ impl Config {
     /// Fills what `settings` leaves out with the defaults.
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
         let s = settings;
-        let socket = s.socket.unwrap_or_else(default_socket_path_from_env);
+        let default_socket = default_socket_path_from_env();
+        let socket = s.socket.clone().unwrap_or_else(|| default_socket.clone());
         let socket = std::path::absolute(&socket).unwrap_or(socket);
+        let plans = PlanConfig::resolve(&s, socket == default_socket)?;
         let slots = s.generation_slots.unwrap_or(DEFAULT_GENERATION_SLOTS);
         if slots < 2 {
             return Err(ConfigError::Invalid {
@@ -454,6 +626,7 @@ impl Config {
                 .filter(|&secs| secs > 0)
                 .map(Duration::from_secs),
             worker_threads: s.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS),
+            plans,
         })
     }
 
@@ -478,6 +651,9 @@ impl Config {
         }
         if self.worker_threads != new.worker_threads {
             changed.push("worker_threads");
+        }
+        if self.plans != new.plans {
+            changed.push("plan settings (state_dir, max_plans, ...)");
         }
         changed
     }
@@ -543,6 +719,21 @@ impl Config {
             ("uring_batch", n(self.refresh.uring_batch)),
             ("recalibrate_secs", self.refresh.recalibrate.as_secs()),
             ("worker_threads", n(self.worker_threads)),
+            ("max_plans", n(self.plans.max_plans)),
+            ("max_plans_per_uid", n(self.plans.max_plans_per_uid)),
+            ("max_plan_directories", n(self.plans.max_plan_directories)),
+            ("max_plan_files", n(self.plans.max_plan_files)),
+            ("plan_drop_after", u64::from(self.plans.drop_after)),
+            ("max_program_key_bytes", n(self.plans.max_program_key_bytes)),
+            ("max_report_paths", n(self.plans.max_report_paths)),
+            ("max_plan_bytecode_bytes", self.plans.max_plan_bytecode_bytes),
+            ("max_cached_bytes", self.plans.max_cached_bytes),
+            ("slow_stat_ns", self.plans.slow_stat_ns),
+            (
+                "state_write_interval_ms",
+                self.plans.state_write_interval.as_millis() as u64,
+            ),
+            ("deadline_percent", u64::from(self.plans.deadline_percent)),
         ]
     }
 }
@@ -640,6 +831,48 @@ pub fn default_socket_path(env: impl Fn(&str) -> Option<OsString>, euid: u32) ->
     PathBuf::from(format!("/tmp/finderd-{euid}/finderd.sock"))
 }
 
+/// The default directory of the plan state file: `$STATE_DIRECTORY` (set by
+/// systemd's `StateDirectory=`; the first of a `:`-separated list); else,
+/// for a daemon on the default socket only, `/var/lib/finderd` for root,
+/// `$XDG_STATE_HOME/finderd`, or `$HOME/.local/state/finderd`; else none.
+/// A daemon on a socket of its own (a test, a CI job, a second instance)
+/// keeps its plans in memory unless given a directory: it must not replace
+/// the host daemon's file. Empty variables count as unset.
+pub fn default_state_dir(
+    env: impl Fn(&str) -> Option<OsString>,
+    euid: u32,
+    on_default_socket: bool,
+) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let set = |name: &str| env(name).filter(|value| !value.is_empty());
+    if let Some(dirs) = set("STATE_DIRECTORY") {
+        let first = dirs
+            .as_encoded_bytes()
+            .split(|&b| b == b':')
+            .find(|d| !d.is_empty())
+            .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)));
+        if first.is_some() {
+            return first;
+        }
+    }
+    if !on_default_socket {
+        return None;
+    }
+    if euid == 0 {
+        return Some(PathBuf::from("/var/lib/finderd"));
+    }
+    if let Some(state) = set("XDG_STATE_HOME") {
+        return Some(Path::new(&state).join("finderd"));
+    }
+    set("HOME").map(|home| Path::new(&home).join(".local/state/finderd"))
+}
+
+fn default_state_dir_from_env(on_default_socket: bool) -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    default_state_dir(|name| std::env::var_os(name), euid, on_default_socket)
+}
+
 /// The default socket path for this process.
 pub fn default_socket_path_from_env() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -680,6 +913,63 @@ mod tests {
             resolve(&[("FINDERD_SOCKET", ""), ("XDG_RUNTIME_DIR", "")], 7),
             PathBuf::from("/tmp/finderd-7/finderd.sock")
         );
+    }
+
+    #[test]
+    fn state_dir_precedence() {
+        let state = |vars: &[(&str, &str)], euid: u32| {
+            let vars: HashMap<String, OsString> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v)))
+                .collect();
+            default_state_dir(|name| vars.get(name).cloned(), euid, true)
+        };
+        let all = [
+            ("STATE_DIRECTORY", "/var/lib/finderd-unit:/other"),
+            ("XDG_STATE_HOME", "/home/u/.state"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(
+            state(&all, 1000),
+            Some(PathBuf::from("/var/lib/finderd-unit"))
+        );
+        assert_eq!(state(&all[1..], 0), Some(PathBuf::from("/var/lib/finderd")));
+        assert_eq!(
+            state(&all[1..], 1000),
+            Some(PathBuf::from("/home/u/.state/finderd"))
+        );
+        assert_eq!(
+            state(&all[2..], 1000),
+            Some(PathBuf::from("/home/u/.local/state/finderd"))
+        );
+        assert_eq!(state(&[("STATE_DIRECTORY", "")], 1000), None);
+        let env = |name: &str| all.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v));
+        assert_eq!(
+            default_state_dir(env, 0, false),
+            Some(PathBuf::from("/var/lib/finderd-unit")),
+            "systemd's StateDirectory= holds on any socket"
+        );
+        let env = |name: &str| all[1..].iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v));
+        assert_eq!(default_state_dir(env, 0, false), None, "a socket of its own: memory only");
+    }
+
+    #[test]
+    fn plan_settings_resolve_and_are_checked() {
+        let path = Path::new("f.toml");
+        let file = Settings::from_toml(
+            "state_dir = \"\"\nmax_plans = 7\nplan_drop_after = 2\nslow_stat_ns = 5\n",
+            path,
+        )
+        .expect("parses");
+        let config = Config::resolve(file).expect("valid");
+        assert_eq!(config.plans.state_dir, None, "\"\" disables the state file");
+        assert_eq!(config.plans.max_plans, 7);
+        assert_eq!(config.plans.drop_after, 2);
+        assert_eq!(config.plans.slow_stat_ns, 5);
+        for bad in ["plan_drop_after = 0\n", "deadline_percent = 0\n", "deadline_percent = 101\n"] {
+            let settings = Settings::from_toml(bad, path).expect("parses");
+            assert!(Config::resolve(settings).is_err(), "{bad}");
+        }
     }
 
     #[test]

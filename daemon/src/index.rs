@@ -37,6 +37,7 @@ use crate::policy::{denied_reason, Access, PeerInfo};
 use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
 use crate::stats::{bump, EngineReport, Gauges, Stats};
+use crate::targets::{self, EntryId, LinkDependencies, Unused};
 use crate::watch::{Change, WatchError, Watcher};
 
 /// Crawls of one path before answering from a read that kept changing.
@@ -57,6 +58,8 @@ pub struct Listing {
     pub access: Access,
     /// Checked by stat instead of watched (degraded or polled).
     pub check: Option<Check>,
+    /// `st_dev` of the listed directory (whether its filesystem is slow).
+    pub device: u64,
     /// When it was last answered (ms of CLOCK_MONOTONIC), for eviction.
     last_used: AtomicU64,
     encoded: OnceLock<Bytes>,
@@ -179,6 +182,8 @@ struct Dependencies {
     keys_at: HashMap<Vec<u8>, HashSet<Bytes>>,
     keys_searching: HashMap<Bytes, HashMap<Bytes, usize>>,
     of_key: HashMap<Bytes, HashSet<(Bytes, Vec<u8>)>>,
+    /// What the symlink entries of listings resolve through.
+    links: LinkDependencies,
 }
 
 impl Dependencies {
@@ -242,7 +247,16 @@ impl Dependencies {
     }
 
     fn is_searched(&self, dir: &[u8]) -> bool {
-        self.keys_searching.contains_key(dir)
+        self.keys_searching.contains_key(dir) || self.links.is_searched(dir)
+    }
+
+    /// Forgets everything `key` registered: its own lookups and those of its
+    /// symlink entries.
+    fn remove_all(&mut self, key: &Bytes, released: &mut Released) {
+        released.dirs.extend(self.remove_key(key));
+        let mut unused = Unused::default();
+        self.links.remove_key(key, &mut unused);
+        released.add(unused);
     }
 }
 
@@ -251,6 +265,15 @@ impl Dependencies {
 struct Released {
     listings: Vec<Bytes>,
     dirs: Vec<Bytes>,
+    /// Contents watches of symlink targets.
+    contents: Vec<Bytes>,
+}
+
+impl Released {
+    fn add(&mut self, unused: Unused) {
+        self.dirs.extend(unused.searched);
+        self.contents.extend(unused.contents);
+    }
 }
 
 /// The index and the watcher that keeps it fresh.
@@ -272,6 +295,12 @@ pub struct Index {
     checked: Mutex<HashMap<Bytes, CheckKind>>,
     warned_watch_limit: AtomicBool,
     engines: Engines,
+}
+
+/// Whether a watch is in place (or its directory vanished, which the
+/// repeated resolution notices).
+fn watched(result: Result<(), WatchError>) -> bool {
+    matches!(result, Ok(()) | Err(WatchError::Vanished))
 }
 
 fn now_ms() -> u64 {
@@ -335,6 +364,11 @@ impl Index {
 
     fn checked_count(&self, kind: CheckKind) -> u64 {
         lock(&self.checked).values().filter(|k| **k == kind).count() as u64
+    }
+
+    /// The per-filesystem refresh engines (which filesystems are slow).
+    pub fn engines(&self) -> &Engines {
+        &self.engines
     }
 
     /// The refresh engines' report for Stats.
@@ -577,6 +611,7 @@ impl Index {
                 entries: listed.entries,
                 access: listed.access,
                 check,
+                device: listed.device,
                 last_used: AtomicU64::new(now_ms()),
                 encoded: OnceLock::new(),
             })),
@@ -631,6 +666,62 @@ impl Index {
             }
             Err(WatchError::Io(error)) => Err(Refusal::transient(format!("cannot watch: {error}"))),
         }
+    }
+
+    /// Resolves the symlink entries `links` of the listing `key` (at the real
+    /// path `real`), records what each resolves through and watches it
+    /// (`crate::targets`). The resolution is repeated once the watches are
+    /// in place, so nothing can change unseen in between. False: a watch
+    /// could not be had, or the targets kept changing; the listing then
+    /// cannot be kept fresh and must not be kept.
+    fn watch_link_targets(
+        &self,
+        key: &Bytes,
+        real: &[u8],
+        links: &[Bytes],
+        watcher: &mut Watcher,
+        released: &mut Released,
+    ) -> bool {
+        'links: for name in links {
+            let id: EntryId = (key.clone(), name.clone());
+            let mut target = targets::resolve(real, name);
+            for _ in 0..CRAWL_ATTEMPTS {
+                let mut unused = Unused::default();
+                self.dependencies()
+                    .links
+                    .set(&id, target.clone(), &mut unused);
+                released.add(unused);
+                for dir in target.searched_dirs() {
+                    if !watched(watcher.watch_searched(dir)) {
+                        return self.link_watch_failed(key);
+                    }
+                }
+                if let Some(contents) = &target.contents {
+                    if !watched(watcher.watch_contents(contents)) {
+                        return self.link_watch_failed(key);
+                    }
+                }
+                let again = targets::resolve(real, name);
+                if again == target {
+                    continue 'links;
+                }
+                target = again;
+            }
+            return false;
+        }
+        true
+    }
+
+    fn link_watch_failed(&self, key: &Bytes) -> bool {
+        if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %key.escape_ascii(),
+                max_watches = ?self.limits.max_watches(),
+                "no watch for a symlink entry's target; its directory is answered but not kept \
+                 (raise fs.inotify.max_user_watches or --max-watches)"
+            );
+        }
+        false
     }
 
     /// Drops the nodes of `keys` (a stat check failed, or eviction) and the
@@ -736,24 +827,25 @@ impl Index {
     fn apply(&self, changes: Vec<Change>, watcher: &mut Watcher) {
         let mut names_by_key: HashMap<Bytes, BTreeSet<Bytes>> = HashMap::new();
         let mut released = Released::default();
+        // Symlink entries whose targets changed: re-stat'ed like names.
+        let mut links: Vec<EntryId> = Vec::new();
         for change in changes {
             match change {
-                Change::Entry { key, name } => match self.nodes.get(&key).map(|n| n.clone()) {
-                    Some(Node::Listed(_)) => {
-                        names_by_key.entry(key).or_default().insert(name);
-                    }
-                    Some(_) => self.invalidate(&key, &mut released),
-                    None => {}
-                },
+                Change::Entry { key, name } => links.push((key, name)),
                 Change::Location { path } => {
                     let keys = self.dependencies().keys_at(&path);
                     self.invalidate_all_of(&keys, &mut released);
+                    self.dependencies().links.affected_by(&path, &mut links);
+                }
+                Change::Content { path } => {
+                    self.dependencies().links.affected_by(&path, &mut links);
                 }
                 Change::Stale { keys, dirs } => {
                     self.invalidate_all_of(&keys, &mut released);
                     for dir in dirs {
                         let keys = self.dependencies().keys_searching(&dir);
                         self.invalidate_all_of(&keys, &mut released);
+                        self.dependencies().links.affected_by_dir(&dir, &mut links);
                     }
                 }
                 Change::Overflow => {
@@ -763,9 +855,18 @@ impl Index {
                 }
             }
         }
+        for (key, name) in links {
+            match self.nodes.get(&key).map(|n| n.clone()) {
+                Some(Node::Listed(_)) => {
+                    names_by_key.entry(key).or_default().insert(name);
+                }
+                Some(_) => self.invalidate(&key, &mut released),
+                None => {}
+            }
+        }
         let mut changed = Vec::new();
         for (key, names) in names_by_key {
-            if self.refresh_names(&key, names, &mut released) {
+            if self.refresh_names(&key, names, &mut released, watcher) {
                 changed.push(key);
             }
         }
@@ -774,7 +875,7 @@ impl Index {
             if key.as_ref() != b"/" {
                 let parent = Bytes::copy_from_slice(parent_of(&key));
                 let name = key.slice(parent.len() + usize::from(parent.as_ref() != b"/")..);
-                self.refresh_names(&parent, BTreeSet::from([name]), &mut released);
+                self.refresh_names(&parent, BTreeSet::from([name]), &mut released, watcher);
             }
         }
         self.release_unused(watcher, released);
@@ -799,7 +900,7 @@ impl Index {
         }
         // Dependencies first: once the node is gone a new crawl may register
         // its own, which must survive.
-        released.dirs.extend(self.dependencies().remove_key(key));
+        self.dependencies().remove_all(key, released);
         if let Some((_, node)) = self
             .nodes
             .remove_if(key, |_, n| !matches!(n, Node::Crawling(_)))
@@ -824,15 +925,48 @@ impl Index {
 
     /// Re-stats `names` in the listing of `key` and publishes a new
     /// generation if anything differs. Returns whether it did.
-    fn refresh_names(&self, key: &Bytes, names: BTreeSet<Bytes>, released: &mut Released) -> bool {
+    fn refresh_names(
+        &self,
+        key: &Bytes,
+        names: BTreeSet<Bytes>,
+        released: &mut Released,
+        watcher: &mut Watcher,
+    ) -> bool {
         let Some(Node::Listed(old)) = self.nodes.get(key).map(|n| n.clone()) else {
             return false;
         };
         let names: Vec<Bytes> = names.into_iter().collect();
-        let Ok(refresh::Restat { stat, names: found }) = refresh::restat(&old.real, &names) else {
+        let Ok(refresh::Restat {
+            stat,
+            names: mut found,
+            links,
+        }) = refresh::restat(&old.real, &names)
+        else {
             self.invalidate(key, released);
             return false;
         };
+        // Names that stopped being symlinks lose their target watches; the
+        // symlinks are resolved again (they may go elsewhere now) and
+        // re-stat'ed once their watches are in place.
+        for name in &names {
+            let id = (key.clone(), name.clone());
+            if !links.contains(name) && self.dependencies().links.contains(&id) {
+                let mut unused = Unused::default();
+                self.dependencies().links.remove(&id, &mut unused);
+                released.add(unused);
+            }
+        }
+        if !links.is_empty() {
+            let restated = self
+                .watch_link_targets(key, &old.real, &links, watcher, released)
+                .then(|| refresh::restat(&old.real, &links).ok())
+                .flatten();
+            let Some(restated) = restated else {
+                self.invalidate(key, released);
+                return false;
+            };
+            found = merge_updates(found, restated.names);
+        }
         let entries = merge(&old.entries, found);
         if stat == old.stat && entries == old.entries {
             return false;
@@ -850,6 +984,7 @@ impl Index {
             entries,
             access: old.access.clone(),
             check: old.check,
+            device: old.device,
             last_used: AtomicU64::new(old.last_used.load(Ordering::Relaxed)),
             encoded: OnceLock::new(),
         });
@@ -874,6 +1009,11 @@ impl Index {
                 watcher.unwatch_searched(&dir);
             }
         }
+        for dir in released.contents {
+            if !self.dependencies().links.is_contents(&dir) {
+                watcher.unwatch_contents(&dir);
+            }
+        }
     }
 }
 
@@ -894,6 +1034,20 @@ fn merge(old: &[Entry], updates: Vec<(Bytes, Option<Entry>)>) -> Vec<Entry> {
         }
     }
     entries
+}
+
+/// `updates` with the entries of `newer` replacing those of the same name.
+fn merge_updates(
+    mut updates: Vec<(Bytes, Option<Entry>)>,
+    newer: Vec<(Bytes, Option<Entry>)>,
+) -> Vec<(Bytes, Option<Entry>)> {
+    for (name, entry) in newer {
+        match updates.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = entry,
+            None => updates.push((name, entry)),
+        }
+    }
+    updates
 }
 
 /// Runs one crawl and guarantees that its ticket is finished and a
@@ -918,6 +1072,11 @@ impl CrawlGuard<'_> {
             self.polled.set(false);
             let stamp = stamp_of(self.key);
             let outcome = self.crawl_once();
+            let (outcome, keepable) = self.watch_links(outcome);
+            if !keepable {
+                // Answered as read, not kept (slot 0: clients revalidate).
+                return index.unkept(self.key, outcome);
+            }
             match outcome {
                 Outcome::Raced => continue,
                 Outcome::Refused { refusal, access } if !refusal.lasting => {
@@ -969,6 +1128,41 @@ impl CrawlGuard<'_> {
         outcome
     }
 
+    /// Watches what the listing's symlink entries resolve through, then
+    /// re-stats them (see `crate::targets`). False: they cannot be
+    /// watched, so the listing must not be kept.
+    fn watch_links(&self, outcome: Outcome) -> (Outcome, bool) {
+        let Outcome::Listed(mut listed) = outcome else {
+            return (outcome, true);
+        };
+        if listed.links.is_empty() {
+            return (Outcome::Listed(listed), true);
+        }
+        let index = self.index;
+        let mut watcher = lock(&index.watcher);
+        let mut released = Released::default();
+        let ok = index.watch_link_targets(
+            self.key,
+            &listed.real,
+            &listed.links,
+            &mut watcher,
+            &mut released,
+        );
+        index.release_unused(&mut watcher, released);
+        drop(watcher);
+        if !ok {
+            return (Outcome::Listed(listed), false);
+        }
+        match refresh::restat(&listed.real, &listed.links) {
+            Ok(restated) => {
+                listed.entries = merge(&listed.entries, restated.names);
+                (Outcome::Listed(listed), true)
+            }
+            // The directory went: its event makes this crawl dirty.
+            Err(_) => (Outcome::Raced, true),
+        }
+    }
+
     /// How the crawl's result is kept fresh when inotify cannot do it.
     fn check(&self, stamp: Stamp) -> Option<Check> {
         let kind = if self.polled.get() {
@@ -1017,16 +1211,14 @@ impl Drop for CrawlGuard<'_> {
         {
             // Not kept: forget what the crawl registered. Its watches are
             // released when they next report an event nobody needs.
-            let unsearched = index.dependencies().remove_key(self.key);
+            let mut released = Released {
+                listings: vec![self.key.clone()],
+                ..Released::default()
+            };
+            index.dependencies().remove_all(self.key, &mut released);
             index.nodes.remove_if(self.key, ours);
             let mut watcher = lock(&index.watcher);
-            index.release_unused(
-                &mut watcher,
-                Released {
-                    listings: vec![self.key.clone()],
-                    dirs: unsearched,
-                },
-            );
+            index.release_unused(&mut watcher, released);
         }
         self.ticket.finish();
     }

@@ -3,12 +3,15 @@
 //! a Unix socket. See docs/architecture.md for how the modules fit.
 
 mod activity;
+mod bytecode;
 mod check;
 mod cli;
 mod config;
 mod genfile;
 mod index;
 mod logging;
+mod namespace;
+mod plan;
 mod policy;
 mod profile;
 mod refresh;
@@ -17,6 +20,7 @@ mod server;
 mod stats;
 mod strace;
 mod systemd;
+mod targets;
 mod watch;
 mod wire;
 

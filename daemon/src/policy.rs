@@ -8,6 +8,7 @@
 //! thrown away with it when inotify reports a change.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,8 +25,9 @@ pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
-    /// Supplementary groups; empty when `/proc/PID/status` was unreadable,
-    /// which can only make the check refuse more.
+    /// Supplementary groups (`SO_PEERGROUPS`, else `/proc/PID/status`);
+    /// empty when neither could be read, which can only make the check
+    /// refuse more.
     pub groups: Vec<u32>,
 }
 
@@ -58,9 +60,8 @@ impl PeerStream {
                 uid: cred.uid(),
                 gid: cred.gid(),
                 pid: cred.pid(),
-                groups: cred
-                    .pid()
-                    .and_then(supplementary_groups)
+                groups: peer_groups(stream.as_raw_fd())
+                    .or_else(|| cred.pid().and_then(supplementary_groups))
                     .unwrap_or_default(),
             })),
             Err(error) => {
@@ -76,7 +77,43 @@ impl PeerStream {
     }
 }
 
-/// Supplementary groups from the `Groups:` line of `/proc/PID/status`.
+/// Supplementary groups of a connected Unix socket's peer, as the kernel
+/// recorded them at `connect()` (`SO_PEERGROUPS`, Linux 4.13): one system
+/// call, and exactly the credentials of the connecting process even if it
+/// has exited or its pid was reused since. `None` when the kernel refuses
+/// (older kernels: `ENOPROTOOPT`); the caller then falls back to `/proc`.
+pub fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
+    // Most processes have a handful of groups; NGROUPS_MAX is 65536.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    for _ in 0..2 {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: a valid descriptor and a buffer of `len` bytes.
+        let result = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if result == 0 {
+            groups.truncate(count);
+            return Some(groups);
+        }
+        // ERANGE: `len` now says how much is needed.
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) || count <= groups.len()
+        {
+            return None;
+        }
+        groups.resize(count, 0);
+    }
+    None
+}
+
+/// Supplementary groups from the `Groups:` line of `/proc/PID/status` (the
+/// fallback when `SO_PEERGROUPS` is unavailable).
 fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_groups(&status)
@@ -169,6 +206,12 @@ impl DirFacts {
             0
         };
         (self.mode >> class_shift) & wanted == wanted
+    }
+
+    /// Read permission on a regular file with these facts (a compiled file
+    /// served from memory: `crate::bytecode`).
+    pub fn grants_read(&self, peer: &Peer) -> bool {
+        self.grants(peer, READ)
     }
 }
 
@@ -274,6 +317,24 @@ mod tests {
             ..access
         };
         assert!(!unreadable.permits(&peer(65534, 65534, &[])));
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        // SAFETY: getgroups with a buffer of the size it reports.
+        let mut expected = unsafe {
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut groups = vec![0; n.max(0) as usize];
+            let n = libc::getgroups(n, groups.as_mut_ptr());
+            groups.truncate(n.max(0) as usize);
+            groups
+        };
+        let mut got = peer_groups(ours.as_raw_fd()).expect("SO_PEERGROUPS");
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected);
+        drop(theirs);
     }
 
     #[test]

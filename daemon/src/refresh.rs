@@ -118,6 +118,11 @@ pub struct Listed {
     pub access: Access,
     /// How the entries were stat'ed.
     pub used: Used,
+    /// `st_dev` of the directory.
+    pub device: u64,
+    /// Names of the entries that are symlinks: their fingerprints are their
+    /// targets' (see `crate::targets`).
+    pub links: Vec<Bytes>,
 }
 
 /// What a crawl of one path found.
@@ -262,7 +267,7 @@ fn list(
         gid: st.st_gid,
         has_acl: fd_has_acl(&dir),
     };
-    let (entries, used) = match read_entries(&dir, max_entries, engines, filesystem) {
+    let (entries, used, links) = match read_entries(&dir, max_entries, engines, filesystem) {
         Ok(read) => read,
         Err(ReadError::TooMany) => {
             return refused(
@@ -283,6 +288,8 @@ fn list(
             listed: Some(listed_facts),
         },
         used,
+        links,
+        device: filesystem.device,
     }))
 }
 
@@ -306,6 +313,8 @@ pub struct Restat {
     pub stat: Fingerprint,
     /// Per name, its entry, or `None` when it is gone.
     pub names: Vec<(Bytes, Option<Entry>)>,
+    /// Those of `names` that are symlinks now.
+    pub links: Vec<Bytes>,
 }
 
 /// The directory at the real path `real`, listed again synchronously (the
@@ -339,14 +348,22 @@ pub fn restat(real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
     let dir = open_directory(real)?;
     let st = fstat(&dir)?;
     let mut found = Vec::with_capacity(names.len());
+    let mut links = Vec::new();
     for name in names {
         // A name with a NUL byte cannot exist.
         let entry = match CString::new(name.as_ref()) {
-            Ok(c_name) => stat_entry(&dir, &c_name, libc::DT_UNKNOWN)?.map(|(kind, stat)| Entry {
-                name: name.clone(),
-                kind,
-                stat,
-            }),
+            Ok(c_name) => stat_entry_and_link(&dir, &c_name, libc::DT_UNKNOWN)?.map(
+                |(kind, stat, is_link)| {
+                    if is_link {
+                        links.push(name.clone());
+                    }
+                    Entry {
+                        name: name.clone(),
+                        kind,
+                        stat,
+                    }
+                },
+            ),
             Err(_) => None,
         };
         found.push((name.clone(), entry));
@@ -354,6 +371,7 @@ pub fn restat(real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
     Ok(Restat {
         stat: Fingerprint::of(&st),
         names: found,
+        links,
     })
 }
 
@@ -362,17 +380,38 @@ enum ReadError {
     Io(io::Error),
 }
 
-/// Every entry of an open directory, stat'ed and sorted.
+/// Every entry of an open directory, stat'ed and sorted, and the names of
+/// those that are symlinks.
 fn read_entries(
     dir: &OwnedFd,
     max_entries: usize,
     engines: &Engines,
     filesystem: Filesystem,
-) -> Result<(Vec<Entry>, Used), ReadError> {
+) -> Result<(Vec<Entry>, Used, Vec<Bytes>), ReadError> {
     let names = read_names(dir, max_entries)?;
     let (stats, used) = stat_records(dir, &names, engines, filesystem).map_err(ReadError::Io)?;
     engines.crawled(filesystem, used);
+    let is_link: Vec<bool> = names
+        .records
+        .iter()
+        .map(|record| match record.d_type {
+            libc::DT_LNK => true,
+            // Filesystems that do not fill d_type: one lstat more.
+            libc::DT_UNKNOWN => name_of(&names, record)
+                .and_then(|name| fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW))
+                .is_ok_and(|st| is_symlink(&st)),
+            _ => false,
+        })
+        .collect();
     let arena = Bytes::from(names.arena);
+    let links: Vec<Bytes> = names
+        .records
+        .iter()
+        .zip(&is_link)
+        .zip(&stats)
+        .filter(|((_, link), stat)| **link && stat.is_some())
+        .map(|((record, _), _)| arena.slice(record.start..record.start + record.len))
+        .collect();
     let mut entries: Vec<Entry> = names
         .records
         .iter()
@@ -388,7 +427,7 @@ fn read_entries(
         })
         .collect();
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    Ok((entries, used))
+    Ok((entries, used, links))
 }
 
 /// One entry's kind and fingerprint, `None` when it vanished.
@@ -581,10 +620,22 @@ fn parse_dirents(buffer: &[u8], names: &mut Names) {
 /// `AT_SYMLINK_NOFOLLOW` call is made only when `d_type` does not already
 /// say whether the entry is a symlink.
 fn stat_entry(dir: &OwnedFd, name: &CStr, d_type: u8) -> io::Result<Option<(Kind, Fingerprint)>> {
+    Ok(stat_entry_and_link(dir, name, d_type)?.map(|(kind, stat, _)| (kind, stat)))
+}
+
+/// [`stat_entry`], also telling whether the entry is a symlink.
+fn stat_entry_and_link(
+    dir: &OwnedFd,
+    name: &CStr,
+    d_type: u8,
+) -> io::Result<Option<(Kind, Fingerprint, bool)>> {
     let is_link = match d_type {
         libc::DT_LNK => true,
         libc::DT_UNKNOWN => match fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if !is_symlink(&st) => return Ok(Some(classify(&st, false))),
+            Ok(st) if !is_symlink(&st) => {
+                let (kind, stat) = classify(&st, false);
+                return Ok(Some((kind, stat, false)));
+            }
             Ok(_) => true,
             Err(error) if vanished(&error) => return Ok(None),
             Err(error) => return Err(error),
@@ -592,9 +643,12 @@ fn stat_entry(dir: &OwnedFd, name: &CStr, d_type: u8) -> io::Result<Option<(Kind
         _ => false,
     };
     match fstatat(dir, name, 0) {
-        Ok(st) => Ok(Some(classify(&st, is_link))),
+        Ok(st) => {
+            let (kind, stat) = classify(&st, is_link);
+            Ok(Some((kind, stat, is_link)))
+        }
         // A dangling or looping symlink (or one we may not follow): OTHER.
-        Err(_) if is_link => Ok(Some((Kind::Other, Fingerprint::default()))),
+        Err(_) if is_link => Ok(Some((Kind::Other, Fingerprint::default(), true))),
         Err(error) if vanished(&error) => Ok(None),
         Err(error) => Err(error),
     }

@@ -29,7 +29,7 @@ use crate::policy::PeerStream;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
-use crate::wire::{Finder, FinderService};
+use crate::wire::{Finder, FinderService, Learning};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -49,6 +49,8 @@ pub enum ServerError {
     GenFile(#[from] GenFileError),
     #[error("cannot start inotify: {0}")]
     Inotify(io::Error),
+    #[error("cannot start the plan keeper thread: {0}")]
+    Keeper(io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("gRPC server failed: {0}")]
@@ -108,11 +110,14 @@ pub async fn run(
         checker_stop,
     )
     .map_err(ServerError::Inotify)?;
+    let learning = Learning::start(&config, &index).map_err(ServerError::Keeper)?;
+    let keeper = Arc::clone(&learning.keeper);
     let finder = FinderService::new(Finder::new(
         Arc::clone(&index),
         Arc::clone(&stats),
         Arc::clone(&limits),
         Arc::clone(&heartbeat),
+        learning,
     ));
     let reload = Reload {
         source,
@@ -121,6 +126,8 @@ pub async fn run(
         stats,
     };
     let result = serve(config, listener, finder, &index, reload).await;
+    // Writes the plan state file one last time.
+    keeper.stop();
     heartbeat.stop();
     drop(stop_checker);
     if reader.join().is_err() || checker.join().is_err() {
@@ -227,10 +234,14 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FinderService>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(finderd_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(finderd_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    // grpcurl before 1.9 (and other older tools) only ask v1alpha.
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let activity = Arc::new(Activity::default());
     let accepted = Arc::clone(&activity);
     let incoming = UnixListenerStream::new(listener)
@@ -240,6 +251,7 @@ async fn serve(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(finder)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -259,6 +271,7 @@ async fn serve(
         idle_exit_secs = config.idle_exit.map(|d| d.as_secs()),
         refresh_engine = config.refresh.engine.name(),
         config_file = ?reload.source.file,
+        plan_state_dir = ?config.plans.state_dir,
         "serving"
     );
     systemd::ready(&format!("serving on {} ({how})", config.socket.display()));

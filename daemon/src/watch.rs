@@ -11,6 +11,10 @@
 //!   depended on `dir/name` stale ([`Change::Location`]). This is what makes
 //!   `mv venv venv.old` invalidate the tree below, and keeps ABSENT answers
 //!   fresh through their nearest existing ancestor.
+//! - a *contents* watch on a directory holding (or being) the target of a
+//!   symlink entry of some listing: every name event in it, writes included,
+//!   may change that entry's fingerprint ([`Change::Content`]; see
+//!   `crate::targets`).
 //!
 //! The masks never contain `IN_OPEN`, `IN_ACCESS`, `IN_MODIFY` or
 //! `IN_CLOSE_NOWRITE`: an import storm must produce zero events.
@@ -71,9 +75,14 @@ pub enum Change {
     Entry { key: Bytes, name: Bytes },
     /// Answers that looked up this `dir/name` (a real path) are stale.
     Location { path: Vec<u8> },
+    /// `dir/name` in a contents-watched directory was created, removed,
+    /// renamed, changed attributes or was closed after writing: symlink
+    /// entries resolving to it (or into `dir`) need a new `stat()`.
+    Content { path: Vec<u8> },
     /// A watched directory itself changed (attributes) or its watch is gone
     /// (deleted, moved, unmounted): the listings `keys` and every answer that
-    /// searched one of `dirs` are stale.
+    /// searched one of `dirs` (or whose symlink entries resolve through one)
+    /// are stale.
     Stale { keys: Vec<Bytes>, dirs: Vec<Bytes> },
     /// The kernel dropped events: everything is stale.
     Overflow,
@@ -93,11 +102,12 @@ pub enum WatchError {
 struct Targets {
     listings: HashSet<Bytes>,
     searched: HashSet<Bytes>,
+    contents: HashSet<Bytes>,
 }
 
 impl Targets {
     fn is_empty(&self) -> bool {
-        self.listings.is_empty() && self.searched.is_empty()
+        self.listings.is_empty() && self.searched.is_empty() && self.contents.is_empty()
     }
 }
 
@@ -109,6 +119,7 @@ pub struct Watcher {
     /// Per listing key: its watch and the real path it was taken on.
     wd_of_listing: HashMap<Bytes, (i32, Bytes)>,
     wd_of_searched: HashMap<Bytes, i32>,
+    wd_of_contents: HashMap<Bytes, i32>,
     limits: Arc<LiveLimits>,
     buffer: Vec<u8>,
     stats: Arc<Stats>,
@@ -121,6 +132,7 @@ impl Watcher {
             by_wd: HashMap::new(),
             wd_of_listing: HashMap::new(),
             wd_of_searched: HashMap::new(),
+            wd_of_contents: HashMap::new(),
             limits,
             buffer: vec![0; 64 * 1024],
             stats,
@@ -145,6 +157,30 @@ impl Watcher {
         }
         self.wd_of_searched.insert(dir, wd);
         Ok(())
+    }
+
+    /// Watches a directory for every name event, writes included, on behalf
+    /// of symlink entries that resolve to a file in it (or to it).
+    pub fn watch_contents(&mut self, dir: &[u8]) -> Result<(), WatchError> {
+        if self.wd_of_contents.contains_key(dir) {
+            return Ok(());
+        }
+        let dir = Bytes::copy_from_slice(dir);
+        let wd = self.add(&dir, listing_mask())?;
+        if let Some(targets) = self.targets_mut(wd) {
+            targets.contents.insert(dir.clone());
+        }
+        self.wd_of_contents.insert(dir, wd);
+        Ok(())
+    }
+
+    pub fn unwatch_contents(&mut self, dir: &[u8]) {
+        if let Some(wd) = self.wd_of_contents.remove(dir) {
+            if let Some(targets) = self.targets_mut(wd) {
+                targets.contents.remove(dir);
+            }
+            self.remove_if_unused(wd);
+        }
     }
 
     /// Watches the directory at `real` for every change to the listing `key`.
@@ -238,6 +274,9 @@ impl Watcher {
         for dir in &targets.searched {
             self.wd_of_searched.remove(dir);
         }
+        for dir in &targets.contents {
+            self.wd_of_contents.remove(dir);
+        }
         // After IN_MOVE_SELF the watch lives on at the new place; drop it.
         let _ = self.inotify.watches().remove(descriptor);
         self.publish_count();
@@ -314,6 +353,11 @@ impl Watcher {
                         });
                     }
                 }
+                for dir in &targets.contents {
+                    out.push(Change::Content {
+                        path: join(dir, &name),
+                    });
+                }
             }
             // The directory's own attributes (mode, owner, ACL) changed.
             None if mask.contains(EventMask::ATTRIB) => out.push(stale(targets)),
@@ -325,7 +369,10 @@ impl Watcher {
 fn stale(targets: &Targets) -> Change {
     Change::Stale {
         keys: targets.listings.iter().cloned().collect(),
-        dirs: targets.searched.iter().cloned().collect(),
+        dirs: (targets.searched.iter())
+            .chain(targets.contents.iter())
+            .cloned()
+            .collect(),
     }
 }
 

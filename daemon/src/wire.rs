@@ -11,7 +11,17 @@
 //! inline on the async worker (the barrier is one short mutex hold and a
 //! non-blocking read of the inotify queue); anything that needs the
 //! filesystem (a crawl, a stat check of a polled or degraded directory) is
-//! answered on tokio's blocking pool.
+//! answered on tokio's blocking pool. A request carrying a `grpc-timeout`
+//! is answered by `deadline_percent` of it even then: what is not indexed by
+//! that time is NOT_SERVED "being indexed" and the crawl goes on in the
+//! background (`Mode::Deadline`).
+//!
+//! Learned plans (Report, and the plan part of a Snapshot) live in
+//! [`planned`].
+
+mod planned;
+
+pub use planned::{Learning, LearnedStats};
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -31,6 +41,7 @@ use tonic::{Code, Status};
 
 use crate::config::LiveLimits;
 use crate::index::{Answer, Index, Listing, Role};
+use crate::namespace;
 use crate::policy::PeerInfo;
 use crate::refresh::{join, Kind};
 use crate::stats::{bump, Stats};
@@ -76,6 +87,15 @@ pub enum Error {
         in_flight: usize,
         limit: usize,
     },
+    #[error("program_key is empty; a Report needs the key its Snapshot sent")]
+    EmptyProgramKey,
+    #[error("{field} is {len} bytes, over the limit {limit} = {value}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        limit: &'static str,
+        value: usize,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,9 +106,12 @@ impl From<Error> for Status {
             Error::MissingVersion
             | Error::RelativePath { .. }
             | Error::GenerationsMismatch { .. }
+            | Error::EmptyProgramKey
             | Error::Malformed { .. } => Code::InvalidArgument,
             Error::UnsupportedVersion { .. } => Code::FailedPrecondition,
-            Error::TooMany { .. } | Error::PeerLimit { .. } => Code::ResourceExhausted,
+            Error::TooMany { .. } | Error::TooLong { .. } | Error::PeerLimit { .. } => {
+                Code::ResourceExhausted
+            }
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
@@ -103,6 +126,7 @@ pub struct Finder {
     heartbeat: Arc<Heartbeat>,
     generations: pb::GenerationFile,
     peers: PeerRequests,
+    learning: Learning,
 }
 
 impl Finder {
@@ -111,6 +135,7 @@ impl Finder {
         stats: Arc<Stats>,
         limits: Arc<LiveLimits>,
         heartbeat: Arc<Heartbeat>,
+        learning: Learning,
     ) -> Self {
         let genfile = index.genfile();
         let generations = pb::GenerationFile {
@@ -126,6 +151,7 @@ impl Finder {
             heartbeat,
             generations,
             peers: PeerRequests::default(),
+            learning,
         }
     }
 
@@ -140,7 +166,11 @@ impl Finder {
         if let Err(error) = self.check_snapshot(request) {
             return Some(Err(error));
         }
-        self.barrier(mode)?;
+        let _view = namespace::enter(namespace::view_of(peer, request.mount_namespace));
+        if self.barrier(mode).is_none() {
+            return self.unanswered_snapshot(request, mode);
+        }
+        let slow = self.slow_devices();
         let header = pb::SnapshotReply {
             protocol_version: PROTOCOL_VERSION,
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -159,14 +189,19 @@ impl Finder {
                     served.push(Arc::clone(listing));
                 }
             }
-            reply.push(&encode_answer(path, &answer));
+            reply.push(&self.encode(path, &answer, &slow));
         }
         let prefetch = Prefetch {
             budget: request.prefetch_bytes,
             peer,
             mode,
+            slow: &slow,
         };
-        self.prefetch(&served, prefetch, &mut reply, &mut answered, &mut tally)?;
+        match self.plan_of(peer, &request.program_key) {
+            // The plan replaces the guess.
+            Some(plan) => self.add_plan(&plan, request, prefetch, &mut reply, &mut answered, &mut tally)?,
+            None => self.prefetch(&served, prefetch, &mut reply, &mut answered, &mut tally)?,
+        }
         tally.apply(&self.stats);
         Some(Ok(reply.finish()))
     }
@@ -213,7 +248,7 @@ impl Finder {
             let Answer::Listed(listing) = answer else {
                 continue; // absent, refused or not for this peer: simply omitted
             };
-            let encoded = listing.encoded(encode_listing);
+            let encoded = self.listing_bytes(&listing, prefetch.slow);
             spent += Reply::framed_len(&encoded) as u64;
             if spent > prefetch.budget {
                 return Some(());
@@ -233,7 +268,11 @@ impl Finder {
         if let Err(error) = self.check_lookup(request) {
             return Some(Err(error));
         }
-        self.barrier(mode)?;
+        let _view = namespace::enter(namespace::view_of(peer, request.mount_namespace));
+        if self.barrier(mode).is_none() {
+            return self.unanswered_lookup(request, mode);
+        }
+        let slow = self.slow_devices();
         let header = pb::LookupReply {
             protocol_version: PROTOCOL_VERSION,
             generations: Some(self.generations.clone()),
@@ -248,7 +287,7 @@ impl Finder {
             let known_generation = known.get(at).copied().filter(|_| comparable).unwrap_or(0);
             let answer = self.ask(path, peer, known_generation, Role::Other, mode)?;
             tally.count(&answer);
-            reply.push(&encode_answer(path, &answer));
+            reply.push(&self.encode(path, &answer, &slow));
         }
         tally.apply(&self.stats);
         Some(Ok(reply.finish()))
@@ -281,14 +320,16 @@ impl Finder {
         let reply = self
             .stats
             .reply(self.index.gauges(), self.index.engine_report());
-        Some(Ok(reply.encode_to_vec().into()))
+        let mut encoded = reply.encode_to_vec();
+        self.learning_stats().encode_extension(&mut encoded);
+        Some(Ok(encoded.into()))
     }
 
     /// Runs the barrier; `None` when `Inline` and the watcher is busy.
     fn barrier(&self, mode: Mode) -> Option<()> {
         self.heartbeat.note_request();
         let elapsed = match mode {
-            Mode::Inline => self.index.try_barrier()?,
+            Mode::Inline | Mode::Deadline => self.index.try_barrier()?,
             Mode::Blocking => self.index.barrier(),
         };
         self.stats.barrier_latency.record(elapsed);
@@ -310,25 +351,46 @@ impl Finder {
                 "path is not canonical: {reason}"
             )));
         }
+        // A peer in another mount namespace (see `crate::namespace`).
+        match namespace::screen(path, mode == Mode::Blocking) {
+            namespace::Screen::Pass => {}
+            namespace::Screen::Refuse => {
+                return Some(Answer::NotServed(namespace::REASON.to_string()))
+            }
+            namespace::Screen::Later if mode == Mode::Inline => return None,
+            namespace::Screen::Later => {
+                return Some(Answer::NotServed(namespace::REASON.to_string()))
+            }
+        }
         match mode {
             Mode::Inline => self.index.peek(path, peer, known_generation, role),
             Mode::Blocking => Some(self.index.answer(path, peer, known_generation, role)),
+            Mode::Deadline => Some(
+                self.index
+                    .peek(path, peer, known_generation, role)
+                    .unwrap_or_else(|| self.being_indexed()),
+            ),
         }
     }
 }
 
 /// Where a handler runs: on the async worker (only what needs no
-/// filesystem access), or on the blocking pool (crawls, stat checks).
+/// filesystem access), or on the blocking pool (crawls, stat checks); or,
+/// once the request's deadline passed with the blocking attempt still
+/// running, on the async worker again answering only what is indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Inline,
     Blocking,
+    Deadline,
 }
 
 struct Prefetch<'a> {
     budget: u64,
     peer: &'a PeerInfo,
     mode: Mode,
+    /// Devices of slow filesystems (`Directory.slow_filesystem`).
+    slow: &'a [u64],
 }
 
 /// Per-answer counters, applied once a reply is complete (an inline
@@ -516,6 +578,10 @@ fn encode_answer(path: &Bytes, answer: &Answer) -> Bytes {
 
 /// `SnapshotReply.directories`.
 const SNAPSHOT_DIRECTORIES_FIELD: u32 = 4;
+/// `SnapshotReply.files`.
+const SNAPSHOT_FILES_FIELD: u32 = 5;
+/// `SnapshotReply.planned_directories`.
+const SNAPSHOT_PLANNED_FIELD: u32 = 6;
 /// `LookupReply.directories`.
 const LOOKUP_DIRECTORIES_FIELD: u32 = 3;
 
@@ -539,6 +605,19 @@ impl Reply {
         encode_key(self.field, WireType::LengthDelimited, &mut self.buffer);
         encode_varint(directory.len() as u64, &mut self.buffer);
         self.buffer.put_slice(directory);
+    }
+
+    /// One more occurrence of a message field (another than `self.field`).
+    fn push_message(&mut self, field: u32, message: &impl Message) {
+        encode_key(field, WireType::LengthDelimited, &mut self.buffer);
+        // BytesMut grows as needed: encoding into it cannot fail.
+        let _ = message.encode_length_delimited(&mut self.buffer);
+    }
+
+    /// A varint field.
+    fn push_varint(&mut self, field: u32, value: u64) {
+        encode_key(field, WireType::Varint, &mut self.buffer);
+        encode_varint(value, &mut self.buffer);
     }
 
     /// Bytes one directory adds to a reply (key, length, message).
@@ -635,9 +714,10 @@ impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
             let started = Instant::now();
             let peer: PeerInfo = request.extensions().get::<PeerInfo>().cloned().flatten();
             let uid = peer.as_ref().map(|p| p.uid);
+            let deadline = finder.deadline(started, request.metadata());
             finder.count_request(name);
             let result = match finder.peers.admit(uid, &finder.limits) {
-                Ok(_permit) => run(&finder, handler, peer, request.into_inner()).await,
+                Ok(_permit) => run(&finder, handler, peer, request.into_inner(), deadline).await,
                 Err(error) => {
                     bump(&finder.stats.peer_limit_rejections);
                     Err(error)
@@ -649,18 +729,33 @@ impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
 }
 
 /// Inline first; on the blocking pool when the inline attempt gives up.
+/// With a `deadline`, a blocking attempt still running then is left to
+/// finish in the background (its crawls stay in the index) and the request
+/// is answered with what is indexed (`Mode::Deadline`).
 async fn run<Request: Send + Sync + 'static>(
     finder: &Arc<Finder>,
     handler: Handler<Request>,
     peer: PeerInfo,
     message: Request,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Bytes, Error> {
     if let Some(result) = handler(finder, &peer, &message, Mode::Inline) {
         return result;
     }
-    let worker = Arc::clone(finder);
-    tokio::task::spawn_blocking(move || handler(&worker, &peer, &message, Mode::Blocking))
-        .await
+    let message = Arc::new(message);
+    let (worker, worker_peer, worker_message) =
+        (Arc::clone(finder), peer.clone(), Arc::clone(&message));
+    let blocking = tokio::task::spawn_blocking(move || {
+        handler(&worker, &worker_peer, &worker_message, Mode::Blocking)
+    });
+    let joined = match deadline {
+        None => blocking.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline, blocking).await {
+            Ok(joined) => joined,
+            Err(_elapsed) => return finder.at_deadline(handler, &peer, &message),
+        },
+    };
+    joined
         .map_err(|error| Error::Internal(error.to_string()))?
         .unwrap_or_else(|| {
             Err(Error::Internal(
@@ -676,6 +771,21 @@ impl Finder {
             "Lookup" => bump(&self.stats.lookup_requests),
             _ => {}
         }
+    }
+
+    /// Answers `message` in `Mode::Deadline`: only what is indexed.
+    fn at_deadline<Request>(
+        &self,
+        handler: Handler<Request>,
+        peer: &PeerInfo,
+        message: &Request,
+    ) -> Result<Bytes, Error> {
+        bump(&self.learning.deadline_replies);
+        handler(self, peer, message, Mode::Deadline).unwrap_or_else(|| {
+            Err(Error::Internal(
+                "deadline handler gave no answer".to_string(),
+            ))
+        })
     }
 
     fn finish(
@@ -852,6 +962,9 @@ where
             }
             "/finderd.v1.Finder/Stats" => {
                 Box::pin(async move { Ok(service.unary("Stats", Finder::stats, request).await) })
+            }
+            "/finderd.v1.Finder/Report" => {
+                Box::pin(async move { Ok(service.unary("Report", Finder::report, request).await) })
             }
             _ => Box::pin(async move {
                 Ok(Status::unimplemented("no such method in finderd.v1.Finder").into_http())

@@ -4,11 +4,8 @@ PrivateTmp=. The same path names other files there, so the daemon must not
 answer for the client's paths from its own view (DESIGN contract 1: finderd
 never makes an import fail that stock CPython satisfies).
 
-Today it does: this test is an expected failure (strict), and
-docs/operating.md ("Kubernetes", "Troubleshoot") tells operators to keep such
-clients away from the socket. When the daemon (or the client) learns to tell
-mount namespaces apart, this test passes, strict xfail turns that into a
-failure, and the marker and the two caveats in docs/operating.md go."""
+The daemon compares each path in the peer's view with its own
+(daemon/src/namespace.rs) and answers "not served" where they differ."""
 
 import os
 import shutil
@@ -20,8 +17,6 @@ import pytest
 from conftest import CLIENT_TIMEOUTS, health, run
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the daemon answers peers in another mount namespace from its own "
-                                       "view; see docs/operating.md, Kubernetes")
 def test_client_in_another_mount_namespace_is_not_misanswered(finderd_bin, client_python, tmp_path):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to give the daemon its own mount namespace")

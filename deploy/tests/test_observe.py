@@ -39,9 +39,6 @@ def test_grpcurl_with_the_proto_file(daemon):
     assert stats["daemonVersion"] and stats["pid"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the daemon serves grpc.reflection.v1 only; grpcurl before 1.9 asks "
-                          "v1alpha (tonic-reflection's build_v1alpha() beside build_v1())")
 def test_grpcurl_with_reflection(daemon):
     listed = grpcurl(daemon, "list", check=False)
     assert listed.returncode == 0, listed.stderr

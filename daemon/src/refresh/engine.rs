@@ -306,6 +306,21 @@ impl Engines {
         }
     }
 
+    /// The devices whose filesystems are slow, in order: polled (inotify
+    /// cannot see them: remote or userspace filesystems), or a measured
+    /// `statx` costs at least `threshold_ns`. Compiled files there are worth
+    /// serving from memory.
+    pub fn slow_devices(&self, threshold_ns: u64) -> Vec<u64> {
+        let mut devices: Vec<u64> = self
+            .choices()
+            .iter()
+            .filter(|(_, c)| c.polled || (c.measured.is_some() && c.sync_ns >= threshold_ns))
+            .map(|(device, _)| *device)
+            .collect();
+        devices.sort_unstable();
+        devices
+    }
+
     pub fn report(&self) -> EngineReport {
         let mut filesystems: Vec<pb::FilesystemEngine> = self
             .choices()

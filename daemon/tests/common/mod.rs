@@ -68,6 +68,30 @@ impl Daemon {
         pb::finder_client::FinderClient::new(channel(&self.socket).await)
     }
 
+    /// Starts the daemon again on the same socket and state directory
+    /// (SIGTERM first when it runs).
+    pub fn restart(&mut self, extra_args: &[&str]) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let log = self.dir.path().join("stderr.log");
+        self.child = Some(spawn_serve(&self.socket, extra_args, &log));
+        self.wait_ready();
+    }
+
+    /// SIGKILL: no clean shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The state directory every test daemon gets (see [`spawn_serve`]).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).expect("running")
     }
@@ -90,11 +114,17 @@ impl Drop for Daemon {
     }
 }
 
+/// `finderd serve` on `socket`, with the plan state in `state` beside it
+/// unless `extra_args` name a `--state-dir` (a test daemon never reads or
+/// writes the host's state directory).
 pub fn spawn_serve(socket: &Path, extra_args: &[&str], stderr: &Path) -> Child {
-    Command::new(BINARY)
-        .arg("serve")
-        .arg("--socket")
-        .arg(socket)
+    let mut command = Command::new(BINARY);
+    command.arg("serve").arg("--socket").arg(socket);
+    if !extra_args.contains(&"--state-dir") {
+        let dir = socket.parent().unwrap_or(Path::new("/tmp"));
+        command.arg("--state-dir").arg(dir.join("state"));
+    }
+    command
         .args(extra_args)
         .env("RUST_LOG", "info,finderd=debug")
         .stdin(Stdio::null())
