@@ -281,6 +281,15 @@ static int table_put(struct finderd_client *c, struct held_reply *held, size_t i
 		fdi_free(&c->alloc, r);
 		return err;
 	}
+	if (replaced) {
+		/* A newer answer for the same path: what this run did with the
+		 * path (for its report) carries over. */
+		const struct dir_rec *old = (const struct dir_rec *)replaced;
+
+		r->used = old->used;
+		r->entry = old->entry;
+		r->planned = old->planned;
+	}
 	rec_free(c, (struct dir_rec *)replaced);
 	r->held = held;
 	held->refs++;
