@@ -155,6 +155,16 @@ impl Finder {
         }
     }
 
+    /// The fields of a Snapshot reply that precede its directories.
+    fn snapshot_header(&self) -> pb::SnapshotReply {
+        pb::SnapshotReply {
+            protocol_version: PROTOCOL_VERSION,
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            generations: Some(self.generations.clone()),
+            ..Default::default()
+        }
+    }
+
     /// The Snapshot reply. `Inline`: `None` as soon as one directory would
     /// need the filesystem (the caller retries on the blocking pool).
     fn snapshot(
@@ -171,12 +181,7 @@ impl Finder {
             return self.unanswered_snapshot(request, mode);
         }
         let slow = self.slow_devices();
-        let header = pb::SnapshotReply {
-            protocol_version: PROTOCOL_VERSION,
-            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
-            generations: Some(self.generations.clone()),
-            ..Default::default()
-        };
+        let header = self.snapshot_header();
         let mut reply = Reply::new(&header, SNAPSHOT_DIRECTORIES_FIELD);
         let mut tally = Tally::default();
         let mut answered = HashSet::new();

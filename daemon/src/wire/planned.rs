@@ -338,12 +338,7 @@ impl Finder {
         if mode != Mode::Deadline {
             return None;
         }
-        let header = pb::SnapshotReply {
-            protocol_version: PROTOCOL_VERSION,
-            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
-            generations: Some(self.generations.clone()),
-            ..Default::default()
-        };
+        let header = self.snapshot_header();
         let mut reply = Reply::new(&header, SNAPSHOT_DIRECTORIES_FIELD);
         for path in &request.sys_path {
             reply.push(&encode_answer(path, &self.being_indexed()));
