@@ -817,8 +817,14 @@ int finderd_client_stat(struct finderd_client *c, const char *path, size_t len,
 		}
 		if (r && r->status == FINDERD_DIR_ABSENT)
 			return answered_from(c, r, absent_error(r));
-		if (err || !r || r->status != FINDERD_DIR_NOT_SERVED)
-			return settle(c, err);
+		/*
+		 * Not served (unreadable, being indexed, a filesystem that
+		 * fails): its entry in the parent's listing says what the path
+		 * was when the parent was read, which for a mount point whose
+		 * filesystem died since (ENOTCONN, EIO) is not what stat() says
+		 * now, and no inotify event on the parent tells. stat() it.
+		 */
+		return settle(c, err);
 	}
 	plen = parent_len(path, len);
 	if (plen == 0)

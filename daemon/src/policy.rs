@@ -7,6 +7,7 @@
 //! directory itself) when it crawls; they are cached with the listing and
 //! thrown away with it when inotify reports a change.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -51,6 +52,76 @@ pub struct PeerStream {
     stream: UnixStream,
     peer: PeerInfo,
     _open: OpenConnection,
+    /// Where the peer is in the HTTP/2 byte stream, and the deadline of the
+    /// preface or frame it has started and not finished.
+    framing: Framing,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long a peer may take to finish the connection preface or a frame it
+/// has started. A peer idle between frames (a long-lived interpreter) is
+/// never timed out; one that stops in the middle of one (a hung or hostile
+/// client) would otherwise hold its descriptor and task forever.
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// HTTP/2 framing seen from the bytes a peer sent: the 24-byte preface,
+/// then 9-byte frame headers (24-bit length first) and payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Preface { seen: usize },
+    Header { seen: usize, length: u32 },
+    Payload { left: u32 },
+}
+
+const PREFACE_BYTES: usize = 24;
+const FRAME_HEADER_BYTES: usize = 9;
+
+impl Framing {
+    const BOUNDARY: Framing = Framing::Header { seen: 0, length: 0 };
+
+    /// Advances over bytes the peer sent.
+    fn consume(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            *self = match *self {
+                Framing::Preface { seen } => {
+                    let take = (PREFACE_BYTES - seen).min(bytes.len());
+                    bytes = &bytes[take..];
+                    if seen + take == PREFACE_BYTES {
+                        Self::BOUNDARY
+                    } else {
+                        Framing::Preface { seen: seen + take }
+                    }
+                }
+                Framing::Header { seen, length } => {
+                    let byte = bytes[0];
+                    bytes = &bytes[1..];
+                    let length = if seen < 3 {
+                        length << 8 | u32::from(byte)
+                    } else {
+                        length
+                    };
+                    match seen + 1 {
+                        FRAME_HEADER_BYTES if length == 0 => Self::BOUNDARY,
+                        FRAME_HEADER_BYTES => Framing::Payload { left: length },
+                        seen => Framing::Header { seen, length },
+                    }
+                }
+                Framing::Payload { left } => {
+                    let take = (left as usize).min(bytes.len());
+                    bytes = &bytes[take..];
+                    match left - take as u32 {
+                        0 => Self::BOUNDARY,
+                        left => Framing::Payload { left },
+                    }
+                }
+            };
+        }
+    }
+
+    /// Whether the peer is in the middle of the preface or of a frame.
+    fn mid_frame(&self) -> bool {
+        *self != Self::BOUNDARY
+    }
 }
 
 impl PeerStream {
@@ -73,6 +144,8 @@ impl PeerStream {
             stream,
             peer,
             _open: open,
+            framing: Framing::Preface { seen: 0 },
+            stall: None,
         }
     }
 }
@@ -138,7 +211,36 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let this = &mut *self;
+                this.framing.consume(&buf.filled()[before..]);
+                if !this.framing.mid_frame() {
+                    this.stall = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.framing.mid_frame() => {
+                // One deadline per preface or frame, not reset by a trickle.
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_TIMEOUT)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::info!(
+                    pid = self.peer.as_ref().and_then(|p| p.pid),
+                    timeout_secs = STALL_TIMEOUT.as_secs(),
+                    "peer stalled in the middle of a frame; connection dropped"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stalled in the middle of an HTTP/2 frame",
+                )))
+            }
+            other => other,
+        }
     }
 }
 
@@ -245,6 +347,32 @@ pub fn denied_reason(peer: &PeerInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framing_is_mid_frame_only_inside_the_preface_or_a_frame() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut framing = Framing::Preface { seen: 0 };
+        assert!(framing.mid_frame());
+        framing.consume(&preface[..16]);
+        assert!(framing.mid_frame());
+        framing.consume(&preface[16..]);
+        assert!(!framing.mid_frame());
+        // An empty SETTINGS frame, then a HEADERS frame of 0x000102 bytes
+        // fed a byte at a time through its header.
+        framing.consume(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert!(!framing.mid_frame());
+        for byte in [0, 1, 2, 1, 4, 0, 0, 0] {
+            framing.consume(&[byte]);
+            assert!(framing.mid_frame());
+        }
+        framing.consume(&[1]);
+        assert_eq!(framing, Framing::Payload { left: 0x102 });
+        framing.consume(&[0; 0x101]);
+        assert!(framing.mid_frame());
+        // The last payload byte and the next frame's whole header at once.
+        framing.consume(&[0, 0, 0, 0, 4, 1, 0, 0, 0, 0]);
+        assert!(!framing.mid_frame());
+    }
 
     fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
         Peer {

@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::future::Future;
 use std::os::unix::net::UnixListener as StdUnixListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::StreamExt;
+use tokio_stream::Stream;
 
 use crate::activity::Activity;
 use crate::config::{Config, ConfigSource, LiveLimits};
@@ -133,6 +135,10 @@ pub async fn run(
     if reader.join().is_err() || checker.join().is_err() {
         tracing::error!("a background thread panicked");
     }
+    // Nothing reads the change queue any more: expire the lease now, so a
+    // running client revalidates at its next question (and, the daemon gone,
+    // asks the filesystem) instead of trusting its listings for one more lease.
+    index.genfile().set_dry_ns(0);
     drop(files);
     tracing::info!(ok = result.is_ok(), "stopped");
     result
@@ -243,9 +249,7 @@ async fn serve(
     // grpcurl before 1.9 (and other older tools) only ask v1alpha.
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let activity = Arc::new(Activity::default());
-    let accepted = Arc::clone(&activity);
-    let incoming = UnixListenerStream::new(listener)
-        .map(move |stream| stream.map(|stream| PeerStream::accept(stream, accepted.connection())));
+    let incoming = Incoming::new(listener, Arc::clone(&activity));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -307,6 +311,78 @@ async fn serve(
         Err(_) => {
             tracing::warn!("drain timed out; exiting with requests in flight");
             Ok(())
+        }
+    }
+}
+
+/// Accepted connections, with a pause after an accept that failed for lack
+/// of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`): the
+/// pending connection stays in the backlog, so the listener stays readable
+/// and retrying at once would spin a core until a descriptor is freed.
+/// Clients waiting meanwhile time out and run stock CPython.
+struct Incoming {
+    listener: UnixListener,
+    activity: Arc<Activity>,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Accepts failed since the last success (logged once per episode).
+    failed: u64,
+}
+
+/// The pause after an accept failed for lack of resources.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Incoming {
+    fn new(listener: UnixListener, activity: Arc<Activity>) -> Self {
+        Self {
+            listener,
+            activity,
+            backoff: None,
+            failed: 0,
+        }
+    }
+}
+
+fn out_of_resources(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<PeerStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(backoff) = self.backoff.as_mut() {
+            if backoff.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.backoff = None;
+        }
+        match self.listener.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((stream, _))) => {
+                if self.failed > 0 {
+                    tracing::info!(failed_accepts = self.failed, "accepting connections again");
+                    self.failed = 0;
+                }
+                let open = self.activity.connection();
+                Poll::Ready(Some(Ok(PeerStream::accept(stream, open))))
+            }
+            Poll::Ready(Err(error)) => {
+                if out_of_resources(&error) {
+                    if self.failed == 0 {
+                        tracing::warn!(
+                            %error,
+                            backoff_ms = ACCEPT_BACKOFF.as_millis() as u64,
+                            "cannot accept connections; retrying after a pause (raise LimitNOFILE?)"
+                        );
+                    }
+                    self.failed += 1;
+                    self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                }
+                Poll::Ready(Some(Err(error)))
+            }
         }
     }
 }
