@@ -21,7 +21,6 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -170,14 +169,26 @@ pub fn crawl(
 struct Resolved {
     real: Vec<u8>,
     searched: Vec<DirFacts>,
+    /// The directory `real` named when it was reached (`O_PATH`): listed
+    /// through this descriptor, never by path again.
+    dir: OwnedFd,
 }
 
 /// Walks `path` from `/`, following symlinks the way the kernel does.
+///
+/// One component at a time through descriptors: each directory is opened
+/// (`O_PATH | O_NOFOLLOW`) relative to the descriptor of the one before it,
+/// and its facts come from `fstat` of that descriptor. The facts the peer
+/// policy checks are therefore those of the very directories the listing is
+/// read through: a component swapped for a symlink (or another directory)
+/// after it was looked at makes the walk fail or come back `Raced`, never
+/// list what the swap points to under the facts of what was there before.
 fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
     let mut pending: VecDeque<Vec<u8>> = components(path).collect();
     let mut real = b"/".to_vec();
     let mut searched = Vec::new();
-    let mut current = facts_of(&real).map_err(|error| refused_by(&error, &real, &searched))?;
+    let (mut dir, mut current) =
+        open_root().map_err(|error| refused_by(&error, &real, &searched))?;
     let mut symlinks = 0;
     while let Some(name) = pending.pop_front() {
         if name == b"." {
@@ -186,18 +197,26 @@ fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
         searched.push(current);
         if name == b".." {
             real = parent_of(&real).to_vec();
-            current = facts_of(&real).map_err(|error| refused_by(&error, &real, &searched))?;
+            (dir, current) = open_step(&dir, c"..", &real, &searched)?;
             continue;
         }
         observer
             .before_lookup(&real, &name)
             .map_err(|refusal| refused(refusal, &searched))?;
         let location = join(&real, &name);
-        let metadata = match std::fs::symlink_metadata(as_path(&location)) {
-            Ok(metadata) => metadata,
+        // Components come from a canonical path or a symlink target: no
+        // NUL byte can be in them, but a name that has one does not exist.
+        let Ok(c_name) = CString::new(name) else {
+            return Err(Outcome::Absent {
+                errno: libc::ENOENT,
+                access: only_searched(&searched),
+            });
+        };
+        let st = match fstatat(&dir, &c_name, libc::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
             Err(error) => return Err(lookup_failed(&error, &real, &searched)),
         };
-        if metadata.file_type().is_symlink() {
+        if is_symlink(&st) {
             symlinks += 1;
             if symlinks > MAX_SYMLINKS {
                 return Err(refused(
@@ -205,24 +224,24 @@ fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
                     &searched,
                 ));
             }
-            let target = std::fs::read_link(as_path(&location))
-                .map_err(|error| lookup_failed(&error, &real, &searched))?;
-            let target = target.as_os_str().as_bytes();
+            let target = match readlinkat(&dir, &c_name) {
+                Ok(target) => target,
+                // No longer a symlink: it changed since the lstat.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Outcome::Raced)
+                }
+                Err(error) => return Err(lookup_failed(&error, &real, &searched)),
+            };
             // A relative target continues from the directory holding the link.
             if target.starts_with(b"/") {
                 real = b"/".to_vec();
-                current = facts_of(&real).map_err(|e| refused_by(&e, &real, &searched))?;
+                (dir, current) = open_root().map_err(|e| refused_by(&e, &real, &searched))?;
             }
-            for component in components(target).collect::<Vec<_>>().into_iter().rev() {
+            for component in components(&target).collect::<Vec<_>>().into_iter().rev() {
                 pending.push_front(component);
             }
-        } else if metadata.is_dir() {
-            current = DirFacts {
-                mode: metadata.mode(),
-                uid: metadata.uid(),
-                gid: metadata.gid(),
-                has_acl: has_acl(&location),
-            };
+        } else if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            (dir, current) = open_step(&dir, &c_name, &location, &searched)?;
             real = location;
         } else if pending.iter().all(|c| c == b".") {
             return Err(refused(Refusal::lasting("not a directory"), &searched));
@@ -233,7 +252,94 @@ fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
             });
         }
     }
-    Ok(Resolved { real, searched })
+    Ok(Resolved {
+        real,
+        searched,
+        dir,
+    })
+}
+
+/// `/`, opened `O_PATH`, and its facts.
+fn open_root() -> io::Result<(OwnedFd, DirFacts)> {
+    // SAFETY: a valid C string; the descriptor is owned right below.
+    let fd = unsafe {
+        libc::open(
+            c"/".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    let root = unsafe { OwnedFd::from_raw_fd(fd) };
+    let facts = facts_of_fd(&root, b"/")?;
+    Ok((root, facts))
+}
+
+/// The directory `name` in `dir` (`O_PATH`, not following a symlink) and
+/// its facts, read from the descriptor itself. Whatever is not a directory
+/// any more (swapped for a symlink or a file since it was looked at) is
+/// `Raced`: the crawl starts again.
+fn open_step(
+    dir: &OwnedFd,
+    name: &CStr,
+    location: &[u8],
+    searched: &[DirFacts],
+) -> Result<(OwnedFd, DirFacts), Outcome> {
+    // SAFETY: an open directory descriptor and a valid C string; the
+    // descriptor returned is owned right below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Outcome::Raced,
+            _ => refused_by(&error, location, searched),
+        });
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    let next = unsafe { OwnedFd::from_raw_fd(fd) };
+    match facts_of_fd(&next, location) {
+        Ok(facts) if facts.mode & libc::S_IFMT == libc::S_IFDIR => Ok((next, facts)),
+        Ok(_) => Err(Outcome::Raced),
+        Err(error) => Err(refused_by(&error, location, searched)),
+    }
+}
+
+/// The target of the symlink `name` in `dir`.
+fn readlinkat(dir: &OwnedFd, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; 256];
+    loop {
+        // SAFETY: an open directory descriptor, a valid C string and a
+        // buffer of `buffer.len()` bytes.
+        let len = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+            )
+        };
+        if len < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = len as usize;
+        if len < buffer.len() {
+            buffer.truncate(len);
+            return Ok(buffer);
+        }
+        // Possibly truncated: a larger buffer (PATH_MAX bounds a target).
+        if buffer.len() >= 64 * 1024 {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buffer.resize(buffer.len() * 4, 0);
+    }
 }
 
 /// Lists the resolved directory.
@@ -243,13 +349,19 @@ fn list(
     max_entries: usize,
     engines: &Engines,
 ) -> Outcome {
-    let Resolved { real, searched } = resolved;
+    let Resolved {
+        real,
+        searched,
+        dir: reached,
+    } = resolved;
     let polled =
         statfs_magic(&real).is_ok_and(|magic| engines.is_polled(Filesystem { device: 0, magic }));
     if let Err(refusal) = observer.before_listing(&real, polled) {
         return refused(refusal, &searched);
     }
-    let dir = match open_directory(&real) {
+    // The directory the walk reached, whatever `real` names by now: its
+    // facts (below) are read from the descriptor that is listed.
+    let dir = match reopen_for_reading(&reached) {
         Ok(dir) => dir,
         Err(error) => return open_failed(&error, &real, &searched),
     };
@@ -720,15 +832,51 @@ fn open_failed(error: &io::Error, real: &[u8], searched: &[DirFacts]) -> Outcome
     }
 }
 
-/// Mode, owner and ACL presence of a directory given by its real path.
-fn facts_of(real: &[u8]) -> io::Result<DirFacts> {
-    let metadata = std::fs::symlink_metadata(as_path(real))?;
+/// Mode, owner and ACL presence of an open directory (`O_PATH` is enough);
+/// `real` is its path, for the ACL when `/proc` is not mounted.
+fn facts_of_fd(dir: &OwnedFd, real: &[u8]) -> io::Result<DirFacts> {
+    let st = fstat(dir)?;
     Ok(DirFacts {
-        mode: metadata.mode(),
-        uid: metadata.uid(),
-        gid: metadata.gid(),
-        has_acl: has_acl(real),
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        has_acl: path_fd_has_acl(dir, real),
     })
+}
+
+/// [`fd_has_acl`] for an `O_PATH` descriptor, which `fgetxattr` refuses:
+/// through its `/proc/self/fd` link (the descriptor's own inode). Without
+/// `/proc`, by path.
+fn path_fd_has_acl(dir: &OwnedFd, real: &[u8]) -> bool {
+    let Ok(link) = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return true;
+    };
+    // SAFETY: valid C strings; a NULL buffer of size 0 asks for the size only.
+    let size =
+        unsafe { libc::getxattr(link.as_ptr(), ACL_XATTR.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+        return has_acl(real);
+    }
+    acl_present(size)
+}
+
+/// An `O_PATH` directory descriptor opened again for reading (`getdents64`
+/// and `fgetxattr` need a real open): the same directory, by descriptor.
+fn reopen_for_reading(dir: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: an open directory descriptor and a valid C string; the
+    // descriptor returned is owned right below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether a path carries a POSIX access ACL. An error other than "no such
@@ -760,15 +908,50 @@ fn acl_present(getxattr_result: isize) -> bool {
     )
 }
 
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+
+/// The directory at the real path `real` (no symlink in it, by
+/// construction), opened for reading without following any symlink: a
+/// component swapped for one since `real` was resolved fails (`ELOOP`)
+/// instead of reading whatever it points to. Kernels without openat2
+/// (before 5.6) refuse a symlink in the last component only.
 fn open_directory(real: &[u8]) -> io::Result<OwnedFd> {
     let c_path = CString::new(real).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a valid C string; the descriptor is owned right below.
-    let fd = unsafe {
-        libc::open(
-            c_path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
     };
+    // SAFETY: a valid C string and open_how of the size passed; the
+    // descriptor returned is owned right below.
+    let mut fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    } as libc::c_int;
+    if fd < 0
+        && matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM)
+        )
+    {
+        // SAFETY: a valid C string; the descriptor is owned right below.
+        fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NOFOLLOW) };
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -856,6 +1039,72 @@ mod tests {
 
     fn bytes_of(path: &Path) -> Vec<u8> {
         path.as_os_str().as_bytes().to_vec()
+    }
+
+    /// Swaps `victim` (a directory) for a symlink to `target` at one point
+    /// of the crawl: the race a hostile peer runs between the permission
+    /// facts being read and the directory being listed.
+    struct Swapper {
+        victim: std::path::PathBuf,
+        target: std::path::PathBuf,
+        /// Swap before looking up this name (`None`: before listing).
+        at_lookup_of: Option<&'static [u8]>,
+    }
+
+    impl Swapper {
+        fn swap(&self) {
+            let away = self.victim.with_extension("away");
+            if !away.exists() {
+                std::fs::rename(&self.victim, &away).expect("rename");
+                symlink(&self.target, &self.victim).expect("symlink");
+            }
+        }
+    }
+
+    impl Observer for Swapper {
+        fn before_lookup(&self, _dir: &[u8], name: &[u8]) -> Result<(), Refusal> {
+            if self.at_lookup_of == Some(name) {
+                self.swap();
+            }
+            Ok(())
+        }
+        fn before_listing(&self, _dir: &[u8], _polled: bool) -> Result<(), Refusal> {
+            if self.at_lookup_of.is_none() {
+                self.swap();
+            }
+            Ok(())
+        }
+    }
+
+    /// `pub/inner` is crawled; meanwhile `pub` becomes a symlink to
+    /// `private` (whose own `inner` is 0755). The listing and its facts
+    /// must be those of one directory: never `private/inner`'s names under
+    /// `pub`'s facts.
+    #[test]
+    fn a_component_swapped_for_a_symlink_never_lists_its_target() {
+        for at_lookup_of in [None, Some(&b"inner"[..])] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let public = tmp.path().join("pub");
+            let private = tmp.path().join("private");
+            std::fs::create_dir_all(public.join("inner")).expect("mkdir");
+            std::fs::write(public.join("inner").join("public.py"), b"").expect("write");
+            std::fs::create_dir_all(private.join("inner")).expect("mkdir");
+            std::fs::write(private.join("inner").join("secret.py"), b"").expect("write");
+            let swapper = Swapper {
+                victim: public.clone(),
+                target: private.clone(),
+                at_lookup_of,
+            };
+            let outcome = crawl(&bytes_of(&public.join("inner")), &swapper, 100, &engines());
+            match outcome {
+                Outcome::Listed(listed) => {
+                    let names: Vec<&[u8]> = listed.entries.iter().map(|e| &e.name[..]).collect();
+                    assert_eq!(names, [&b"public.py"[..]], "{at_lookup_of:?}");
+                }
+                Outcome::Raced => {}
+                other => panic!("{at_lookup_of:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

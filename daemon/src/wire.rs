@@ -19,9 +19,11 @@
 //! Learned plans (Report, and the plan part of a Snapshot) live in
 //! [`planned`].
 
+#[cfg(test)]
+mod fuzz;
 mod planned;
 
-pub use planned::{Learning, LearnedStats};
+pub use planned::{LearnedStats, Learning};
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -204,7 +206,14 @@ impl Finder {
         };
         match self.plan_of(peer, &request.program_key) {
             // The plan replaces the guess.
-            Some(plan) => self.add_plan(&plan, request, prefetch, &mut reply, &mut answered, &mut tally)?,
+            Some(plan) => self.add_plan(
+                &plan,
+                request,
+                prefetch,
+                &mut reply,
+                &mut answered,
+                &mut tally,
+            )?,
             None => self.prefetch(&served, prefetch, &mut reply, &mut answered, &mut tally)?,
         }
         tally.apply(&self.stats);
@@ -212,13 +221,7 @@ impl Finder {
     }
 
     fn check_snapshot(&self, request: &pb::SnapshotRequest) -> Result<(), Error> {
-        check_version(request.protocol_version)?;
-        check_paths(
-            "sys_path",
-            &request.sys_path,
-            LiveLimits::get(&self.limits.max_sys_path_entries),
-            "max_sys_path_entries",
-        )
+        check_snapshot(&self.limits, request)
     }
 
     /// Adds package directories of the served sys.path entries, in sys.path
@@ -299,21 +302,7 @@ impl Finder {
     }
 
     fn check_lookup(&self, request: &pb::LookupRequest) -> Result<(), Error> {
-        check_version(request.protocol_version)?;
-        check_paths(
-            "paths",
-            &request.paths,
-            LiveLimits::get(&self.limits.max_lookup_paths),
-            "max_lookup_paths",
-        )?;
-        let known = &request.known_generations;
-        if !known.is_empty() && known.len() != request.paths.len() {
-            return Err(Error::GenerationsMismatch {
-                got: known.len(),
-                paths: request.paths.len(),
-            });
-        }
-        Ok(())
+        check_lookup(&self.limits, request)
     }
 
     fn stats(
@@ -427,6 +416,70 @@ impl Tally {
             .directories_unchanged
             .fetch_add(self.unchanged, Relaxed);
     }
+}
+
+/// What a Snapshot must be before the index is asked anything.
+fn check_snapshot(limits: &LiveLimits, request: &pb::SnapshotRequest) -> Result<(), Error> {
+    check_version(request.protocol_version)?;
+    check_paths(
+        "sys_path",
+        &request.sys_path,
+        LiveLimits::get(&limits.max_sys_path_entries),
+        "max_sys_path_entries",
+    )
+}
+
+/// What a Lookup must be before the index is asked anything.
+fn check_lookup(limits: &LiveLimits, request: &pb::LookupRequest) -> Result<(), Error> {
+    check_version(request.protocol_version)?;
+    check_paths(
+        "paths",
+        &request.paths,
+        LiveLimits::get(&limits.max_lookup_paths),
+        "max_lookup_paths",
+    )?;
+    let known = &request.known_generations;
+    if !known.is_empty() && known.len() != request.paths.len() {
+        return Err(Error::GenerationsMismatch {
+            got: known.len(),
+            paths: request.paths.len(),
+        });
+    }
+    Ok(())
+}
+
+/// One request body as the service takes it, without the index: decoded
+/// as the codec decodes it, then checked as its handler checks it before
+/// answering. `Err`: the status the peer would get. The entry point of the
+/// request fuzzing (`wire/fuzz.rs`); the service itself runs the same
+/// functions (the codec's decoder, then each handler's check).
+#[cfg(test)]
+pub(crate) fn decode_and_check(
+    method: &str,
+    body: &[u8],
+    limits: &LiveLimits,
+    plans: &crate::config::PlanConfig,
+) -> Result<(), Status> {
+    match method {
+        "Snapshot" => check_snapshot(limits, &decode_request(body)?),
+        "Lookup" => check_lookup(limits, &decode_request(body)?),
+        "Report" => planned::check_report(plans, &decode_request(body)?),
+        "Stats" => decode_request::<pb::StatsRequest>(body).map(drop),
+        _ => return Err(Status::unimplemented("no such method in finderd.v1.Finder")),
+    }
+    .map_err(Status::from)
+}
+
+/// A request message from its body; the error names the message and what
+/// prost found wrong.
+fn decode_request<Request: Message + Default>(buf: impl bytes::Buf) -> Result<Request, Error> {
+    Request::decode(buf).map_err(|error| Error::Malformed {
+        message: std::any::type_name::<Request>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("message"),
+        reason: error.to_string(),
+    })
 }
 
 fn check_version(version: u32) -> Result<(), Error> {
@@ -681,16 +734,9 @@ impl<Request: Message + Default> Decoder for RequestDecoder<Request> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Request>, Status> {
-        Request::decode(buf).map(Some).map_err(|error| {
+        decode_request(buf).map(Some).map_err(|error| {
             bump(&self.stats.rejected_requests);
-            Error::Malformed {
-                message: std::any::type_name::<Request>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("message"),
-                reason: error.to_string(),
-            }
-            .into()
+            error.into()
         })
     }
 }

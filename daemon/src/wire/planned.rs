@@ -21,12 +21,12 @@ use finderd_proto::v1::PROTOCOL_VERSION;
 use prost::Message;
 
 use super::{
-    check_paths, check_version, encode_answer, encode_listing, non_canonical_reason, Error,
-    Finder, Mode, Prefetch, Reply, Tally, SNAPSHOT_DIRECTORIES_FIELD, SNAPSHOT_FILES_FIELD,
-    LOOKUP_DIRECTORIES_FIELD, SNAPSHOT_PLANNED_FIELD,
+    check_paths, check_version, encode_answer, encode_listing, non_canonical_reason, Error, Finder,
+    Mode, Prefetch, Reply, Tally, LOOKUP_DIRECTORIES_FIELD, SNAPSHOT_DIRECTORIES_FIELD,
+    SNAPSHOT_FILES_FIELD, SNAPSHOT_PLANNED_FIELD,
 };
 use crate::bytecode::{CompiledFiles, Lookup, Wanted};
-use crate::config::{Config, Engine};
+use crate::config::{Config, Engine, PlanConfig};
 use crate::index::{Answer, Index, Listing, Role};
 use crate::plan::{Keeper, PlanKey, PlanView, Plans};
 use crate::policy::{Peer, PeerInfo};
@@ -251,23 +251,8 @@ impl Finder {
     }
 
     fn learn(&self, peer: &PeerInfo, request: &pb::ReportRequest) -> Result<(), Error> {
-        check_version(request.protocol_version)?;
-        let config = self.learning.plans.config();
+        check_report(self.learning.plans.config(), request)?;
         let key = &request.program_key;
-        if key.is_empty() {
-            return Err(Error::EmptyProgramKey);
-        }
-        if key.len() > config.max_program_key_bytes {
-            return Err(Error::TooLong {
-                field: "program_key",
-                len: key.len(),
-                limit: "max_program_key_bytes",
-                value: config.max_program_key_bytes,
-            });
-        }
-        let max = config.max_report_paths;
-        check_paths("directories", &request.directories, max, "max_report_paths")?;
-        check_paths("bytecode_files", &request.bytecode_files, max, "max_report_paths")?;
         // No credentials: nobody to learn for.
         let Some(peer) = peer else {
             return Ok(());
@@ -279,7 +264,10 @@ impl Finder {
         };
         let directories = owned_canonical(&request.directories);
         let files = owned_canonical(&request.bytecode_files);
-        let adapted = self.learning.plans.report(key.clone(), &directories, &files);
+        let adapted = self
+            .learning
+            .plans
+            .report(key.clone(), &directories, &files);
         tracing::debug!(
             uid = peer.uid,
             directories = directories.len(),
@@ -412,6 +400,31 @@ impl Finder {
             plans_loaded: load(&plans.plans_loaded),
         }
     }
+}
+
+/// What a Report must be before anything is learned from it.
+pub(super) fn check_report(config: &PlanConfig, request: &pb::ReportRequest) -> Result<(), Error> {
+    check_version(request.protocol_version)?;
+    let key = &request.program_key;
+    if key.is_empty() {
+        return Err(Error::EmptyProgramKey);
+    }
+    if key.len() > config.max_program_key_bytes {
+        return Err(Error::TooLong {
+            field: "program_key",
+            len: key.len(),
+            limit: "max_program_key_bytes",
+            value: config.max_program_key_bytes,
+        });
+    }
+    let max = config.max_report_paths;
+    check_paths("directories", &request.directories, max, "max_report_paths")?;
+    check_paths(
+        "bytecode_files",
+        &request.bytecode_files,
+        max,
+        "max_report_paths",
+    )
 }
 
 /// The files this peer may read, in plan order, while they fit `budget`
