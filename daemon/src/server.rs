@@ -31,7 +31,7 @@ use crate::policy::PeerStream;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
-use crate::wire::{Finder, FinderService, Learning};
+use crate::wire::{Finder, FinderService, Learning, PeerRequests};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -114,20 +114,22 @@ pub async fn run(
     .map_err(ServerError::Inotify)?;
     let learning = Learning::start(&config, &index).map_err(ServerError::Keeper)?;
     let keeper = Arc::clone(&learning.keeper);
-    let finder = FinderService::new(Finder::new(
+    let finder = Finder::new(
         Arc::clone(&index),
         Arc::clone(&stats),
         Arc::clone(&limits),
         Arc::clone(&heartbeat),
         learning,
-    ));
+    );
+    let requests = finder.requests();
+    let finder = FinderService::new(finder);
     let reload = Reload {
         source,
         log_level,
         limits,
         stats,
     };
-    let result = serve(config, listener, finder, &index, reload).await;
+    let result = serve(config, listener, finder, &requests, &index, reload).await;
     // Writes the plan state file one last time.
     keeper.stop();
     heartbeat.stop();
@@ -232,6 +234,7 @@ async fn serve(
     mut config: Config,
     listener: UnixListener,
     finder: FinderService,
+    requests: &PeerRequests,
     index: &Index,
     reload: Reload,
 ) -> Result<(), ServerError> {
@@ -302,16 +305,37 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop.send(());
-    match tokio::time::timeout(config.drain_timeout, server).await {
-        Ok(Ok(result)) => result.map_err(ServerError::from),
-        Ok(Err(join_error)) => {
-            tracing::error!(error = %join_error, "server task failed");
+    let drain = tokio::time::timeout(config.drain_timeout, server);
+    tokio::select! {
+        drained = drain => match drained {
+            Ok(Ok(result)) => result.map_err(ServerError::from),
+            Ok(Err(join_error)) => {
+                tracing::error!(error = %join_error, "server task failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("drain timed out; exiting with requests in flight");
+                Ok(())
+            }
+        },
+        () = no_request_in_flight(requests) => {
+            tracing::debug!("no request in flight; closing idle connections");
             Ok(())
         }
-        Err(_) => {
-            tracing::warn!("drain timed out; exiting with requests in flight");
-            Ok(())
-        }
+    }
+}
+
+/// Resolves once no request has been in flight for two checks in a row.
+/// The graceful HTTP/2 shutdown alone also waits, for the whole drain
+/// timeout, on idle connections whose clients (interpreters between two
+/// calls) do not read the GOAWAY and PING it sends; those connections carry
+/// nothing to lose.
+async fn no_request_in_flight(requests: &PeerRequests) {
+    const CHECK: Duration = Duration::from_millis(10);
+    let mut idle_checks = 0;
+    while idle_checks < 2 {
+        tokio::time::sleep(CHECK).await;
+        idle_checks = if requests.in_flight() == 0 { idle_checks + 1 } else { 0 };
     }
 }
 

@@ -127,7 +127,7 @@ pub struct Finder {
     limits: Arc<LiveLimits>,
     heartbeat: Arc<Heartbeat>,
     generations: pb::GenerationFile,
-    peers: PeerRequests,
+    peers: Arc<PeerRequests>,
     learning: Learning,
 }
 
@@ -152,9 +152,14 @@ impl Finder {
             limits,
             heartbeat,
             generations,
-            peers: PeerRequests::default(),
+            peers: Arc::default(),
             learning,
         }
+    }
+
+    /// The requests in flight, which the shutdown drain waits for.
+    pub fn requests(&self) -> Arc<PeerRequests> {
+        Arc::clone(&self.peers)
     }
 
     /// The fields of a Snapshot reply that precede its directories.
@@ -881,6 +886,12 @@ pub struct PeerPermit<'a> {
 }
 
 impl PeerRequests {
+    /// Requests in flight, all peers together.
+    pub fn in_flight(&self) -> usize {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.values().sum()
+    }
+
     fn admit<'a>(&'a self, uid: Option<u32>, limits: &LiveLimits) -> Result<PeerPermit<'a>, Error> {
         let limit = LiveLimits::get(&limits.max_requests_per_peer);
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
