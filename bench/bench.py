@@ -53,6 +53,8 @@ PTH_LINE = ("import os; os.environ.get('FINDERD', '').lower() != 'off' and "
 # Timed runs per variant: (full, quick). At least 30 in the full run.
 RUNS = {"S1": (200, 20), "absent": (300, 30), "S2": (100, 10), "S3": (50, 8), "S3p": (40, 6),
         "S4": (100, 10), "S5": (40, 5), "S5p": (40, 4)}
+PREFETCH_BUDGETS_KB = (0, 64, 256, 1024, 4096)  # FINDERD_PREFETCH_KB; the client's default is 256
+PREFETCH_RUNS = (20, 3)  # interleaved rounds of the prefetch sweep: (full, quick)
 FIRST_RUNS = (5, 2)  # daemon restarts for "first run" samples: (full, quick)
 IMPORTTIME_RUNS = (5, 1)
 
@@ -394,7 +396,7 @@ class Bench:
         self.cwd = os.path.join(self.root, "cwd")
         os.makedirs(self.cwd, exist_ok=True)
         wheels = os.path.join(self.work, "wheels")
-        need_ci = any(s in self.selected for s in ("S3", "S3p", "S5", "S5p"))
+        need_ci = any(s in self.selected for s in ("S3", "S3p", "S5", "S5p", "prefetch"))
         if need_ci:
             fetch_wheels(self.python, wheels)
         log("building the client wheel")
@@ -724,6 +726,54 @@ class Bench:
 
     # ---- driver
 
+    def prefetch_sweep(self):
+        """First runs (no learned plan) of the CI set at each prefetch budget.
+
+        The daemon learns no plans (--max-plans 0), so every start is a first
+        run as far as plans go, with a warm index: what is left is the
+        snapshot's guess (package directories of the sys.path entries, up to
+        the client's FINDERD_PREFETCH_KB) against the follow-up Lookups it saves.
+        """
+        log("prefetch: first-run budget sweep on the CI set")
+        t_start, busy0, load0 = time.monotonic(), cpu_busy_sample(), loadavg()
+        self.daemon.restart(self.daemon.extra_args + ["--max-plans", "0"])
+        try:
+            v = self.venv
+            env = self.env(FINDERD_SOCKET=self.daemon.socket)
+            variants = {"stock": ([v["ci-stock"], "-c", CI_IMPORTS], env, self.cwd)}
+            for kb in PREFETCH_BUDGETS_KB:
+                variants["%d KiB" % kb] = ([v["ci-finderd"], "-c", CI_IMPORTS],
+                                          dict(env, FINDERD_PREFETCH_KB=str(kb)), self.cwd)
+            trips = {}
+            for name, variant in variants.items():
+                harness.timed_run(*variant)  # the index warm for every budget
+                if name != "stock":
+                    before = self.daemon.stats()
+                    harness.timed_run(*variant)
+                    trips[name] = requests_of(before, self.daemon.stats())
+            times = harness.interleaved_runs(
+                variants, PREFETCH_RUNS[1] if self.quick else PREFETCH_RUNS[0], warmup=1)
+        finally:
+            self.daemon.restart()
+        stock = statistics.median(times["wall"]["stock"])
+        rows = []
+        for kb in PREFETCH_BUDGETS_KB:
+            name = "%d KiB" % kb
+            wall = statistics.median(times["wall"][name])
+            rows.append({"budget_kib": kb, "wall_median_ms": round(wall * 1e3, 3),
+                         "wall_ratio": round(wall / stock, 4),
+                         "cpu_median_ms": round(statistics.median(times["cpu"][name]) * 1e3, 3),
+                         "lookup_round_trips": trips[name]["lookup"]})
+        self.results["prefetch"] = {
+            "id": "prefetch", "title": "first-run prefetch budget (CI set, no plan)",
+            "measured": self.meta["date"], "commit": self.meta["commit"],
+            "runs": len(times["wall"]["stock"]), "stock_wall_median_ms": round(stock * 1e3, 3),
+            "rows": rows,
+            "machine_load": {"loadavg_start": load0, "loadavg_end": loadavg(),
+                             "cpu_busy_fraction": busy_fraction(busy0, cpu_busy_sample()),
+                             "seconds": round(time.monotonic() - t_start, 1)},
+        }
+
     def run(self):
         self.selected = self.args.only
         self.meta = machine_info(self.python)
@@ -783,6 +833,8 @@ class Bench:
                                 os.path.join(self.root, "suite"), prefix=self.fuse)
                     finally:
                         self.unmount()
+            if "prefetch" in sel:
+                self.prefetch_sweep()
             if "S6" in sel:
                 self.s6()
         finally:
@@ -798,7 +850,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs: a check, not a result")
-    parser.add_argument("--only", default="", help="comma-separated ids: S1,S2,S3,S4,S5,S6,absent "
+    parser.add_argument("--only", default="", help="comma-separated ids: S1,S2,S3,S4,S5,S6,absent,prefetch "
                         "(S3 includes S3p, S5 includes S5p)")
     parser.add_argument("--runs", type=int, default=0, help="timed runs per variant (overrides)")
     parser.add_argument("--python", required=True, help="base interpreter for the venvs")
@@ -808,7 +860,7 @@ def main():
                         help="S6: drop the page cache before each crawl (root; disturbs others)")
     parser.add_argument("--out", default=HERE, help="where results.json, RESULTS.md, plots/ go")
     args = parser.parse_args()
-    everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "S6"]
+    everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "prefetch", "S6"]
     if args.only:
         wanted = set()
         for item in args.only.split(","):

@@ -9,7 +9,7 @@ import json
 import os
 
 INTERPRETER = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p"]
-ORDER = INTERPRETER + ["S6"]
+ORDER = INTERPRETER + ["prefetch", "S6"]
 KIND_LABELS = [("path_stats", "path stats"), ("fd_stats", "fd stats"), ("openat", "openat"),
                ("getdents64", "getdents64"), ("enoent", "ENOENT"), ("total", "total")]
 
@@ -196,6 +196,8 @@ def render(meta, sc, plots, here):
         s = sc.get(sid)
         if s:
             w(render_scenario(sid, s, sc.get("S6")))
+    if sc.get("prefetch"):
+        w(render_prefetch(sc["prefetch"]))
     if s6:
         w(render_s6(s6))
     w(render_not_done(sc))
@@ -493,6 +495,27 @@ def render_s6(s6):
                                     verdict(value, better[0], better[1])))
     w("")
     return "\n".join(out)
+
+
+def render_prefetch(p):
+    """The first-run prefetch budget sweep: which budget wins."""
+    out = ["## First runs: the prefetch budget\n",
+           "Without a learned plan the Snapshot carries the listings of package directories "
+           "of the `sys.path` entries up to the client's budget (`FINDERD_PREFETCH_KB`); what "
+           "it leaves out costs a follow-up Lookup. The CI set (S3's imports) with a daemon "
+           "that learns no plans (`--max-plans 0`) and a warm index, %d interleaved rounds, "
+           "measured %s at `%s`; stock median %s ms.\n" % (
+               p["runs"], p["measured"], p["commit"], _ms(p["stock_wall_median_ms"])),
+           "| budget | finderd median ms | ratio to stock | CPU median ms | follow-up Lookups |",
+           "|---|---|---|---|---|"]
+    best = min(p["rows"], key=lambda r: r["wall_median_ms"])
+    for r in p["rows"]:
+        out.append("| %d KiB%s | %s | %.3f | %s | %d |" % (
+            r["budget_kib"], " (fastest)" if r is best else "", _ms(r["wall_median_ms"]),
+            r["wall_ratio"], _ms(r["cpu_median_ms"]), r["lookup_round_trips"]))
+    out.append("\nThe client's default is 256 KiB. From the second run on, the learned plan "
+               "replaces the guess (S3: one round trip per start).\n")
+    return "\n".join(out) + "\n"
 
 
 def render_not_done(sc):
