@@ -708,6 +708,20 @@ int finderd_client_dir(struct finderd_client *client, const char *path, size_t l
 void finderd_client_touch(struct finderd_client *client, const char *path, size_t len);
 
 /**
+ * finderd_client_touch_mkdir() - the caller is about to mkdir(@path).
+ * @path: the directory to be created, @len bytes.
+ *
+ * As finderd_client_touch(), except that nothing is marked when the held,
+ * still trusted listing of @path's directory already names @path as a
+ * directory (or a symlink to one): mkdir() then fails with EEXIST and
+ * changes nothing. Tools call os.makedirs(exist_ok=True) before every write
+ * (pytest does, per test module); without this each call would cost a
+ * revalidation round trip. Costs no system call. Since 0.2 (symbol version
+ * FINDERD_0.2).
+ */
+void finderd_client_touch_mkdir(struct finderd_client *client, const char *path, size_t len);
+
+/**
  * finderd_client_cached_file() - a compiled file's bytes, from memory.
  * @path: absolute path of the file, @len bytes.
  * @data: receives the bytes (valid until the next call on @client).

@@ -1203,6 +1203,31 @@ void finderd_client_touch(struct finderd_client *c, const char *path, size_t len
 		r->touched = 1;
 }
 
+/* Does the held, trusted listing of @path's directory name @path as a directory? */
+static int held_as_directory(struct finderd_client *c, const char *path, size_t len)
+{
+	const struct finderd_entry *entries, *e;
+	struct dir_rec *r;
+	size_t n, plen;
+
+	if (!path_is_canonical(path, len))
+		return 0;
+	plen = parent_len(path, len);
+	r = plen ? table_get(c, path, plen) : NULL;
+	if (!r || r->status != FINDERD_DIR_SERVED || !rec_trusted(c, r, genfile_live(&c->gen)) ||
+	    rec_entries(r, &entries, &n) != 0)
+		return 0;
+	e = find_entry(entries, n, path + plen + 1, len - plen - 1);
+	return e && (e->kind == FINDERD_ENTRY_DIR || e->kind == FINDERD_ENTRY_SYMLINK_DIR);
+}
+
+void finderd_client_touch_mkdir(struct finderd_client *c, const char *path, size_t len)
+{
+	if (c && c->dirs.count && held_as_directory(c, path, len))
+		return; /* mkdir() fails with EEXIST: nothing changes */
+	finderd_client_touch(c, path, len);
+}
+
 /* Up to this many compiled files (and bytes of their names) are reported. */
 #define MAX_REPORTED_READS 4096
 #define MAX_REPORTED_READ_BYTES (1u << 20)

@@ -498,6 +498,37 @@ static void test_invalidate(void)
 	finderd_client_free(c);
 }
 
+/*
+ * mkdir() of a directory the trusted listing names fails with EEXIST and
+ * changes nothing: no revalidation (finderd_client_touch() would cost one).
+ */
+static void test_touch_mkdir(void)
+{
+	struct finderd_client *c = new_client(daemon_a.sock, CALL_US);
+	const char *a = in(root, "a.py"), *pkg = in(root, "pkg"), *made = in(root, "made");
+	uint64_t before;
+
+	if (!c)
+		return;
+	AGREE(c, a, 0);
+	before = lookups(c);
+	finderd_client_touch_mkdir(c, pkg, strlen(pkg));
+	AGREE(c, a, 0);
+	CHECK_INT(lookups(c), before);
+	finderd_client_touch(c, pkg, strlen(pkg));
+	AGREE(c, a, 0);
+	CHECK_INT(lookups(c), before + 1);
+	/* A directory not there yet: created, and seen at once. */
+	finderd_client_touch_mkdir(c, made, strlen(made));
+	CHECK_INT(mkdir(made, 0755), 0);
+	AGREE(c, made, 0);
+	CHECK_INT(lookups(c), before + 2);
+	CHECK_INT(rmdir(made), 0);
+	finderd_client_touch(c, made, strlen(made));
+	AGREE(c, made, 0);
+	finderd_client_free(c);
+}
+
 /* ------------------------------------------------------------ paths */
 
 static void test_dot_components(struct finderd_client *c)
@@ -797,6 +828,7 @@ int main(void)
 	test_trust_through_generation_file();
 	test_symlink_target_changes();
 	test_invalidate();
+	test_touch_mkdir();
 	test_allocation_failures();
 	test_out_of_slots();
 	test_daemon_stopped();

@@ -336,8 +336,12 @@ static const struct {
 	{"os.removexattr", {0, -1}, -1},
 };
 
-/* Tell the resolver that @path is about to change (all, if it is not a path). */
-static void touch_path(PyObject *path, int relative_to_fd)
+/*
+ * Tell the resolver that @path is about to change (all, if it is not a
+ * path); @create_dir: it is to be mkdir()ed, which changes nothing where a
+ * directory exists.
+ */
+static void touch_path(PyObject *path, int relative_to_fd, int create_dir)
 {
 	const char *data;
 	Py_ssize_t len;
@@ -347,7 +351,10 @@ static void touch_path(PyObject *path, int relative_to_fd)
 		finderd_client_invalidate(tracked->client);
 		return;
 	}
-	finderd_client_touch(tracked->client, data, (size_t)len);
+	if (create_dir)
+		finderd_client_touch_mkdir(tracked->client, data, (size_t)len);
+	else
+		finderd_client_touch(tracked->client, data, (size_t)len);
 	Py_XDECREF(owner);
 }
 
@@ -386,7 +393,7 @@ static void on_open(PyObject *args)
 		return;
 	}
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
-		touch_path(PyTuple_GET_ITEM(args, 0), 0);
+		touch_path(PyTuple_GET_ITEM(args, 0), 0, 0);
 }
 
 static void on_os_event(const char *event, PyObject *args)
@@ -402,7 +409,8 @@ static void on_os_event(const char *event, PyObject *args)
 
 			if (at >= 0 && at < PyTuple_GET_SIZE(args))
 				touch_path(PyTuple_GET_ITEM(args, at),
-					   uses_dir_fd(args, changing_events[i].dir_fd));
+					   uses_dir_fd(args, changing_events[i].dir_fd),
+					   strcmp(event, "os.mkdir") == 0);
 		}
 		return;
 	}
