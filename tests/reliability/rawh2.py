@@ -140,8 +140,10 @@ class Connection:
                             "grpc-message": unquote(headers.get("grpc-message", "")), "data": data}
             elif kind == DATA:
                 data += len(payload)
-                if payload:
-                    self.reply(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(payload))))
+                if payload:  # both windows: a reply over 64 KiB stalls on either
+                    increment = struct.pack(">I", len(payload))
+                    self.reply(frame(WINDOW_UPDATE, 0, 0, increment)
+                               + frame(WINDOW_UPDATE, 0, stream, increment))
                 if flags & END_STREAM:
                     return {"kind": "status", "http": headers.get(":status"),
                             "grpc-status": None, "grpc-message": "", "data": data}
