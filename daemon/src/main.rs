@@ -11,6 +11,7 @@ mod genfile;
 mod index;
 mod logging;
 mod namespace;
+mod openat2;
 mod plan;
 mod policy;
 mod profile;

@@ -33,6 +33,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
+use crate::openat2::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 use crate::policy::PeerInfo;
 
 /// The NOT_SERVED reason for a path that cannot be shown to be the same in
@@ -161,17 +162,6 @@ fn identity_here(path: &[u8]) -> Identity {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
 /// `path` resolved below process `pid`'s root, as that process would.
 /// `EPERM`-like errors (no access to its root, openat2 unavailable) are not
 /// "absent": they make the check fail.
@@ -194,32 +184,16 @@ fn identity_in_root_of(pid: i32, path: &[u8]) -> Identity {
         Some(rest) => rest,
     };
     let c_relative = CString::new(relative).map_err(|_| libc::EINVAL)?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: a valid directory descriptor, C string and open_how of the
-    // size passed; the descriptor returned is owned right below.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c_relative.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        let error = errno();
-        return Err(if error == libc::ENOSYS {
-            not_absent(error)
-        } else {
-            error
-        });
-    }
-    // SAFETY: `fd` is fresh and owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = openat2(
+        root.as_raw_fd(),
+        &c_relative,
+        libc::O_PATH | libc::O_CLOEXEC,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| match e.raw_os_error().unwrap_or(libc::EIO) {
+        libc::ENOSYS => not_absent(libc::ENOSYS),
+        error => error,
+    })?;
     // SAFETY: an all-zero stat is valid to be overwritten.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: an open descriptor and a valid out pointer.

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::openat2::{openat2, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use crate::policy::{Access, DirFacts};
 use engine::{Engines, Filesystem, Plan, Used};
 
@@ -908,17 +909,6 @@ fn acl_present(getxattr_result: isize) -> bool {
     )
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-
 /// The directory at the real path `real` (no symlink in it, by
 /// construction), opened for reading without following any symlink: a
 /// component swapped for one since `real` was resolved fails (`ELOOP`)
@@ -927,36 +917,19 @@ const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 fn open_directory(real: &[u8]) -> io::Result<OwnedFd> {
     let c_path = CString::new(real).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-    let how = OpenHow {
-        flags: flags as u64,
-        mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: a valid C string and open_how of the size passed; the
-    // descriptor returned is owned right below.
-    let mut fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    } as libc::c_int;
-    if fd < 0
-        && matches!(
-            io::Error::last_os_error().raw_os_error(),
-            Some(libc::ENOSYS | libc::EPERM)
-        )
-    {
-        // SAFETY: a valid C string; the descriptor is owned right below.
-        fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NOFOLLOW) };
+    let resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    match openat2(libc::AT_FDCWD, &c_path, flags, resolve) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            // SAFETY: a valid C string; the descriptor is owned right below.
+            let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NOFOLLOW) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is fresh and owned by nothing else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+        opened => opened,
     }
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is fresh and owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
