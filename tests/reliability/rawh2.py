@@ -23,9 +23,8 @@ def ensure_hpack():
         return
     except ImportError:
         pass
-    site = os.environ["FINDERD_RELIABILITY_GRPC_SITE"]
-    python = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(site)))),
-                          "bin", "python")
+    site = os.environ["FINDERD_RELIABILITY_GRPC_SITE"]  # VENV/lib/pythonX.Y/site-packages
+    python = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(site))), "bin", "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "hpack==4.1.0"], check=True)
     if site not in sys.path:
