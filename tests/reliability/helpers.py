@@ -105,6 +105,23 @@ class Daemon:
     def fds(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def settled_fds(self):
+        """The descriptor count once the daemon has answered a request.
+
+        The socket accepts before the daemon has created its inotify
+        descriptor and io_uring rings, so a count taken right after start can
+        be short by those. One answered Stats (its connection closed and
+        gone) is the baseline later counts compare with."""
+        self.stats()
+        counts = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts.append(self.fds())
+            if len(counts) >= 5 and len(set(counts[-5:])) == 1:
+                break
+            time.sleep(0.05)
+        return counts[-1]
+
     def channel(self, timeout=30):
         return wire.Channel(self.socket, timeout=timeout)
 

@@ -377,7 +377,7 @@ def test_stalled_peer_does_not_block_others_and_is_dropped(make_daemon, python, 
     write(os.path.join(tree, "stallpkg", "__init__.py"))
     module(os.path.join(tree, "stallpkg", "mod.py"), "ok")
     d = make_daemon()
-    base_fds = d.fds()
+    base_fds = d.settled_fds()
     stalled, idle = stalled_connections(d.socket)
     t0 = time.monotonic()
     batch = Batch()
