@@ -152,6 +152,12 @@ def accepting(path):
         s.close()
 
 
+# Client deadlines for tests about who gets served, not how fast: a slow CI
+# machine must not turn CPU contention into a fallback. A daemon that blocks
+# still fails them, at the deadline.
+PATIENT_DEADLINES = {"FINDERD_CONNECT_TIMEOUT_MS": "10000", "FINDERD_TIMEOUT_MS": "30000"}
+
+
 def env_for(socket_path, **extra):
     """A clean environment for an interpreter under test (support.clean_env)."""
     return support.clean_env(socket_path, **extra)

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import figure
-from helpers import env_for, finish, last_json, spawn, write
+from helpers import PATIENT_DEADLINES, env_for, finish, last_json, spawn, write
 
 # The product's default deadlines (client-py/src/finderd/_activation.py).
 DEFAULT_DEADLINES = {"FINDERD_CONNECT_TIMEOUT_MS": "20", "FINDERD_TIMEOUT_MS": "50"}
@@ -382,7 +382,8 @@ def test_stalled_peer_does_not_block_others_and_is_dropped(make_daemon, python, 
     t0 = time.monotonic()
     batch = Batch()
     for _ in range(10):
-        batch.start(python, import_code(["stallpkg.mod"]), d.socket, cwd=tmp, PYTHONPATH=tree)
+        batch.start(python, import_code(["stallpkg.mod"]), d.socket, cwd=tmp, PYTHONPATH=tree,
+                    **PATIENT_DEADLINES)
     batch.finish()
     served, fell_back, failures = batch.check({"stallpkg.mod": "ok"})
     assert failures == [], failures[:3]

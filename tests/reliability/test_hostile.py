@@ -26,7 +26,8 @@ import pytest
 import rawh2
 import wire
 from conftest import HERE, LONG, figure
-from helpers import NOBODY, finish, last_json, peer_python, spawn, tree_for_nobody, write
+from helpers import (NOBODY, PATIENT_DEADLINES, finish, last_json, peer_python, spawn, tree_for_nobody,
+                     write)
 
 OTHER_UID = 12345
 HOSTILE_PEER = os.path.join(HERE, "hostile_peer.py")
@@ -325,7 +326,6 @@ def test_flooding_peer_is_limited_and_others_are_served(make_daemon, python, tmp
     # and root asks raw Lookups in a loop.
     code = ("import sys, json, floodpkg.mod as m; "
             "print(json.dumps({'v': m.VALUE, 'state': sys.modules['finderd'].state()}))")
-    deadlines = {"FINDERD_CONNECT_TIMEOUT_MS": "10000", "FINDERD_TIMEOUT_MS": "30000"}
     raw = {"OK": 0}
     stop = threading.Event()
 
@@ -341,7 +341,7 @@ def test_flooding_peer_is_limited_and_others_are_served(make_daemon, python, tmp
     served = fell_back = failed = 0
     try:
         for _ in range(2):
-            procs = [spawn(python, code, d.socket, PYTHONPATH=tree, **deadlines) for _ in range(10)]
+            procs = [spawn(python, code, d.socket, PYTHONPATH=tree, **PATIENT_DEADLINES) for _ in range(10)]
             for p in procs:
                 rc, out, err = finish(p, timeout=300)
                 got = last_json(out) if rc == 0 else None
