@@ -184,7 +184,9 @@ impl CompiledFiles {
         counter.fetch_add(readable.len() as u64, Ordering::Relaxed);
         for (wanted, result) in readable.into_iter().zip(results) {
             match result {
-                ReadResult::Read { data, facts } => self.keep(wanted, Content::Bytes { data, facts }),
+                ReadResult::Read { data, facts } => {
+                    self.keep(wanted, Content::Bytes { data, facts })
+                }
                 ReadResult::Unreadable => {
                     self.counters.unreadable.fetch_add(1, Ordering::Relaxed);
                     self.keep(wanted, Content::Unreadable);
@@ -230,7 +232,9 @@ impl CompiledFiles {
         cache.bytes += cost;
         if cache.bytes > self.max_bytes {
             let evicted = evict(&mut cache, self.max_bytes / 10 * 9);
-            self.counters.evictions.fetch_add(evicted, Ordering::Relaxed);
+            self.counters
+                .evictions
+                .fetch_add(evicted, Ordering::Relaxed);
         }
     }
 
@@ -281,7 +285,10 @@ fn evict(cache: &mut Cache, target: u64) -> u64 {
 /// What reading one file gave.
 #[derive(Debug, PartialEq, Eq)]
 enum ReadResult {
-    Read { data: Bytes, facts: DirFacts },
+    Read {
+        data: Bytes,
+        facts: DirFacts,
+    },
     Unreadable,
     /// The file is not at the wanted fingerprint (changed, vanished): keep nothing.
     Changed,
@@ -479,7 +486,11 @@ impl Ring {
 
     /// One read of size + 1 bytes per open file (the extra byte tells a
     /// file that grew); results are byte counts or -errno.
-    fn read_into(&mut self, fds: &[Option<RawFd>], buffers: &mut [Vec<u8>]) -> io::Result<Vec<i32>> {
+    fn read_into(
+        &mut self,
+        fds: &[Option<RawFd>],
+        buffers: &mut [Vec<u8>],
+    ) -> io::Result<Vec<i32>> {
         let requests = fds
             .iter()
             .zip(buffers.iter_mut())
@@ -496,7 +507,10 @@ impl Ring {
     }
 
     /// `statx` of every open file (after its read), and whether it carries an ACL.
-    fn stat_all(&mut self, fds: &[Option<RawFd>]) -> io::Result<(Vec<Option<libc::statx>>, Vec<bool>)> {
+    fn stat_all(
+        &mut self,
+        fds: &[Option<RawFd>],
+    ) -> io::Result<(Vec<Option<libc::statx>>, Vec<bool>)> {
         let mut buffers: Vec<libc::statx> = (0..fds.len())
             // SAFETY: an all-zero statx is a valid value to be overwritten.
             .map(|_| unsafe { std::mem::zeroed() })
@@ -561,7 +575,8 @@ impl Ring {
     }
 }
 
-const OPEN_FLAGS: i32 = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+const OPEN_FLAGS: i32 =
+    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
 
 /// What a failed open means: gone or busy (try again later), or a file
 /// this daemon will not serve at this fingerprint.
@@ -668,7 +683,9 @@ fn read_to_limit(file: &OwnedFd, data: &mut Vec<u8>, limit: usize) -> io::Result
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn fd_has_acl(fd: RawFd) -> bool {
@@ -725,7 +742,9 @@ mod tests {
     fn bytes_are_kept_at_their_fingerprint_and_read_again_when_it_changes() {
         each_reader(|files| {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let paths: Vec<_> = (0..100).map(|i| tmp.path().join(format!("m{i}.pyc"))).collect();
+            let paths: Vec<_> = (0..100)
+                .map(|i| tmp.path().join(format!("m{i}.pyc")))
+                .collect();
             for (i, path) in paths.iter().enumerate() {
                 std::fs::write(path, vec![i as u8; i * 10]).expect("write");
             }
@@ -739,7 +758,10 @@ mod tests {
             let uring_used = counters.read_uring.load(Ordering::Relaxed) == 100;
             assert!(!uring_used || uring_works);
             for (i, w) in all.iter().enumerate() {
-                assert_eq!(hit(&files, w).expect("cached").as_ref(), vec![i as u8; i * 10]);
+                assert_eq!(
+                    hit(&files, w).expect("cached").as_ref(),
+                    vec![i as u8; i * 10]
+                );
                 let Lookup::Hit { facts, .. } = files.lookup(&w.path, w.mtime_ns, w.size) else {
                     panic!("hit");
                 };
@@ -747,7 +769,10 @@ mod tests {
             }
             std::fs::write(&paths[3], b"new bytes").expect("rewrite");
             let new = wanted(&paths[3]);
-            assert_eq!(files.lookup(&new.path, new.mtime_ns, new.size), Lookup::Missing);
+            assert_eq!(
+                files.lookup(&new.path, new.mtime_ns, new.size),
+                Lookup::Missing
+            );
             files.fill(std::slice::from_ref(&new));
             assert_eq!(hit(&files, &new).expect("re-read").as_ref(), b"new bytes");
         });
@@ -776,14 +801,29 @@ mod tests {
                 path: Bytes::copy_from_slice(link.as_os_str().as_bytes()),
                 ..wanted(&real)
             };
-            let all = [stale.clone(), gone.clone(), through_link.clone(), wanted(&large)];
+            let all = [
+                stale.clone(),
+                gone.clone(),
+                through_link.clone(),
+                wanted(&large),
+            ];
             files.fill(&all);
-            assert_eq!(files.lookup(&stale.path, stale.mtime_ns, 2), Lookup::Missing);
-            assert_eq!(files.lookup(&gone.path, gone.mtime_ns, gone.size), Lookup::Missing);
-            let link_lookup = files.lookup(&through_link.path, through_link.mtime_ns, through_link.size);
+            assert_eq!(
+                files.lookup(&stale.path, stale.mtime_ns, 2),
+                Lookup::Missing
+            );
+            assert_eq!(
+                files.lookup(&gone.path, gone.mtime_ns, gone.size),
+                Lookup::Missing
+            );
+            let link_lookup =
+                files.lookup(&through_link.path, through_link.mtime_ns, through_link.size);
             assert_eq!(link_lookup, Lookup::Unreadable, "symlinks are not followed");
             let large = wanted(&large);
-            assert_eq!(files.lookup(&large.path, large.mtime_ns, large.size), Lookup::Unreadable);
+            assert_eq!(
+                files.lookup(&large.path, large.mtime_ns, large.size),
+                Lookup::Unreadable
+            );
         });
     }
 
@@ -802,7 +842,10 @@ mod tests {
         assert!(hit(&files, &all[0]).is_some(), "touch the first");
         files.fill(&all[4..]);
         let (count, bytes) = files.gauges();
-        assert!(bytes <= 10_000 && count < 10, "{count} files, {bytes} bytes");
+        assert!(
+            bytes <= 10_000 && count < 10,
+            "{count} files, {bytes} bytes"
+        );
         assert!(files.counters.evictions.load(Ordering::Relaxed) > 0);
         assert!(hit(&files, &all[9]).is_some(), "the newest stays");
     }

@@ -198,14 +198,35 @@ fn learned_table(l: &LearnedStats) -> String {
         ("plan files", l.plan_files.to_string()),
         ("reports", l.reports.to_string()),
         ("planned snapshots", l.planned_snapshots.to_string()),
-        ("planned dirs served", l.planned_directories_served.to_string()),
+        (
+            "planned dirs served",
+            l.planned_directories_served.to_string(),
+        ),
         ("plans evicted", l.plans_evicted.to_string()),
         ("plan entries dropped", l.plan_entries_dropped.to_string()),
         ("plans loaded", l.plans_loaded.to_string()),
-        ("state writes", format!("{} ({} failed)", l.state_writes, l.state_write_errors)),
-        ("cached files", format!("{} ({} bytes)", l.cached_files, l.cached_bytes)),
-        ("cached served", format!("{} ({} bytes)", l.cached_files_served, l.cached_bytes_served)),
-        ("compiled reads", format!("{} io_uring, {} sync", l.compiled_reads_uring, l.compiled_reads_sync)),
+        (
+            "state writes",
+            format!("{} ({} failed)", l.state_writes, l.state_write_errors),
+        ),
+        (
+            "cached files",
+            format!("{} ({} bytes)", l.cached_files, l.cached_bytes),
+        ),
+        (
+            "cached served",
+            format!(
+                "{} ({} bytes)",
+                l.cached_files_served, l.cached_bytes_served
+            ),
+        ),
+        (
+            "compiled reads",
+            format!(
+                "{} io_uring, {} sync",
+                l.compiled_reads_uring, l.compiled_reads_sync
+            ),
+        ),
         ("compiled changed", l.compiled_reads_changed.to_string()),
         ("cache evictions", l.cached_evictions.to_string()),
         ("slow filesystems", l.slow_devices.len().to_string()),

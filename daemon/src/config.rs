@@ -726,7 +726,10 @@ impl Config {
             ("plan_drop_after", u64::from(self.plans.drop_after)),
             ("max_program_key_bytes", n(self.plans.max_program_key_bytes)),
             ("max_report_paths", n(self.plans.max_report_paths)),
-            ("max_plan_bytecode_bytes", self.plans.max_plan_bytecode_bytes),
+            (
+                "max_plan_bytecode_bytes",
+                self.plans.max_plan_bytecode_bytes,
+            ),
             ("max_cached_bytes", self.plans.max_cached_bytes),
             ("slow_stat_ns", self.plans.slow_stat_ns),
             (
@@ -943,14 +946,27 @@ mod tests {
             Some(PathBuf::from("/home/u/.local/state/finderd"))
         );
         assert_eq!(state(&[("STATE_DIRECTORY", "")], 1000), None);
-        let env = |name: &str| all.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v));
+        let env = |name: &str| {
+            all.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        };
         assert_eq!(
             default_state_dir(env, 0, false),
             Some(PathBuf::from("/var/lib/finderd-unit")),
             "systemd's StateDirectory= holds on any socket"
         );
-        let env = |name: &str| all[1..].iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v));
-        assert_eq!(default_state_dir(env, 0, false), None, "a socket of its own: memory only");
+        let env = |name: &str| {
+            all[1..]
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        };
+        assert_eq!(
+            default_state_dir(env, 0, false),
+            None,
+            "a socket of its own: memory only"
+        );
     }
 
     #[test]
@@ -966,7 +982,11 @@ mod tests {
         assert_eq!(config.plans.max_plans, 7);
         assert_eq!(config.plans.drop_after, 2);
         assert_eq!(config.plans.slow_stat_ns, 5);
-        for bad in ["plan_drop_after = 0\n", "deadline_percent = 0\n", "deadline_percent = 101\n"] {
+        for bad in [
+            "plan_drop_after = 0\n",
+            "deadline_percent = 0\n",
+            "deadline_percent = 101\n",
+        ] {
             let settings = Settings::from_toml(bad, path).expect("parses");
             assert!(Config::resolve(settings).is_err(), "{bad}");
         }

@@ -254,7 +254,10 @@ impl Plans {
 
     /// The plan of `key` without changing its LRU place (background work).
     pub fn peek(&self, key: &PlanKey) -> Option<Arc<PlanView>> {
-        self.store().plans.get(key).map(|plan| Arc::clone(&plan.view))
+        self.store()
+            .plans
+            .get(key)
+            .map(|plan| Arc::clone(&plan.view))
     }
 
     /// Applies one Report: the directories and compiled files a run of the
@@ -272,7 +275,10 @@ impl Plans {
                 return Adapted::default();
             }
             evicted = store.make_room(key.uid, &self.config);
-            store.insert(key.clone(), Plan::new(BTreeMap::new(), BTreeMap::new(), now));
+            store.insert(
+                key.clone(),
+                Plan::new(BTreeMap::new(), BTreeMap::new(), now),
+            );
         }
         let Some(plan) = store.plans.get_mut(&key) else {
             return Adapted::default();
@@ -588,7 +594,10 @@ mod tests {
         }
         assert!(plans.get(&k).is_none(), "every entry dropped out");
         assert!(plans.report(key(1, "q"), &[], &[]) == Adapted::default());
-        assert!(plans.get(&key(1, "q")).is_none(), "an empty report makes no plan");
+        assert!(
+            plans.get(&key(1, "q")).is_none(),
+            "an empty report makes no plan"
+        );
     }
 
     #[test]
@@ -627,7 +636,10 @@ mod tests {
             ..config()
         });
         tight.restore(plans.stored());
-        assert!(tight.peek(&key(1, "a")).is_some(), "the most recent survives");
+        assert!(
+            tight.peek(&key(1, "a")).is_some(),
+            "the most recent survives"
+        );
         assert!(tight.peek(&key(2, "b")).is_none());
     }
 }

@@ -31,7 +31,7 @@ use crate::policy::PeerStream;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
-use crate::wire::{Finder, FinderService, Learning, PeerRequests};
+use crate::wire::{Finder, FinderService, Learning, PeerRequests, RouteError, RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -59,6 +59,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("route table: {0}")]
+    Routes(#[from] RouteError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ServerError {
@@ -248,18 +250,25 @@ async fn serve(
             .register_encoded_file_descriptor_set(finderd_proto::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection = reflection_builder().build_v1()?;
-    // grpcurl before 1.9 (and other older tools) only ask v1alpha.
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let routes = RouteTable::default()
+        .serve(finder, finderd_proto::v1::FILE_DESCRIPTOR_SET)?
+        .serve(health_service, tonic_health::pb::FILE_DESCRIPTOR_SET)?
+        .serve(
+            reflection_builder().build_v1()?,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        )?
+        // grpcurl before 1.9 (and other older tools) only ask v1alpha.
+        .serve(
+            reflection_builder().build_v1alpha()?,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        )?
+        .finish();
     let activity = Arc::new(Activity::default());
     let incoming = Incoming::new(listener, Arc::clone(&activity));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(finder)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),
@@ -335,7 +344,11 @@ async fn no_request_in_flight(requests: &PeerRequests) {
     let mut idle_checks = 0;
     while idle_checks < 2 {
         tokio::time::sleep(CHECK).await;
-        idle_checks = if requests.in_flight() == 0 { idle_checks + 1 } else { 0 };
+        idle_checks = if requests.in_flight() == 0 {
+            idle_checks + 1
+        } else {
+            0
+        };
     }
 }
 

@@ -22,8 +22,10 @@
 #[cfg(test)]
 mod fuzz;
 mod planned;
+mod routes;
 
 pub use planned::{LearnedStats, Learning};
+pub use routes::{RouteError, RouteTable};
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -1028,9 +1030,12 @@ where
             "/finderd.v1.Finder/Report" => {
                 Box::pin(async move { Ok(service.unary("Report", Finder::report, request).await) })
             }
-            _ => Box::pin(async move {
-                Ok(Status::unimplemented("no such method in finderd.v1.Finder").into_http())
-            }),
+            // Not reached through the route table, which routes declared
+            // methods only; kept for a caller that serves this service alone.
+            unknown => {
+                let status = routes::unknown_method(unknown, Self::NAME);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
         }
     }
 }

@@ -553,6 +553,21 @@ async fn bad_requests_get_clear_statuses_and_the_daemon_keeps_serving() {
         .await
         .expect_err("no method");
     assert_eq!(unknown.code(), Code::Unimplemented);
+    assert!(
+        unknown
+            .message()
+            .starts_with("no method \"/finderd.v1.Finder/Nope\" here; this daemon serves "),
+        "{unknown:?}"
+    );
+    let other_version = raw_call(&daemon.socket, "/finderd.v2.Finder/Snapshot", Bytes::new())
+        .await
+        .expect_err("no service");
+    assert_eq!(other_version.code(), Code::Unimplemented);
+    assert!(
+        other_version.message().contains("finderd.v1.Finder")
+            && other_version.message().contains("grpc.health.v1.Health"),
+        "{other_version:?}"
+    );
 
     let weird = [b"/a//b".as_ref(), b"/a/./b", b"/a/../b", b"/a/", b"/a\0b"];
     let reply = client

@@ -210,7 +210,9 @@ pub fn decode(bytes: &[u8]) -> Result<State, StateError> {
         return Err(StateError::Short { len: bytes.len() });
     }
     let (header, payload) = bytes.split_at(HEADER_BYTES);
-    let u32_at = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let version = u32_at(8);
     if version != VERSION {
         return Err(StateError::Version { found: version });
@@ -240,7 +242,11 @@ pub fn crc32(bytes: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             table[i] = c;
@@ -285,7 +291,10 @@ mod tests {
     fn round_trip_and_every_kind_of_damage() {
         let bytes = encode(&sample());
         assert_eq!(decode(&bytes).expect("decodes"), sample());
-        assert!(matches!(decode(&bytes[..10]), Err(StateError::Short { len: 10 })));
+        assert!(matches!(
+            decode(&bytes[..10]),
+            Err(StateError::Short { len: 10 })
+        ));
         assert!(matches!(
             decode(&bytes[..bytes.len() - 1]),
             Err(StateError::Truncated { .. })
@@ -299,7 +308,10 @@ mod tests {
         assert!(matches!(decode(&foreign), Err(StateError::Foreign { .. })));
         let mut newer = bytes.clone();
         newer[8] = 2;
-        assert!(matches!(decode(&newer), Err(StateError::Version { found: 2 })));
+        assert!(matches!(
+            decode(&newer),
+            Err(StateError::Version { found: 2 })
+        ));
         // A checksum that matches garbage: the payload itself is refused.
         let garbage = [0xFFu8; 7];
         let mut undecodable = bytes[..HEADER_BYTES].to_vec();
@@ -317,7 +329,10 @@ mod tests {
         assert!(file.read(b"/s").expect("no file is fine").is_none());
         let plans = sample().plans;
         file.write(b"/s", plans.clone()).expect("write");
-        let mode = std::fs::metadata(file.path()).expect("stat").permissions().mode();
+        let mode = std::fs::metadata(file.path())
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(file.read(b"/s").expect("read"), Some(plans));
         assert!(matches!(
