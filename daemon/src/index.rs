@@ -626,9 +626,9 @@ impl Index {
                 reason: refusal.reason,
                 access,
             })),
-            Outcome::Raced => Node::Refused(Arc::new(Refused {
+            Outcome::Raced { access } => Node::Refused(Arc::new(Refused {
                 reason: "directory kept changing while being read".to_string(),
-                access: Access::default(),
+                access,
             })),
         }
     }
@@ -1078,7 +1078,7 @@ impl CrawlGuard<'_> {
                 return index.unkept(self.key, outcome);
             }
             match outcome {
-                Outcome::Raced => continue,
+                raced @ Outcome::Raced { .. } => last = Some(raced),
                 Outcome::Refused { refusal, access } if !refusal.lasting => {
                     return index.unkept(self.key, Outcome::Refused { refusal, access });
                 }
@@ -1104,7 +1104,10 @@ impl CrawlGuard<'_> {
             }
         }
         // Still changing: answer the last read without keeping it.
-        index.unkept(self.key, last.unwrap_or(Outcome::Raced))
+        let raced_at_root = Outcome::Raced {
+            access: Access::default(),
+        };
+        index.unkept(self.key, last.unwrap_or(raced_at_root))
     }
 
     fn crawl_once(&self) -> Outcome {
@@ -1159,7 +1162,12 @@ impl CrawlGuard<'_> {
                 (Outcome::Listed(listed), true)
             }
             // The directory went: its event makes this crawl dirty.
-            Err(_) => (Outcome::Raced, true),
+            Err(_) => (
+                Outcome::Raced {
+                    access: listed.access,
+                },
+                true,
+            ),
         }
     }
 

@@ -138,8 +138,13 @@ pub enum Outcome {
         refusal: Refusal,
         access: Access,
     },
-    /// A directory vanished between two steps: try again.
-    Raced,
+    /// A directory vanished between two steps: try again. `access`: the
+    /// directories resolved before it, so that "kept changing" (the answer
+    /// once the attempts are used up) reaches only a peer that could look
+    /// there itself.
+    Raced {
+        access: Access,
+    },
 }
 
 impl Outcome {
@@ -149,7 +154,7 @@ impl Outcome {
             Outcome::Listed(_) => "listed",
             Outcome::Absent { .. } => "absent",
             Outcome::Refused { .. } => "refused",
-            Outcome::Raced => "raced",
+            Outcome::Raced { .. } => "raced",
         }
     }
 }
@@ -229,7 +234,7 @@ fn resolve(path: &[u8], observer: &dyn Observer) -> Result<Resolved, Outcome> {
                 Ok(target) => target,
                 // No longer a symlink: it changed since the lstat.
                 Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                    return Err(Outcome::Raced)
+                    return Err(raced(&searched))
                 }
                 Err(error) => return Err(lookup_failed(&error, &real, &searched)),
             };
@@ -300,7 +305,7 @@ fn open_step(
     if fd < 0 {
         let error = io::Error::last_os_error();
         return Err(match error.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Outcome::Raced,
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => raced(searched),
             _ => refused_by(&error, location, searched),
         });
     }
@@ -308,7 +313,7 @@ fn open_step(
     let next = unsafe { OwnedFd::from_raw_fd(fd) };
     match facts_of_fd(&next, location) {
         Ok(facts) if facts.mode & libc::S_IFMT == libc::S_IFDIR => Ok((next, facts)),
-        Ok(_) => Err(Outcome::Raced),
+        Ok(_) => Err(raced(searched)),
         Err(error) => Err(refused_by(&error, location, searched)),
     }
 }
@@ -390,6 +395,8 @@ fn list(
                 &searched,
             )
         }
+        // Removed since it was opened: the next attempt finds it absent.
+        Err(ReadError::Io(error)) if vanished(&error) => return raced(&searched),
         Err(ReadError::Io(error)) => return refused_by(&error, &real, &searched),
     };
     Outcome::Listed(Box::new(Listed {
@@ -796,6 +803,12 @@ fn refused(refusal: Refusal, searched: &[DirFacts]) -> Outcome {
     }
 }
 
+fn raced(searched: &[DirFacts]) -> Outcome {
+    Outcome::Raced {
+        access: only_searched(searched),
+    }
+}
+
 fn only_searched(searched: &[DirFacts]) -> Access {
     Access {
         searched: searched.to_vec(),
@@ -827,7 +840,7 @@ fn lookup_failed(error: &io::Error, dir: &[u8], searched: &[DirFacts]) -> Outcom
 /// Opening the resolved directory failed.
 fn open_failed(error: &io::Error, real: &[u8], searched: &[DirFacts]) -> Outcome {
     if vanished(error) {
-        Outcome::Raced
+        raced(searched)
     } else {
         refused_by(error, real, searched)
     }
@@ -1049,6 +1062,37 @@ mod tests {
         }
     }
 
+    /// Removes the directory about to be listed.
+    struct Remover;
+
+    impl Observer for Remover {
+        fn before_lookup(&self, _dir: &[u8], _name: &[u8]) -> Result<(), Refusal> {
+            Ok(())
+        }
+        fn before_listing(&self, dir: &[u8], _polled: bool) -> Result<(), Refusal> {
+            std::fs::remove_dir(std::ffi::OsStr::from_bytes(dir)).expect("rmdir");
+            Ok(())
+        }
+    }
+
+    /// A directory that goes between its lookup and its listing is a race,
+    /// and the race carries the facts of every directory searched to reach
+    /// it: "kept changing" must reach only a peer that could look there.
+    #[test]
+    fn a_race_carries_the_facts_of_the_walk() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let gone = tmp.path().join("gone");
+        std::fs::create_dir(&gone).expect("mkdir");
+        let path = bytes_of(&gone);
+        match crawl(&path, &Remover, 100, &engines()) {
+            Outcome::Raced { access } => {
+                let depth = path.iter().filter(|&&byte| byte == b'/').count();
+                assert_eq!(access.searched.len(), depth, "{access:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// `pub/inner` is crawled; meanwhile `pub` becomes a symlink to
     /// `private` (whose own `inner` is 0755). The listing and its facts
     /// must be those of one directory: never `private/inner`'s names under
@@ -1074,7 +1118,11 @@ mod tests {
                     let names: Vec<&[u8]> = listed.entries.iter().map(|e| &e.name[..]).collect();
                     assert_eq!(names, [&b"public.py"[..]], "{at_lookup_of:?}");
                 }
-                Outcome::Raced => {}
+                // "Kept changing" reaches only peers that may search
+                // where the walk was when the swap was seen.
+                Outcome::Raced { access } => {
+                    assert!(!access.searched.is_empty(), "{at_lookup_of:?}");
+                }
                 other => panic!("{at_lookup_of:?}: {other:?}"),
             }
         }
