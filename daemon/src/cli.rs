@@ -347,6 +347,8 @@ fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
         "directories_served": r.directories_served, "directories_not_served": r.directories_not_served,
         "directories_unchanged": r.directories_unchanged, "hits": r.hits, "misses": r.misses,
         "rejected_requests": r.rejected_requests, "peer_limit_rejections": r.peer_limit_rejections,
+        "open_connections": r.open_connections,
+        "connection_limit_rejections": r.connection_limit_rejections,
         "crawls_sync": r.crawls_sync, "crawls_uring": r.crawls_uring, "io_uring": r.io_uring,
         "filesystems": filesystems, "limits": limits,
         "barrier_latency": histogram_json(r.barrier_latency.as_ref()),
@@ -356,7 +358,7 @@ fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
 }
 
 fn stats_table(r: &pb::StatsReply) -> String {
-    let rows: [(&str, String); 28] = [
+    let rows: [(&str, String); 30] = [
         ("daemon version", r.daemon_version.clone()),
         ("pid", r.pid.to_string()),
         ("uptime", format!("{:.1} s", r.uptime_ms as f64 / 1000.0)),
@@ -376,6 +378,11 @@ fn stats_table(r: &pb::StatsReply) -> String {
         ("lookup requests", r.lookup_requests.to_string()),
         ("rejected requests", r.rejected_requests.to_string()),
         ("peer limit refusals", r.peer_limit_rejections.to_string()),
+        ("open connections", r.open_connections.to_string()),
+        (
+            "connections refused",
+            r.connection_limit_rejections.to_string(),
+        ),
         ("dirs served", r.directories_served.to_string()),
         ("dirs not served", r.directories_not_served.to_string()),
         ("dirs unchanged", r.directories_unchanged.to_string()),

@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_SYS_PATH_ENTRIES: usize = 4096;
 pub const DEFAULT_MAX_LOOKUP_PATHS: usize = 4096;
 /// Requests one peer uid may have in flight at once.
 pub const DEFAULT_MAX_REQUESTS_PER_PEER: usize = 128;
+/// Connections one peer uid may hold open at once (one per running
+/// interpreter): well above any one user's interpreters, well below the
+/// descriptors the daemon may open (it raises its soft limit to the hard
+/// one; the units set `LimitNOFILE=65536`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 1024;
 /// Most entries in one directory listing; a larger directory is NOT_SERVED.
 pub const DEFAULT_MAX_ENTRIES_PER_DIRECTORY: usize = 1_000_000;
 /// Most entries across the whole index; past it, least-recently-used
@@ -147,6 +152,10 @@ pub struct Settings {
     /// Requests one peer uid may have in flight; more are RESOURCE_EXHAUSTED [default: 128]
     #[arg(long, value_name = "N")]
     pub max_requests_per_peer: Option<usize>,
+    /// Connections one peer uid may hold open; more are closed at once with
+    /// a GOAWAY that names the limit [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
     /// Most entries in a served directory; larger ones are NOT_SERVED [default: 1000000]
     #[arg(long, value_name = "N")]
     pub max_entries_per_directory: Option<usize>,
@@ -282,6 +291,7 @@ impl Settings {
         let base = self;
         layer_fields!(base, over; socket, log_level, socket_mode, socket_dir_mode,
             max_request_bytes, max_sys_path_entries, max_lookup_paths, max_requests_per_peer,
+            max_connections_per_peer,
             max_entries_per_directory, max_indexed_entries, max_watches, generation_slots,
             lease_ms, active_window_secs, drain_timeout_ms, idle_exit, poll_interval_ms,
             poll_filesystems, refresh_engine, uring_batch, recalibrate_secs, worker_threads,
@@ -336,13 +346,15 @@ impl ConfigSource {
     }
 }
 
-/// Limits on what one request may ask, enforced at the wire.
+/// Limits on what a request or a peer may ask, enforced at the wire and at
+/// accept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     pub max_request_bytes: usize,
     pub max_sys_path_entries: usize,
     pub max_lookup_paths: usize,
     pub max_requests_per_peer: usize,
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for RequestLimits {
@@ -352,6 +364,7 @@ impl Default for RequestLimits {
             max_sys_path_entries: DEFAULT_MAX_SYS_PATH_ENTRIES,
             max_lookup_paths: DEFAULT_MAX_LOOKUP_PATHS,
             max_requests_per_peer: DEFAULT_MAX_REQUESTS_PER_PEER,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -582,6 +595,12 @@ impl Config {
                         .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PEER),
                     1,
                 )?,
+                max_connections_per_peer: at_least(
+                    "max_connections_per_peer",
+                    s.max_connections_per_peer
+                        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+                    1,
+                )?,
             },
             index: IndexLimits {
                 max_entries_per_directory: s
@@ -702,6 +721,10 @@ impl Config {
                 n(self.requests.max_requests_per_peer),
             ),
             (
+                "max_connections_per_peer",
+                n(self.requests.max_connections_per_peer),
+            ),
+            (
                 "max_entries_per_directory",
                 n(self.index.max_entries_per_directory),
             ),
@@ -749,6 +772,7 @@ pub struct LiveLimits {
     pub max_sys_path_entries: AtomicUsize,
     pub max_lookup_paths: AtomicUsize,
     pub max_requests_per_peer: AtomicUsize,
+    pub max_connections_per_peer: AtomicUsize,
     pub max_entries_per_directory: AtomicUsize,
     pub max_indexed_entries: AtomicUsize,
     /// `usize::MAX`: no limit of our own.
@@ -776,6 +800,10 @@ impl LiveLimits {
         set(
             &self.max_requests_per_peer,
             config.requests.max_requests_per_peer,
+        );
+        set(
+            &self.max_connections_per_peer,
+            config.requests.max_connections_per_peer,
         );
         set(
             &self.max_entries_per_directory,
@@ -1014,7 +1042,7 @@ mod tests {
         let path = Path::new("/etc/finderd/finderd.toml");
         let file = Settings::from_toml(
             "socket_mode = 0o640\nsocket_dir_mode = \"750\"\nmax_lookup_paths = 7\n\
-             max_requests_per_peer = 3\npoll_filesystems = [\"overlay\", \"0x1234\"]\n\
+             max_requests_per_peer = 3\nmax_connections_per_peer = 5\npoll_filesystems = [\"overlay\", \"0x1234\"]\n\
              refresh_engine = \"sync\"\nidle_exit = 30\n",
             path,
         )
@@ -1028,6 +1056,7 @@ mod tests {
         assert_eq!(config.socket_dir_mode(), 0o750);
         assert_eq!(config.requests.max_lookup_paths, 9, "the flag wins");
         assert_eq!(config.requests.max_requests_per_peer, 3);
+        assert_eq!(config.requests.max_connections_per_peer, 5);
         assert_eq!(config.refresh.engine, Engine::Sync);
         assert_eq!(config.refresh.poll_filesystems, ["overlay", "0x1234"]);
         assert_eq!(config.idle_exit, Some(Duration::from_secs(30)));

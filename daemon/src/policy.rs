@@ -125,21 +125,8 @@ impl Framing {
 }
 
 impl PeerStream {
-    pub fn accept(stream: UnixStream, open: OpenConnection) -> Self {
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Some(Arc::new(Peer {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                pid: cred.pid(),
-                groups: peer_groups(stream.as_raw_fd())
-                    .or_else(|| cred.pid().and_then(supplementary_groups))
-                    .unwrap_or_default(),
-            })),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read peer credentials; serving nothing to it");
-                None
-            }
-        };
+    /// A stream whose peer is `peer` (from [`peer_of`]), counted as `open`.
+    pub fn new(stream: UnixStream, peer: PeerInfo, open: OpenConnection) -> Self {
         Self {
             stream,
             peer,
@@ -148,6 +135,49 @@ impl PeerStream {
             stall: None,
         }
     }
+}
+
+/// The credentials of an accepted stream's peer, read once.
+pub fn peer_of(stream: &UnixStream) -> PeerInfo {
+    match stream.peer_cred() {
+        Ok(cred) => Some(Arc::new(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+            groups: peer_groups(stream.as_raw_fd())
+                .or_else(|| cred.pid().and_then(supplementary_groups))
+                .unwrap_or_default(),
+        })),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read peer credentials; serving nothing to it");
+            None
+        }
+    }
+}
+
+/// What a connection refused at accept is sent before it is closed: the
+/// server preface (an empty SETTINGS frame) and a GOAWAY with
+/// ENHANCE_YOUR_CALM whose debug data says why, so that the client's error
+/// (and a packet capture) names the limit rather than a bare reset.
+pub fn refusal_frames(why: &str) -> Vec<u8> {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    // A frame may carry 16 KiB unless the peer said more; a reason is short.
+    let why = &why.as_bytes()[..why.len().min(1024)];
+    let mut frames = Vec::with_capacity(2 * FRAME_HEADER_BYTES + 8 + why.len());
+    frame_header(&mut frames, SETTINGS, 0);
+    frame_header(&mut frames, GOAWAY, 8 + why.len() as u32);
+    frames.extend_from_slice(&0u32.to_be_bytes()); // last stream id: none processed
+    frames.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+    frames.extend_from_slice(why);
+    frames
+}
+
+/// A 9-byte HTTP/2 frame header on stream 0, no flags.
+fn frame_header(frames: &mut Vec<u8>, kind: u8, length: u32) {
+    frames.extend_from_slice(&length.to_be_bytes()[1..]);
+    frames.extend_from_slice(&[kind, 0, 0, 0, 0, 0]);
 }
 
 /// Supplementary groups of a connected Unix socket's peer, as the kernel
@@ -347,6 +377,21 @@ pub fn denied_reason(peer: &PeerInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_a_server_preface_and_a_goaway_naming_the_limit() {
+        let why = "peer uid 65534 holds 4 connections, the limit max_connections_per_peer = 4";
+        let frames = refusal_frames(why);
+        assert_eq!(frames[..9], [0, 0, 0, 4, 0, 0, 0, 0, 0], "empty SETTINGS");
+        let goaway = &frames[9..];
+        let length = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+        assert_eq!(goaway[3..9], [7, 0, 0, 0, 0, 0], "GOAWAY on stream 0");
+        assert_eq!(length, goaway.len() - 9);
+        assert_eq!(goaway[9..13], [0, 0, 0, 0], "no stream processed");
+        assert_eq!(goaway[13..17], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
+        assert_eq!(&goaway[17..], why.as_bytes());
+        assert_eq!(refusal_frames(&"x".repeat(5000)).len(), 9 + 9 + 8 + 1024);
+    }
 
     #[test]
     fn framing_is_mid_frame_only_inside_the_preface_or_a_frame() {

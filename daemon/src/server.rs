@@ -27,7 +27,7 @@ use crate::config::{Config, ConfigSource, LiveLimits};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::policy::PeerStream;
+use crate::policy::{self, PeerStream};
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
@@ -81,6 +81,7 @@ pub async fn run(
     log_level: LogLevel,
     activated: Option<StdUnixListener>,
 ) -> Result<(), ServerError> {
+    raise_descriptor_limit();
     let (listener, files, config) = listen(config, activated)?;
     let stats = Arc::new(Stats::default());
     stats.set_limits(config.limits());
@@ -263,8 +264,8 @@ async fn serve(
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         )?
         .finish();
-    let activity = Arc::new(Activity::default());
-    let incoming = Incoming::new(listener, Arc::clone(&activity));
+    let activity = Arc::clone(&reload.stats.connections);
+    let incoming = Incoming::new(listener, Arc::clone(&activity), Arc::clone(&reload.limits));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -360,6 +361,7 @@ async fn no_request_in_flight(requests: &PeerRequests) {
 struct Incoming {
     listener: UnixListener,
     activity: Arc<Activity>,
+    limits: Arc<LiveLimits>,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Accepts failed since the last success (logged once per episode).
     failed: u64,
@@ -369,12 +371,46 @@ struct Incoming {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Incoming {
-    fn new(listener: UnixListener, activity: Arc<Activity>) -> Self {
+    fn new(listener: UnixListener, activity: Arc<Activity>, limits: Arc<LiveLimits>) -> Self {
         Self {
             listener,
             activity,
+            limits,
             backoff: None,
             failed: 0,
+        }
+    }
+
+    /// The accepted stream, counted for its peer; `None` when the peer
+    /// holds `max_connections_per_peer` already (the stream is told why
+    /// and closed: that peer's interpreters run stock CPython, everyone
+    /// else's are still served).
+    fn admit(&self, stream: tokio::net::UnixStream) -> Option<PeerStream> {
+        let peer = policy::peer_of(&stream);
+        let uid = peer.as_ref().map(|peer| peer.uid);
+        let limit = LiveLimits::get(&self.limits.max_connections_per_peer);
+        match self.activity.connection(uid, limit) {
+            Ok(open) => Some(PeerStream::new(stream, peer, open)),
+            Err(over) => {
+                let uid = uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
+                let why = format!(
+                    "peer uid {uid} holds {} connections, the limit max_connections_per_peer = {}",
+                    over.open, over.limit
+                );
+                if over.first {
+                    tracing::warn!(
+                        peer_uid = %uid,
+                        open = over.open,
+                        limit = over.limit,
+                        "connection refused: max_connections_per_peer reached; this uid's further \
+                         interpreters run stock CPython until it closes some"
+                    );
+                }
+                // A fresh socket's send buffer is empty: this cannot block,
+                // and if it fails the close says enough.
+                let _ = stream.try_write(&policy::refusal_frames(&why));
+                None
+            }
         }
     }
 }
@@ -396,31 +432,66 @@ impl Stream for Incoming {
             }
             self.backoff = None;
         }
-        match self.listener.poll_accept(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok((stream, _))) => {
-                if self.failed > 0 {
-                    tracing::info!(failed_accepts = self.failed, "accepting connections again");
-                    self.failed = 0;
-                }
-                let open = self.activity.connection();
-                Poll::Ready(Some(Ok(PeerStream::accept(stream, open))))
-            }
-            Poll::Ready(Err(error)) => {
-                if out_of_resources(&error) {
-                    if self.failed == 0 {
-                        tracing::warn!(
-                            %error,
-                            backoff_ms = ACCEPT_BACKOFF.as_millis() as u64,
-                            "cannot accept connections; retrying after a pause (raise LimitNOFILE?)"
-                        );
+        loop {
+            return match self.listener.poll_accept(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok((stream, _))) => {
+                    if self.failed > 0 {
+                        tracing::info!(failed_accepts = self.failed, "accepting connections again");
+                        self.failed = 0;
                     }
-                    self.failed += 1;
-                    self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    match self.admit(stream) {
+                        Some(stream) => Poll::Ready(Some(Ok(stream))),
+                        None => continue,
+                    }
                 }
-                Poll::Ready(Some(Err(error)))
-            }
+                Poll::Ready(Err(error)) => {
+                    if out_of_resources(&error) {
+                        if self.failed == 0 {
+                            tracing::warn!(
+                                %error,
+                                backoff_ms = ACCEPT_BACKOFF.as_millis() as u64,
+                                "cannot accept connections; retrying after a pause (raise LimitNOFILE?)"
+                            );
+                        }
+                        self.failed += 1;
+                        self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    }
+                    Poll::Ready(Some(Err(error)))
+                }
+            };
         }
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard one: each running interpreter
+/// holds a connection, and the daemon waits with epoll only (no `select`),
+/// so the 1024 a shell or a unit gives by default is an accident, not a
+/// choice. The hard limit stays what the operator set (`LimitNOFILE=`).
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft >= limit.rlim_max || limit.rlim_max == libc::RLIM_INFINITY {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: a valid rlimit, read just above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::debug!(
+            from = soft,
+            to = limit.rlim_max,
+            "raised the descriptor limit"
+        );
+    } else {
+        let error = io::Error::last_os_error();
+        tracing::warn!(%error, soft, hard = limit.rlim_max, "cannot raise the descriptor limit");
     }
 }
 

@@ -4,9 +4,12 @@
 //! no decision in the daemon reads them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use finderd_proto::v1 as pb;
+
+use crate::activity::Activity;
 
 /// Buckets `i` hold latencies in `[2^(i-1), 2^i)` microseconds (bucket 0:
 /// below 1 us); the last one also holds everything slower.
@@ -121,6 +124,8 @@ pub struct Stats {
     pub barrier_latency: Histogram,
     pub refresh_latency: Histogram,
     pub request_latency: Histogram,
+    /// Open connections per peer uid; also what `--idle-exit` watches.
+    pub connections: Arc<Activity>,
 }
 
 impl Default for Stats {
@@ -148,6 +153,7 @@ impl Default for Stats {
             barrier_latency: Histogram::default(),
             refresh_latency: Histogram::default(),
             request_latency: Histogram::default(),
+            connections: Arc::default(),
         }
     }
 }
@@ -211,6 +217,8 @@ impl Stats {
                 .collect(),
             mtime_checks: load(&self.mtime_checks),
             mtime_recrawls: load(&self.mtime_recrawls),
+            open_connections: self.connections.open_connections() as u64,
+            connection_limit_rejections: self.connections.refused_connections(),
         }
     }
 }

@@ -158,6 +158,16 @@ def accepting(path):
 PATIENT_DEADLINES = {"FINDERD_CONNECT_TIMEOUT_MS": "10000", "FINDERD_TIMEOUT_MS": "30000"}
 
 
+def wait_for(predicate, timeout, step=0.005):
+    """True once @predicate() is, False after @timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
 def env_for(socket_path, **extra):
     """A clean environment for an interpreter under test (support.clean_env)."""
     return support.clean_env(socket_path, **extra)

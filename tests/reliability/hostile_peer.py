@@ -16,16 +16,25 @@ Jobs ("op"):
          -> W bursts of N Lookups in flight at once over C connections, each
             of K paths under DIR never asked before: codes counted, a sample
             of error messages.
+  hold   {"count": N, "wait": S} -> N connections (preface and SETTINGS sent)
+            classified after S seconds: held open, or refused (closed by the
+            daemon, with its GOAWAY's error code and debug text). The result
+            is printed at once; the held connections stay open until stdin
+            closes.
 Paths are strings (surrogateescape for non-UTF-8 bytes).
 """
 
 import json
 import os
+import select
+import socket
+import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import rawh2  # noqa: E402
 import wire  # noqa: E402
 
 
@@ -122,6 +131,49 @@ def flood(socket_path, job):
     return {"codes": codes, "messages": messages}
 
 
+def hold(socket_path, job):
+    socks = []
+    for _ in range(job["count"]):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(socket_path)
+        s.sendall(rawh2.PREFACE + rawh2.frame(rawh2.SETTINGS, 0, 0, b""))
+        socks.append(s)
+    received = {s: b"" for s in socks}
+    closed = set()
+    deadline = time.monotonic() + job.get("wait", 2)
+    while len(closed) < len(socks) and time.monotonic() < deadline:
+        ready, _, _ = select.select([s for s in socks if s not in closed], [], [],
+                                    max(0, deadline - time.monotonic()))
+        for s in ready:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                received[s] += chunk
+            else:
+                closed.add(s)
+    goaways = [goaway_in(received[s]) for s in socks if s in closed]
+    print(json.dumps({"held": len(socks) - len(closed), "refused": len(closed),
+                      "goaway_codes": sorted({g[0] for g in goaways if g}),
+                      "goaway_texts": sorted({g[1] for g in goaways if g}),
+                      "refused_without_goaway": sum(1 for g in goaways if not g)}), flush=True)
+    sys.stdin.read()
+    for s in socks:
+        s.close()
+
+
+def goaway_in(data):
+    """(error code, debug text) of the first GOAWAY frame in @data, or None."""
+    while len(data) >= 9:
+        length = struct.unpack(">I", b"\0" + data[:3])[0]
+        kind, payload = data[3], data[9:9 + length]
+        if kind == rawh2.GOAWAY and len(payload) >= 8:
+            return struct.unpack(">I", payload[4:8])[0], payload[8:].decode(errors="replace")
+        data = data[9 + length:]
+    return None
+
+
 def stock(job):
     """What this user could learn itself: listdir and stat of each path."""
     out = {}
@@ -147,6 +199,9 @@ def main():
         return
     if job["op"] == "flood":
         print(json.dumps(flood(socket_path, job)))
+        return
+    if job["op"] == "hold":
+        hold(socket_path, job)
         return
     ch = wire.Channel(socket_path, timeout=job.get("timeout", 60))
     try:

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import figure
-from helpers import PATIENT_DEADLINES, env_for, finish, last_json, spawn, write
+from helpers import PATIENT_DEADLINES, env_for, finish, last_json, spawn, wait_for, write
 
 # The product's default deadlines (client-py/src/finderd/_activation.py).
 DEFAULT_DEADLINES = {"FINDERD_CONNECT_TIMEOUT_MS": "20", "FINDERD_TIMEOUT_MS": "50"}
@@ -119,15 +119,6 @@ class Batch:
 
     def running_at(self, when):
         return [e for e in self.ended if e[0] <= when < e[1]]
-
-
-def wait_for(predicate, timeout, step=0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def restart_serves(d, python, tree, names, expected, tmp):

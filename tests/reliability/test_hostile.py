@@ -26,8 +26,8 @@ import pytest
 import rawh2
 import wire
 from conftest import HERE, LONG, figure
-from helpers import (NOBODY, PATIENT_DEADLINES, finish, last_json, peer_python, spawn, tree_for_nobody,
-                     write)
+from helpers import (NOBODY, PATIENT_DEADLINES, finish, last_json, peer_python, run_peer, spawn,
+                     tree_for_nobody, wait_for, write)
 
 OTHER_UID = 12345
 HOSTILE_PEER = os.path.join(HERE, "hostile_peer.py")
@@ -56,14 +56,14 @@ def hostile_daemon(make_daemon, *args):
 
 
 def hostile(socket_path, job, user=NOBODY, timeout=300, wait=True):
-    """hostile_peer.py as @user (a Popen when not @wait)."""
+    """hostile_peer.py as @user (a Popen, its stdin a pipe, when not @wait)."""
     argv = [peer_python(), HOSTILE_PEER, socket_path, json.dumps(job)]
     if user is not None:
         argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", "--"] + argv
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "PYTHONPATH": os.environ["FINDERD_RELIABILITY_GRPC_SITE"], "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL if wait else subprocess.PIPE)
     return collect(proc, timeout) if wait else proc
 
 
@@ -77,6 +77,15 @@ def collect(proc, timeout=300):
     if proc.returncode != 0:
         raise AssertionError("hostile peer failed (%d):\n%s\n%s" % (proc.returncode, out, err))
     return json.loads(out.strip().splitlines()[-1])
+
+
+def collect_exit(proc, timeout=60):
+    """Waits for a hostile peer started with wait=False whose stdin is closed."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("hostile peer did not exit after stdin closed")
 
 
 def owned(path, mode, uid=OTHER_UID):
@@ -376,6 +385,52 @@ def test_flooding_peer_is_limited_and_others_are_served(make_daemon, python, tmp
     assert failed == 0 and fell_back == 0 and served == 20
     assert set(raw) == {"OK"} and raw["OK"] > 0, raw
     assert stats["peer_limit_rejections"] >= codes["RESOURCE_EXHAUSTED"]
+
+
+def test_a_peer_holding_connections_is_bounded_and_others_are_served(make_daemon, python, tmp):
+    """One uid opens connections and never sends a request: past
+    max_connections_per_peer they are refused with a GOAWAY naming the limit,
+    other users' interpreters are served meanwhile, and a close frees a place."""
+    limit, count = 8, 20
+    d = hostile_daemon(make_daemon, "--max-connections-per-peer", str(limit))
+    tree = os.path.join(tmp, "tree")
+    write(os.path.join(tree, "heldpkg", "__init__.py"), "VALUE = 'served'\n")
+    tree_for_nobody(tree)
+    holder = hostile(d.socket, {"op": "hold", "count": count, "wait": 3}, wait=False)
+    try:
+        held = json.loads(holder.stdout.readline() or "null")
+        assert held, holder.stderr.read()[-3000:]
+        nobody_while_held = run_peer(d.socket, "lookup", user=NOBODY, paths=[tree])[0]["code"]
+        code = ("import sys, json, heldpkg as m; "
+                "print(json.dumps({'v': m.VALUE, 'state': sys.modules['finderd'].state()}))")
+        procs = [spawn(python, code, d.socket, PYTHONPATH=tree, **PATIENT_DEADLINES) for _ in range(5)]
+        others = [last_json(finish(p)[1]) for p in procs]
+        stats = d.stats()
+    finally:
+        holder.stdin.close()
+        collect_exit(holder)
+    wait_for(lambda: d.stats()["open_connections"] <= 1, 10, step=0.05)
+    nobody_after = run_peer(d.socket, "lookup", user=NOBODY, paths=[tree])[0]
+    limits = {entry["name"]: entry["value"] for entry in stats["limits"]}
+    figure("hostile: one peer holds connections", limit=limit, opened=count, held=held["held"],
+           refused=held["refused"], goaway_codes=held["goaway_codes"],
+           refused_without_goaway=held["refused_without_goaway"],
+           connection_limit_rejections=stats["connection_limit_rejections"],
+           nobody_while_held=nobody_while_held, others_served=sum(
+               1 for o in others if o and o["state"].startswith("active")),
+           nobody_after_close=nobody_after["code"])
+    assert (held["held"], held["refused"]) == (limit, count - limit), held
+    assert held["goaway_codes"] == [0xB], held  # ENHANCE_YOUR_CALM
+    assert held["goaway_texts"] == [
+        "peer uid %d holds %d connections, the limit max_connections_per_peer = %d"
+        % (NOBODY, limit, limit)], held
+    assert held["refused_without_goaway"] == 0, held
+    assert nobody_while_held != "OK"
+    assert all(o and o["v"] == "served" and o["state"].startswith("active") for o in others), others
+    assert stats["connection_limit_rejections"] == count - limit + 1, stats
+    assert limits.get("max_connections_per_peer") == limit, limits
+    assert nobody_after["code"] == "OK", nobody_after
+    assert d.alive()
 
 
 # ---------------------------------------------------------------- 4. bad input

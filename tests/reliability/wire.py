@@ -183,7 +183,8 @@ def decode_stats(buf):
              11: "degraded_roots", 12: "snapshot_requests", 13: "lookup_requests",
              14: "directories_served", 15: "directories_not_served", 17: "hits", 18: "misses",
              19: "rejected_requests", 25: "polled_roots", 27: "peer_limit_rejections",
-             31: "mtime_checks", 32: "mtime_recrawls"}
+             31: "mtime_checks", 32: "mtime_recrawls", 33: "open_connections",
+             34: "connection_limit_rejections"}
     hist = {22: "barrier_latency", 23: "refresh_latency", 24: "request_latency"}
     out = {}
     for field, _, value in fields(buf):
@@ -194,6 +195,10 @@ def decode_stats(buf):
             for f, _, v in fields(value):
                 h[{1: "count", 2: "sum_us", 3: "max_us", 4: "p50_us", 5: "p99_us"}.get(f, f)] = v
             out[hist[field]] = h
+        elif field == 30:
+            limit = {"value": 0, **{{1: "name", 2: "value"}[f]: v for f, _, v in fields(value)}}
+            limit["name"] = limit["name"].decode()
+            out.setdefault("limits", []).append(limit)
     return out
 
 
