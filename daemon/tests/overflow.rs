@@ -21,6 +21,33 @@ impl Drop for Restore {
     }
 }
 
+/// Waits until every thread of `pid` is stopped: `kill` returns before the
+/// signal takes effect, and a reader thread still running would drain the
+/// queue as it fills.
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                    Some(state == 'T' || state == 't')
+                })
+                .unwrap_or(true)
+        })
+    };
+    for _ in 0..1000 {
+        if stopped() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("finderd {pid} did not stop within 5 s");
+}
+
 #[tokio::test]
 async fn an_overflowed_queue_recrawls_everything_and_is_counted() {
     let Ok(old) = std::fs::read_to_string(MAX_QUEUED) else {
@@ -44,6 +71,7 @@ async fn an_overflowed_queue_recrawls_everything_and_is_counted() {
     // Stopped, the daemon reads nothing: 200 creations overflow 16 slots.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) };
+    wait_stopped(daemon.pid());
     for i in 0..200 {
         std::fs::write(tree.path().join(format!("m{i}.py")), b"").expect("write");
     }

@@ -121,6 +121,19 @@ class Batch:
         return [e for e in self.ended if e[0] <= when < e[1]]
 
 
+def stopped(pid):
+    """Every thread of @pid stopped: kill() returns before SIGSTOP takes effect."""
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                state = f.read().rpartition(") ")[2][:1]
+        except OSError:
+            continue  # a thread that exited
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
 def restart_serves(d, python, tree, names, expected, tmp):
     """A SIGKILLed daemon left its socket file: the next start on the same path
     must replace it and serve a new interpreter, fresh (a module created while
@@ -536,6 +549,7 @@ def test_inotify_queue_overflow_is_counted_and_answers_stay_fresh(make_daemon, p
     before = d.stats()
     os.kill(d.pid, signal.SIGSTOP)
     try:
+        assert wait_for(lambda: stopped(d.pid), 5), "the daemon did not stop"
         t0 = time.monotonic()
         for i in range(burst):
             p = os.path.join(churn, "noise_%05d.txt" % i)
