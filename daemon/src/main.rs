@@ -7,6 +7,7 @@ mod bytecode;
 mod check;
 mod cli;
 mod config;
+mod connection;
 mod genfile;
 mod index;
 mod logging;

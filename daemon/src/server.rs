@@ -27,7 +27,8 @@ use crate::config::{Config, ConfigSource, LiveLimits};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::policy::{self, PeerStream};
+use crate::connection::{self, PeerStream};
+use crate::policy;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
@@ -408,7 +409,7 @@ impl Incoming {
                 }
                 // A fresh socket's send buffer is empty: this cannot block,
                 // and if it fails the close says enough.
-                let _ = stream.try_write(&policy::refusal_frames(&why));
+                let _ = stream.try_write(&connection::refusal_frames(&why));
                 None
             }
         }

@@ -16,6 +16,20 @@ fn available(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The interpreter these tests trace: the real executable behind `python3`
+/// (`sys.executable`), never a wrapper such as a pyenv shim, whose every
+/// exec searches the library path cargo sets and crowds the stdlib
+/// directory out of the profile's top ten.
+fn python() -> Option<String> {
+    let output = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let path = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    Path::new(&path).is_absolute().then_some(path)
+}
+
 fn finderd(args: &[&str]) -> Output {
     Command::new(BINARY)
         .args(args)
@@ -28,7 +42,7 @@ fn record(log: &Path, flags: &[&str]) {
         .args(flags)
         .arg("-o")
         .arg(log)
-        .args(["python3", "-c", "import json"])
+        .args([python().expect("python3").as_str(), "-c", "import json"])
         .status()
         .expect("run strace");
     assert!(status.success());
@@ -36,7 +50,7 @@ fn record(log: &Path, flags: &[&str]) {
 
 #[test]
 fn replay_reads_strace_logs_in_every_form() {
-    if !available("strace") || !available("python3") {
+    if !available("strace") || python().is_none() {
         eprintln!("skipped: needs strace and python3");
         return;
     }
@@ -76,11 +90,11 @@ fn replay_reads_strace_logs_in_every_form() {
 
 #[test]
 fn profile_tells_which_case_a_command_is_in() {
-    if !available("strace") || !available("python3") {
+    let (true, Some(python)) = (available("strace"), python()) else {
         eprintln!("skipped: needs strace and python3");
         return;
-    }
-    let output = finderd(&["profile", "--", "python3", "-c", "import json"]);
+    };
+    let output = finderd(&["profile", "--", &python, "-c", "import json"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     for word in [

@@ -1,0 +1,256 @@
+//! One client connection as the HTTP/2 server sees it: a Unix stream that
+//! carries its peer's credentials (read once, at accept), counts itself as
+//! open for `--idle-exit` and `max_connections_per_peer`, and drops a peer
+//! that stalls in the middle of a frame. A connection refused at accept is
+//! answered with frames that name the limit.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tonic::transport::server::Connected;
+
+use crate::activity::OpenConnection;
+use crate::policy::PeerInfo;
+
+/// A Unix stream with its peer's credentials read once, at accept, and the
+/// guard that counts it as open (for `--idle-exit`).
+pub struct PeerStream {
+    stream: UnixStream,
+    peer: PeerInfo,
+    _open: OpenConnection,
+    /// Where the peer is in the HTTP/2 byte stream, and the deadline of the
+    /// preface or frame it has started and not finished.
+    framing: Framing,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long a peer may take to finish the connection preface or a frame it
+/// has started. A peer idle between frames (a long-lived interpreter) is
+/// never timed out; one that stops in the middle of one (a hung or hostile
+/// client) would otherwise hold its descriptor and task forever.
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// HTTP/2 framing seen from the bytes a peer sent: the 24-byte preface,
+/// then 9-byte frame headers (24-bit length first) and payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Preface { seen: usize },
+    Header { seen: usize, length: u32 },
+    Payload { left: u32 },
+}
+
+const PREFACE_BYTES: usize = 24;
+const FRAME_HEADER_BYTES: usize = 9;
+
+impl Framing {
+    const BOUNDARY: Framing = Framing::Header { seen: 0, length: 0 };
+
+    /// Advances over bytes the peer sent.
+    fn consume(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            *self = match *self {
+                Framing::Preface { seen } => {
+                    let take = (PREFACE_BYTES - seen).min(bytes.len());
+                    bytes = &bytes[take..];
+                    if seen + take == PREFACE_BYTES {
+                        Self::BOUNDARY
+                    } else {
+                        Framing::Preface { seen: seen + take }
+                    }
+                }
+                Framing::Header { seen, length } => {
+                    let byte = bytes[0];
+                    bytes = &bytes[1..];
+                    let length = if seen < 3 {
+                        length << 8 | u32::from(byte)
+                    } else {
+                        length
+                    };
+                    match seen + 1 {
+                        FRAME_HEADER_BYTES if length == 0 => Self::BOUNDARY,
+                        FRAME_HEADER_BYTES => Framing::Payload { left: length },
+                        seen => Framing::Header { seen, length },
+                    }
+                }
+                Framing::Payload { left } => {
+                    let take = (left as usize).min(bytes.len());
+                    bytes = &bytes[take..];
+                    match left - take as u32 {
+                        0 => Self::BOUNDARY,
+                        left => Framing::Payload { left },
+                    }
+                }
+            };
+        }
+    }
+
+    /// Whether the peer is in the middle of the preface or of a frame.
+    fn mid_frame(&self) -> bool {
+        *self != Self::BOUNDARY
+    }
+}
+
+impl PeerStream {
+    /// A stream whose peer is `peer` (from [`peer_of`]), counted as `open`.
+    pub fn new(stream: UnixStream, peer: PeerInfo, open: OpenConnection) -> Self {
+        Self {
+            stream,
+            peer,
+            _open: open,
+            framing: Framing::Preface { seen: 0 },
+            stall: None,
+        }
+    }
+}
+
+/// What a connection refused at accept is sent before it is closed: the
+/// server preface (an empty SETTINGS frame) and a GOAWAY with
+/// ENHANCE_YOUR_CALM whose debug data says why, so that the client's error
+/// (and a packet capture) names the limit rather than a bare reset.
+pub fn refusal_frames(why: &str) -> Vec<u8> {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    // A frame may carry 16 KiB unless the peer said more; a reason is short.
+    let why = &why.as_bytes()[..why.len().min(1024)];
+    let mut frames = Vec::with_capacity(2 * FRAME_HEADER_BYTES + 8 + why.len());
+    frame_header(&mut frames, SETTINGS, 0);
+    frame_header(&mut frames, GOAWAY, 8 + why.len() as u32);
+    frames.extend_from_slice(&0u32.to_be_bytes()); // last stream id: none processed
+    frames.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+    frames.extend_from_slice(why);
+    frames
+}
+
+/// A 9-byte HTTP/2 frame header on stream 0, no flags.
+fn frame_header(frames: &mut Vec<u8>, kind: u8, length: u32) {
+    frames.extend_from_slice(&length.to_be_bytes()[1..]);
+    frames.extend_from_slice(&[kind, 0, 0, 0, 0, 0]);
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let this = &mut *self;
+                this.framing.consume(&buf.filled()[before..]);
+                if !this.framing.mid_frame() {
+                    this.stall = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.framing.mid_frame() => {
+                // One deadline per preface or frame, not reset by a trickle.
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_TIMEOUT)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::info!(
+                    pid = self.peer.as_ref().and_then(|p| p.pid),
+                    timeout_secs = STALL_TIMEOUT.as_secs(),
+                    "peer stalled in the middle of a frame; connection dropped"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stalled in the middle of an HTTP/2 frame",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_a_server_preface_and_a_goaway_naming_the_limit() {
+        let why = "peer uid 65534 holds 4 connections, the limit max_connections_per_peer = 4";
+        let frames = refusal_frames(why);
+        assert_eq!(frames[..9], [0, 0, 0, 4, 0, 0, 0, 0, 0], "empty SETTINGS");
+        let goaway = &frames[9..];
+        let length = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+        assert_eq!(goaway[3..9], [7, 0, 0, 0, 0, 0], "GOAWAY on stream 0");
+        assert_eq!(length, goaway.len() - 9);
+        assert_eq!(goaway[9..13], [0, 0, 0, 0], "no stream processed");
+        assert_eq!(goaway[13..17], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
+        assert_eq!(&goaway[17..], why.as_bytes());
+        assert_eq!(refusal_frames(&"x".repeat(5000)).len(), 9 + 9 + 8 + 1024);
+    }
+
+    #[test]
+    fn framing_is_mid_frame_only_inside_the_preface_or_a_frame() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut framing = Framing::Preface { seen: 0 };
+        assert!(framing.mid_frame());
+        framing.consume(&preface[..16]);
+        assert!(framing.mid_frame());
+        framing.consume(&preface[16..]);
+        assert!(!framing.mid_frame());
+        // An empty SETTINGS frame, then a HEADERS frame of 0x000102 bytes
+        // fed a byte at a time through its header.
+        framing.consume(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert!(!framing.mid_frame());
+        for byte in [0, 1, 2, 1, 4, 0, 0, 0] {
+            framing.consume(&[byte]);
+            assert!(framing.mid_frame());
+        }
+        framing.consume(&[1]);
+        assert_eq!(framing, Framing::Payload { left: 0x102 });
+        framing.consume(&[0; 0x101]);
+        assert!(framing.mid_frame());
+        // The last payload byte and the next frame's whole header at once.
+        framing.consume(&[0, 0, 0, 0, 4, 1, 0, 0, 0, 0]);
+        assert!(!framing.mid_frame());
+    }
+}
