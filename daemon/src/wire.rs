@@ -20,11 +20,13 @@
 //! [`planned`].
 
 #[cfg(test)]
+mod contract;
+#[cfg(test)]
 mod fuzz;
 mod planned;
 mod routes;
 
-pub use planned::{LearnedStats, Learning};
+pub use planned::Learning;
 pub use routes::{RouteError, RouteTable};
 
 use std::collections::HashSet;
@@ -318,12 +320,11 @@ impl Finder {
         _request: &pb::StatsRequest,
         _mode: Mode,
     ) -> Option<Result<Bytes, Error>> {
-        let reply = self
+        let mut reply = self
             .stats
             .reply(self.index.gauges(), self.index.engine_report());
-        let mut encoded = reply.encode_to_vec();
-        self.learning_stats().encode_extension(&mut encoded);
-        Some(Ok(encoded.into()))
+        self.learning_stats(&mut reply);
+        Some(Ok(reply.encode_to_vec().into()))
     }
 
     /// Runs the barrier; `None` when `Inline` and the watcher is busy.

@@ -1,0 +1,203 @@
+/*
+ * finderd_fields.h - field numbers and enum values of the messages libfinderd
+ * encodes and decodes by hand: finderd/v1/finderd.proto and grpc.health.v1.
+ *
+ * GENERATED from their descriptor sets by proto/tests/c_header.rs: do not
+ * edit. `cargo test -p finderd-proto` fails when this file is stale (and
+ * writes the fresh one: review and commit it).
+ *
+ * FDI_FIELD_<MESSAGE>_<FIELD> is a field number, FDI_VALUE_<VALUE> an enum
+ * value (prefixed with its enum's name where the value is not).
+ */
+#ifndef FINDERD_FIELDS_H
+#define FINDERD_FIELDS_H
+
+/* finderd.v1.Interpreter */
+#define FDI_FIELD_INTERPRETER_IMPLEMENTATION     1
+#define FDI_FIELD_INTERPRETER_VERSION            2
+#define FDI_FIELD_INTERPRETER_CACHE_TAG          3
+#define FDI_FIELD_INTERPRETER_SOURCE_SUFFIXES    4
+#define FDI_FIELD_INTERPRETER_BYTECODE_SUFFIXES  5
+#define FDI_FIELD_INTERPRETER_EXTENSION_SUFFIXES 6
+
+/* finderd.v1.Entry */
+#define FDI_FIELD_ENTRY_NAME     1
+#define FDI_FIELD_ENTRY_KIND     2
+#define FDI_FIELD_ENTRY_MODE     3
+#define FDI_FIELD_ENTRY_MTIME_NS 4
+#define FDI_FIELD_ENTRY_SIZE     5
+
+/* finderd.v1.Directory */
+#define FDI_FIELD_DIRECTORY_PATH            1
+#define FDI_FIELD_DIRECTORY_STATUS          2
+#define FDI_FIELD_DIRECTORY_REASON          3
+#define FDI_FIELD_DIRECTORY_ERROR           4
+#define FDI_FIELD_DIRECTORY_GENERATION      5
+#define FDI_FIELD_DIRECTORY_SLOT            6
+#define FDI_FIELD_DIRECTORY_MODE            7
+#define FDI_FIELD_DIRECTORY_MTIME_NS        8
+#define FDI_FIELD_DIRECTORY_SIZE            9
+#define FDI_FIELD_DIRECTORY_ENTRIES         10
+#define FDI_FIELD_DIRECTORY_SLOW_FILESYSTEM 11
+
+/* finderd.v1.CachedFile */
+#define FDI_FIELD_CACHED_FILE_PATH     1
+#define FDI_FIELD_CACHED_FILE_DATA     2
+#define FDI_FIELD_CACHED_FILE_MTIME_NS 3
+#define FDI_FIELD_CACHED_FILE_SIZE     4
+
+/* finderd.v1.GenerationFile */
+#define FDI_FIELD_GENERATION_FILE_PATH     1
+#define FDI_FIELD_GENERATION_FILE_EPOCH    2
+#define FDI_FIELD_GENERATION_FILE_SLOTS    3
+#define FDI_FIELD_GENERATION_FILE_LEASE_NS 4
+
+/* finderd.v1.SnapshotRequest */
+#define FDI_FIELD_SNAPSHOT_REQUEST_PROTOCOL_VERSION 1
+#define FDI_FIELD_SNAPSHOT_REQUEST_INTERPRETER      2
+#define FDI_FIELD_SNAPSHOT_REQUEST_SYS_PATH         3
+#define FDI_FIELD_SNAPSHOT_REQUEST_PROGRAM_KEY      4
+#define FDI_FIELD_SNAPSHOT_REQUEST_PREFETCH_BYTES   5
+#define FDI_FIELD_SNAPSHOT_REQUEST_BYTECODE_BYTES   6
+#define FDI_FIELD_SNAPSHOT_REQUEST_MOUNT_NAMESPACE  7
+
+/* finderd.v1.SnapshotReply */
+#define FDI_FIELD_SNAPSHOT_REPLY_PROTOCOL_VERSION    1
+#define FDI_FIELD_SNAPSHOT_REPLY_DAEMON_VERSION      2
+#define FDI_FIELD_SNAPSHOT_REPLY_GENERATIONS         3
+#define FDI_FIELD_SNAPSHOT_REPLY_DIRECTORIES         4
+#define FDI_FIELD_SNAPSHOT_REPLY_FILES               5
+#define FDI_FIELD_SNAPSHOT_REPLY_PLANNED_DIRECTORIES 6
+
+/* finderd.v1.LookupRequest */
+#define FDI_FIELD_LOOKUP_REQUEST_PROTOCOL_VERSION  1
+#define FDI_FIELD_LOOKUP_REQUEST_PATHS             2
+#define FDI_FIELD_LOOKUP_REQUEST_KNOWN_GENERATIONS 3
+#define FDI_FIELD_LOOKUP_REQUEST_KNOWN_EPOCH       4
+#define FDI_FIELD_LOOKUP_REQUEST_MOUNT_NAMESPACE   5
+
+/* finderd.v1.LookupReply */
+#define FDI_FIELD_LOOKUP_REPLY_PROTOCOL_VERSION 1
+#define FDI_FIELD_LOOKUP_REPLY_GENERATIONS      2
+#define FDI_FIELD_LOOKUP_REPLY_DIRECTORIES      3
+
+/* finderd.v1.ReportRequest */
+#define FDI_FIELD_REPORT_REQUEST_PROTOCOL_VERSION 1
+#define FDI_FIELD_REPORT_REQUEST_PROGRAM_KEY      2
+#define FDI_FIELD_REPORT_REQUEST_DIRECTORIES      3
+#define FDI_FIELD_REPORT_REQUEST_BYTECODE_FILES   4
+#define FDI_FIELD_REPORT_REQUEST_MOUNT_NAMESPACE  5
+
+/* finderd.v1.ReportReply */
+
+/* finderd.v1.StatsRequest */
+
+/* finderd.v1.Histogram */
+#define FDI_FIELD_HISTOGRAM_COUNT  1
+#define FDI_FIELD_HISTOGRAM_SUM_US 2
+#define FDI_FIELD_HISTOGRAM_MAX_US 3
+#define FDI_FIELD_HISTOGRAM_P50_US 4
+#define FDI_FIELD_HISTOGRAM_P99_US 5
+
+/* finderd.v1.StatsReply */
+#define FDI_FIELD_STATS_REPLY_DAEMON_VERSION              1
+#define FDI_FIELD_STATS_REPLY_UPTIME_MS                   2
+#define FDI_FIELD_STATS_REPLY_PID                         3
+#define FDI_FIELD_STATS_REPLY_ROOTS                       4
+#define FDI_FIELD_STATS_REPLY_DIRECTORIES                 5
+#define FDI_FIELD_STATS_REPLY_ENTRIES                     6
+#define FDI_FIELD_STATS_REPLY_INDEX_BYTES                 7
+#define FDI_FIELD_STATS_REPLY_WATCHES                     8
+#define FDI_FIELD_STATS_REPLY_INOTIFY_EVENTS              9
+#define FDI_FIELD_STATS_REPLY_OVERFLOWS                   10
+#define FDI_FIELD_STATS_REPLY_DEGRADED_ROOTS              11
+#define FDI_FIELD_STATS_REPLY_SNAPSHOT_REQUESTS           12
+#define FDI_FIELD_STATS_REPLY_LOOKUP_REQUESTS             13
+#define FDI_FIELD_STATS_REPLY_DIRECTORIES_SERVED          14
+#define FDI_FIELD_STATS_REPLY_DIRECTORIES_NOT_SERVED      15
+#define FDI_FIELD_STATS_REPLY_DIRECTORIES_UNCHANGED       16
+#define FDI_FIELD_STATS_REPLY_HITS                        17
+#define FDI_FIELD_STATS_REPLY_MISSES                      18
+#define FDI_FIELD_STATS_REPLY_REJECTED_REQUESTS           19
+#define FDI_FIELD_STATS_REPLY_CRAWLS_SYNC                 20
+#define FDI_FIELD_STATS_REPLY_CRAWLS_URING                21
+#define FDI_FIELD_STATS_REPLY_BARRIER_LATENCY             22
+#define FDI_FIELD_STATS_REPLY_REFRESH_LATENCY             23
+#define FDI_FIELD_STATS_REPLY_REQUEST_LATENCY             24
+#define FDI_FIELD_STATS_REPLY_POLLED_ROOTS                25
+#define FDI_FIELD_STATS_REPLY_EVICTIONS                   26
+#define FDI_FIELD_STATS_REPLY_PEER_LIMIT_REJECTIONS       27
+#define FDI_FIELD_STATS_REPLY_IO_URING                    28
+#define FDI_FIELD_STATS_REPLY_FILESYSTEMS                 29
+#define FDI_FIELD_STATS_REPLY_LIMITS                      30
+#define FDI_FIELD_STATS_REPLY_MTIME_CHECKS                31
+#define FDI_FIELD_STATS_REPLY_MTIME_RECRAWLS              32
+#define FDI_FIELD_STATS_REPLY_OPEN_CONNECTIONS            33
+#define FDI_FIELD_STATS_REPLY_CONNECTION_LIMIT_REJECTIONS 34
+#define FDI_FIELD_STATS_REPLY_PLANS                       100
+#define FDI_FIELD_STATS_REPLY_PLAN_DIRECTORIES            101
+#define FDI_FIELD_STATS_REPLY_PLAN_FILES                  102
+#define FDI_FIELD_STATS_REPLY_REPORTS                     103
+#define FDI_FIELD_STATS_REPLY_PLANNED_SNAPSHOTS           104
+#define FDI_FIELD_STATS_REPLY_PLANNED_DIRECTORIES_SERVED  105
+#define FDI_FIELD_STATS_REPLY_PLANS_EVICTED               106
+#define FDI_FIELD_STATS_REPLY_PLAN_ENTRIES_DROPPED        107
+#define FDI_FIELD_STATS_REPLY_CACHED_FILES                108
+#define FDI_FIELD_STATS_REPLY_CACHED_BYTES                109
+#define FDI_FIELD_STATS_REPLY_CACHED_FILES_SERVED         110
+#define FDI_FIELD_STATS_REPLY_CACHED_BYTES_SERVED         111
+#define FDI_FIELD_STATS_REPLY_COMPILED_READS_URING        112
+#define FDI_FIELD_STATS_REPLY_COMPILED_READS_SYNC         113
+#define FDI_FIELD_STATS_REPLY_COMPILED_READS_CHANGED      114
+#define FDI_FIELD_STATS_REPLY_CACHED_EVICTIONS            115
+#define FDI_FIELD_STATS_REPLY_SLOW_DEVICES                116
+#define FDI_FIELD_STATS_REPLY_DEADLINE_REPLIES            117
+#define FDI_FIELD_STATS_REPLY_BEING_INDEXED               118
+#define FDI_FIELD_STATS_REPLY_STATE_WRITES                119
+#define FDI_FIELD_STATS_REPLY_STATE_WRITE_ERRORS          120
+#define FDI_FIELD_STATS_REPLY_PLANS_LOADED                121
+
+/* finderd.v1.FilesystemEngine */
+#define FDI_FIELD_FILESYSTEM_ENGINE_FILESYSTEM         1
+#define FDI_FIELD_FILESYSTEM_ENGINE_DEVICE             2
+#define FDI_FIELD_FILESYSTEM_ENGINE_ENGINE             3
+#define FDI_FIELD_FILESYSTEM_ENGINE_REASON             4
+#define FDI_FIELD_FILESYSTEM_ENGINE_SYNC_NS_PER_ENTRY  5
+#define FDI_FIELD_FILESYSTEM_ENGINE_URING_NS_PER_ENTRY 6
+#define FDI_FIELD_FILESYSTEM_ENGINE_CRAWLS             7
+#define FDI_FIELD_FILESYSTEM_ENGINE_POLLED             8
+
+/* finderd.v1.Limit */
+#define FDI_FIELD_LIMIT_NAME  1
+#define FDI_FIELD_LIMIT_VALUE 2
+
+/* grpc.health.v1.HealthCheckRequest */
+#define FDI_FIELD_HEALTH_CHECK_REQUEST_SERVICE 1
+
+/* grpc.health.v1.HealthCheckResponse */
+#define FDI_FIELD_HEALTH_CHECK_RESPONSE_STATUS 1
+
+/* finderd.v1.ProtocolVersion */
+#define FDI_VALUE_PROTOCOL_VERSION_UNSPECIFIED 0
+#define FDI_VALUE_PROTOCOL_VERSION_1           1
+
+/* finderd.v1.EntryKind */
+#define FDI_VALUE_ENTRY_KIND_FILE        0
+#define FDI_VALUE_ENTRY_KIND_DIR         1
+#define FDI_VALUE_ENTRY_KIND_SYMLINK_DIR 2
+#define FDI_VALUE_ENTRY_KIND_OTHER       3
+
+/* finderd.v1.DirectoryStatus */
+#define FDI_VALUE_DIRECTORY_STATUS_UNSPECIFIED 0
+#define FDI_VALUE_DIRECTORY_STATUS_SERVED      1
+#define FDI_VALUE_DIRECTORY_STATUS_NOT_SERVED  2
+#define FDI_VALUE_DIRECTORY_STATUS_ABSENT      3
+#define FDI_VALUE_DIRECTORY_STATUS_UNCHANGED   4
+
+/* grpc.health.v1.HealthCheckResponse.ServingStatus */
+#define FDI_VALUE_SERVING_STATUS_UNKNOWN         0
+#define FDI_VALUE_SERVING_STATUS_SERVING         1
+#define FDI_VALUE_SERVING_STATUS_NOT_SERVING     2
+#define FDI_VALUE_SERVING_STATUS_SERVICE_UNKNOWN 3
+
+#endif /* FINDERD_FIELDS_H */
