@@ -33,11 +33,12 @@ use dashmap::DashMap;
 use crate::check::{stamp_of, Check, CheckKind, Stamp};
 use crate::config::{LiveLimits, RefreshConfig};
 use crate::genfile::{monotonic_ns, GenFile};
-use crate::policy::{denied_reason, Access, PeerInfo};
+use crate::policy::{Access, Facts};
 use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
 use crate::stats::{bump, EngineReport, Gauges, Stats};
-use crate::targets::{self, EntryId, LinkDependencies, Unused};
+use crate::targets::{self, EntryId, LinkDependencies, LinkTarget, Unused};
+use crate::walk;
 use crate::watch::{Change, WatchError, Watcher};
 
 /// Crawls of one path before answering from a read that kept changing.
@@ -56,7 +57,10 @@ pub struct Listing {
     pub stat: Fingerprint,
     pub entries: Vec<Entry>,
     pub access: Access,
-    /// Checked by stat instead of watched (degraded or polled).
+    /// Per symlink entry (by name, sorted), the directories its resolution
+    /// searched: who may have its target's fingerprint.
+    pub links: Vec<(Bytes, Access)>,
+    /// Checked by stat instead of watched (polled filesystems).
     pub check: Option<Check>,
     /// `st_dev` of the listed directory (whether its filesystem is slow).
     pub device: u64,
@@ -72,15 +76,30 @@ impl Listing {
         self.encoded.get_or_init(|| encode(self)).clone()
     }
 
+    /// What the resolution of the symlink entry `name` searched (`None`:
+    /// not a resolved symlink entry).
+    pub fn link_access(&self, name: &[u8]) -> Option<&Access> {
+        self.links
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|at| &self.links[at].1)
+    }
+
     fn touch(&self) {
         self.last_used.store(now_ms(), Ordering::Relaxed);
     }
 
     fn approximate_bytes(&self) -> i64 {
         let names: usize = self.entries.iter().map(|e| e.name.len()).sum();
+        let links: usize = (self.links.iter())
+            .map(|(name, access)| name.len() + access.heap_bytes())
+            .sum();
         let bytes = std::mem::size_of::<Self>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + names
+            + self.links.capacity() * std::mem::size_of::<(Bytes, Access)>()
+            + links
+            + self.access.heap_bytes()
             + self.path.len()
             + self.real.len();
         i64::try_from(bytes).unwrap_or(i64::MAX)
@@ -120,15 +139,6 @@ impl Node {
             Node::Crawling(_) | Node::Refused(_) => None,
         }
     }
-
-    fn access(&self) -> Option<&Access> {
-        match self {
-            Node::Crawling(_) => None,
-            Node::Listed(listing) => Some(&listing.access),
-            Node::Absent(absence) => Some(&absence.access),
-            Node::Refused(refused) => Some(&refused.access),
-        }
-    }
 }
 
 /// One crawl in progress; others asking for the same path wait for it.
@@ -153,20 +163,58 @@ impl Ticket {
     }
 }
 
-/// The answer about one path, for one peer.
-#[derive(Debug)]
-pub enum Answer {
+/// What the index holds for one path: the same for every peer. What of it
+/// a peer may have is the gate's decision (`crate::policy::gate`).
+#[derive(Debug, Clone)]
+pub enum Indexed {
     Listed(Arc<Listing>),
-    Unchanged {
-        generation: u64,
-        slot: u32,
-    },
-    Absent {
-        errno: i32,
-        generation: u64,
-        slot: u32,
-    },
-    NotServed(String),
+    Absent(Arc<Absence>),
+    Refused(Arc<Refused>),
+    /// The crawl made for this asker stopped at a directory the asker may
+    /// not search or list: nothing past it was read, kept or counted.
+    Screened,
+}
+
+impl Indexed {
+    /// The facts that decide who may have this answer.
+    pub fn access(&self) -> Option<&Access> {
+        match self {
+            Indexed::Listed(listing) => Some(&listing.access),
+            Indexed::Absent(absence) => Some(&absence.access),
+            Indexed::Refused(refused) => Some(&refused.access),
+            Indexed::Screened => None,
+        }
+    }
+}
+
+impl Indexed {
+    fn check(&self) -> Option<&Check> {
+        match self {
+            Indexed::Listed(listing) => listing.check.as_ref(),
+            Indexed::Absent(absence) => absence.check.as_ref(),
+            Indexed::Refused(_) | Indexed::Screened => None,
+        }
+    }
+}
+
+impl From<Node> for Indexed {
+    fn from(node: Node) -> Indexed {
+        match node {
+            Node::Listed(listing) => Indexed::Listed(listing),
+            Node::Absent(absence) => Indexed::Absent(absence),
+            Node::Refused(refused) => Indexed::Refused(refused),
+            // Never returned: a crawl in progress is waited for.
+            Node::Crawling(_) => Indexed::Screened,
+        }
+    }
+}
+
+/// Where a crawl made for one asker may go: the asker's own permissions
+/// (`crate::policy::gate`), so that the daemon never reads, keeps or
+/// counts anything beyond what that asker could reach itself.
+pub trait Screen {
+    fn may_search(&self, dir: &Facts) -> bool;
+    fn may_list(&self, dir: &Facts) -> bool;
 }
 
 /// Why a path is asked for (sys.path entries are counted as roots).
@@ -294,6 +342,8 @@ pub struct Index {
     /// Keys checked by stat instead of watched, and why.
     checked: Mutex<HashMap<Bytes, CheckKind>>,
     warned_watch_limit: AtomicBool,
+    /// Answers read but not kept because a watch could not be had.
+    unwatched: AtomicU64,
     engines: Engines,
 }
 
@@ -336,6 +386,7 @@ impl Index {
             roots: Mutex::new(HashSet::new()),
             checked: Mutex::new(HashMap::new()),
             warned_watch_limit: AtomicBool::new(false),
+            unwatched: AtomicU64::new(0),
             engines: Engines::new(refresh),
         })
     }
@@ -357,7 +408,7 @@ impl Index {
             directories: count(&self.listed),
             entries: count(&self.entries),
             index_bytes: count(&self.bytes),
-            degraded_roots: self.checked_count(CheckKind::Degraded),
+            degraded_roots: self.unwatched.load(Ordering::Relaxed),
             polled_roots: self.checked_count(CheckKind::Polled),
         }
     }
@@ -420,112 +471,65 @@ impl Index {
         }
     }
 
-    /// The answer about `key` (absolute and canonical) for `peer`; crawls it
-    /// when it is not indexed. `known_generation` (0: none) turns a current
-    /// answer into UNCHANGED.
-    pub fn answer(
-        &self,
-        key: &Bytes,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Answer {
-        let node = self.checked_current(key);
-        self.respond(key, node, peer, known_generation, role)
+    /// What the index holds for `key` (absolute and canonical), crawled
+    /// for an asker whose permissions are `screen` when it is not indexed.
+    pub fn answer(&self, key: &Bytes, role: Role, screen: &dyn Screen) -> Indexed {
+        let indexed = self.checked_current(key, screen);
+        self.note_use(key, &indexed, role);
+        indexed
     }
 
-    /// The answer when it needs no filesystem access: `key` is indexed,
-    /// not being crawled, and not checked by stat. `None`: use [`answer`].
-    pub fn peek(
-        &self,
-        key: &Bytes,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Option<Answer> {
+    /// [`answer`](Self::answer) when it needs no filesystem access: `key`
+    /// is indexed, not being crawled, and not checked by stat. `None`: ask
+    /// [`answer`](Self::answer) on a thread that may block.
+    pub fn peek(&self, key: &Bytes, role: Role) -> Option<Indexed> {
         let node = self.nodes.get(key).map(|node| node.clone())?;
         if matches!(node, Node::Crawling(_)) || node.check().is_some() {
             return None;
         }
         bump(&self.stats.hits);
-        Some(self.respond(key, node, peer, known_generation, role))
+        let indexed = Indexed::from(node);
+        self.note_use(key, &indexed, role);
+        Some(indexed)
     }
 
     /// The current node, re-crawled first when its stat check fails.
-    fn checked_current(&self, key: &Bytes) -> Node {
+    fn checked_current(&self, key: &Bytes, screen: &dyn Screen) -> Indexed {
         for _ in 0..CRAWL_ATTEMPTS {
-            let node = self.current(key);
-            let Some(check) = node.check() else {
-                return node;
+            let indexed = self.current(key, screen);
+            let Some(check) = indexed.check() else {
+                return indexed;
             };
             bump(&self.stats.mtime_checks);
             if check.holds(key) {
-                return node;
+                return indexed;
             }
             bump(&self.stats.mtime_recrawls);
             self.drop_keys(std::slice::from_ref(key));
         }
-        self.current(key)
+        self.current(key, screen)
     }
 
-    fn respond(
-        &self,
-        key: &Bytes,
-        node: Node,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Answer {
+    /// Roots and LRU order.
+    fn note_use(&self, key: &Bytes, indexed: &Indexed, role: Role) {
         if role == Role::SysPathEntry && self.nodes.contains_key(key) {
             lock(&self.roots).insert(key.clone());
         }
-        if let Node::Listed(listing) = &node {
+        if let Indexed::Listed(listing) = indexed {
             listing.touch();
-        }
-        let allowed = match (peer, node.access()) {
-            (Some(peer), Some(access)) => access.permits(peer),
-            _ => false,
-        };
-        if !allowed {
-            return Answer::NotServed(denied_reason(peer));
-        }
-        match node {
-            Node::Listed(listing)
-                if known_generation != 0 && listing.generation == known_generation =>
-            {
-                Answer::Unchanged {
-                    generation: listing.generation,
-                    slot: listing.slot,
-                }
-            }
-            Node::Absent(absence)
-                if known_generation != 0 && absence.generation == known_generation =>
-            {
-                Answer::Unchanged {
-                    generation: absence.generation,
-                    slot: absence.slot,
-                }
-            }
-            Node::Listed(listing) => Answer::Listed(listing),
-            Node::Absent(absence) => Answer::Absent {
-                errno: absence.errno,
-                generation: absence.generation,
-                slot: absence.slot,
-            },
-            Node::Refused(refused) => Answer::NotServed(refused.reason.clone()),
-            Node::Crawling(_) => Answer::NotServed("directory is being read".to_string()),
         }
     }
 
-    /// The node for `key`, crawling it if needed (never `Crawling`).
-    fn current(&self, key: &Bytes) -> Node {
+    /// The node for `key`, crawled for an asker limited by `screen` if
+    /// needed.
+    fn current(&self, key: &Bytes, screen: &dyn Screen) -> Indexed {
         loop {
             let existing = self.nodes.get(key).map(|node| node.clone());
             match existing {
                 Some(Node::Crawling(ticket)) => ticket.wait(),
                 Some(node) => {
                     bump(&self.stats.hits);
-                    return node;
+                    return Indexed::from(node);
                 }
                 None => {
                     let ticket = Arc::new(Ticket::default());
@@ -536,7 +540,9 @@ impl Index {
                             index: self,
                             key,
                             ticket: &ticket,
-                            degraded: Cell::new(false),
+                            screen,
+                            screened: Cell::new(false),
+                            unwatched: Cell::new(false),
                             polled: Cell::new(false),
                         };
                         return guard.crawl();
@@ -610,6 +616,7 @@ impl Index {
                 stat: listed.stat,
                 entries: listed.entries,
                 access: listed.access,
+                links: listed.resolved,
                 check,
                 device: listed.device,
                 last_used: AtomicU64::new(now_ms()),
@@ -646,7 +653,7 @@ impl Index {
     }
 
     /// Turns a watch failure into a refusal; `Ok(true)`: no watch could be
-    /// had (the watch limit), so the crawl's result must be checked by stat.
+    /// had (the watch limit), so the crawl's result must not be kept.
     fn watch_result(&self, key: &Bytes, result: Result<(), WatchError>) -> Result<bool, Refusal> {
         match result {
             Ok(()) => Ok(false),
@@ -658,8 +665,8 @@ impl Index {
                     tracing::warn!(
                         path = %key.escape_ascii(),
                         max_watches = ?self.limits.max_watches(),
-                        "inotify watch limit reached; directories without a watch are checked \
-                         by mtime at each request (raise fs.inotify.max_user_watches or --max-watches)"
+                        "inotify watch limit reached; directories without a watch are read again \
+                         for every request (raise fs.inotify.max_user_watches or --max-watches)"
                     );
                 }
                 Ok(true)
@@ -681,7 +688,8 @@ impl Index {
         links: &[Bytes],
         watcher: &mut Watcher,
         released: &mut Released,
-    ) -> bool {
+    ) -> Option<Vec<(Bytes, LinkTarget)>> {
+        let mut resolved = Vec::with_capacity(links.len());
         'links: for name in links {
             let id: EntryId = (key.clone(), name.clone());
             let mut target = targets::resolve(real, name);
@@ -703,16 +711,17 @@ impl Index {
                 }
                 let again = targets::resolve(real, name);
                 if again == target {
+                    resolved.push((name.clone(), target));
                     continue 'links;
                 }
                 target = again;
             }
-            return false;
+            return None;
         }
-        true
+        Some(resolved)
     }
 
-    fn link_watch_failed(&self, key: &Bytes) -> bool {
+    fn link_watch_failed(&self, key: &Bytes) -> Option<Vec<(Bytes, LinkTarget)>> {
         if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 path = %key.escape_ascii(),
@@ -721,7 +730,7 @@ impl Index {
                  (raise fs.inotify.max_user_watches or --max-watches)"
             );
         }
-        false
+        None
     }
 
     /// Drops the nodes of `keys` (a stat check failed, or eviction) and the
@@ -776,30 +785,20 @@ impl Index {
         self.drop_keys(&evicted);
     }
 
-    /// Re-checks checked nodes and drops those that moved: degraded ones by
-    /// stat when `degraded`, polled ones by stat and a re-listing entry by
-    /// entry (in-place file rewrites) when `polled`.
-    pub fn recheck(&self, degraded: bool, polled: bool) {
-        let keys: Vec<(Bytes, CheckKind)> = lock(&self.checked)
-            .iter()
-            .map(|(key, kind)| (key.clone(), *kind))
-            .collect();
+    /// Re-checks the polled nodes (filesystems inotify cannot see) and
+    /// drops those that moved: by stat, and by a re-listing entry by entry
+    /// (which catches a file rewritten in place).
+    pub fn recheck(&self) {
+        let keys: Vec<Bytes> = lock(&self.checked).keys().cloned().collect();
         let mut moved = Vec::new();
-        for (key, kind) in keys {
-            let due = match kind {
-                CheckKind::Degraded => degraded,
-                CheckKind::Polled => polled,
-            };
-            if !due {
-                continue;
-            }
-            let Some(node) = self.nodes.get(&key).map(|n| n.clone()) else {
+        for key in keys {
+            let Some(node) = self.nodes.get(&key).map(|n| Indexed::from(n.clone())) else {
                 continue;
             };
             let Some(check) = node.check() else { continue };
             bump(&self.stats.mtime_checks);
-            let same =
-                check.holds(&key) && !(kind == CheckKind::Polled && self.listing_moved(&node));
+            let same = check.holds(&key)
+                && !matches!(&node, Indexed::Listed(listing) if self.listing_moved(listing));
             if !same {
                 bump(&self.stats.mtime_recrawls);
                 moved.push(key);
@@ -812,15 +811,18 @@ impl Index {
     }
 
     /// Whether a listing's entries differ from the directory now.
-    fn listing_moved(&self, node: &Node) -> bool {
-        let Node::Listed(listing) = node else {
-            return false;
-        };
+    fn listing_moved(&self, listing: &Listing) -> bool {
         let max = LiveLimits::get(&self.limits.max_entries_per_directory);
-        match refresh::relist(&listing.real, max) {
-            Ok((stat, entries)) => stat != listing.stat || entries != listing.entries,
-            Err(_) => true,
-        }
+        let Ok((stat, entries)) = refresh::relist(&listing.real, max) else {
+            return true;
+        };
+        let links: Vec<Bytes> = (entries.iter().filter(|e| e.link))
+            .map(|e| e.name.clone())
+            .collect();
+        let (updates, resolved) = link_entries(resolve_links(&listing.real, &links));
+        stat != listing.stat
+            || merge(&entries, updates) != listing.entries
+            || resolved != listing.links
     }
 
     /// Applies one read's worth of changes (under the barrier).
@@ -956,19 +958,23 @@ impl Index {
                 released.add(unused);
             }
         }
+        let mut link_access: Vec<(Bytes, Access)> = (old.links.iter())
+            .filter(|(name, _)| !names.contains(name))
+            .cloned()
+            .collect();
         if !links.is_empty() {
-            let restated = self
-                .watch_link_targets(key, &old.real, &links, watcher, released)
-                .then(|| refresh::restat(&old.real, &links).ok())
-                .flatten();
-            let Some(restated) = restated else {
+            let Some(targets) = self.watch_link_targets(key, &old.real, &links, watcher, released)
+            else {
                 self.invalidate(key, released);
                 return false;
             };
-            found = merge_updates(found, restated.names);
+            let (updates, resolved) = link_entries(targets);
+            found = merge_updates(found, updates);
+            link_access.extend(resolved);
+            link_access.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         let entries = merge(&old.entries, found);
-        if stat == old.stat && entries == old.entries {
+        if stat == old.stat && entries == old.entries && link_access == old.links {
             return false;
         }
         if entries.len() > LiveLimits::get(&self.limits.max_entries_per_directory) {
@@ -983,6 +989,7 @@ impl Index {
             stat,
             entries,
             access: old.access.clone(),
+            links: link_access,
             check: old.check,
             device: old.device,
             last_used: AtomicU64::new(old.last_used.load(Ordering::Relaxed)),
@@ -1056,38 +1063,49 @@ struct CrawlGuard<'a> {
     index: &'a Index,
     key: &'a Bytes,
     ticket: &'a Arc<Ticket>,
+    /// Where the asker may go.
+    screen: &'a dyn Screen,
+    /// The crawl stopped where the asker may not go.
+    screened: Cell<bool>,
     /// Some watch this crawl needed could not be had.
-    degraded: Cell<bool>,
+    unwatched: Cell<bool>,
     /// The listed directory is on a filesystem inotify cannot see.
     polled: Cell<bool>,
 }
 
 impl CrawlGuard<'_> {
-    fn crawl(&self) -> Node {
+    fn crawl(&self) -> Indexed {
         let index = self.index;
         let mut last = None;
         for _ in 0..CRAWL_ATTEMPTS {
             self.ticket.dirty.store(false, Ordering::SeqCst);
-            self.degraded.set(false);
+            self.unwatched.set(false);
             self.polled.set(false);
             let stamp = stamp_of(self.key);
             let outcome = self.crawl_once();
+            if self.screened.get() {
+                return Indexed::Screened;
+            }
             let (outcome, keepable) = self.watch_links(outcome);
-            if !keepable {
-                // Answered as read, not kept (slot 0: clients revalidate).
-                return index.unkept(self.key, outcome);
+            if !keepable || self.unwatched.get() {
+                index.unwatched.fetch_add(1, Ordering::Relaxed);
+                // Answered as read, not kept (slot 0: the client asks the
+                // filesystem next time); the next request reads it again.
+                return index.unkept(self.key, outcome).into();
             }
             match outcome {
                 raced @ Outcome::Raced { .. } => last = Some(raced),
                 Outcome::Refused { refusal, access } if !refusal.lasting => {
-                    return index.unkept(self.key, Outcome::Refused { refusal, access });
+                    return index
+                        .unkept(self.key, Outcome::Refused { refusal, access })
+                        .into();
                 }
                 Outcome::Listed(listed)
                     if listed.entries.len()
                         > LiveLimits::get(&index.limits.max_indexed_entries) =>
                 {
                     // Larger than the whole index may be: answered, not kept.
-                    return index.unkept(self.key, Outcome::Listed(listed));
+                    return index.unkept(self.key, Outcome::Listed(listed)).into();
                 }
                 outcome => {
                     let listed = matches!(outcome, Outcome::Listed(_));
@@ -1096,7 +1114,7 @@ impl CrawlGuard<'_> {
                             if listed {
                                 index.enforce_entry_limit(self.key);
                             }
-                            return node;
+                            return node.into();
                         }
                         Err(dirty) => last = Some(dirty),
                     }
@@ -1107,7 +1125,7 @@ impl CrawlGuard<'_> {
         let raced_at_root = Outcome::Raced {
             access: Access::default(),
         };
-        index.unkept(self.key, last.unwrap_or(raced_at_root))
+        index.unkept(self.key, last.unwrap_or(raced_at_root)).into()
     }
 
     fn crawl_once(&self) -> Outcome {
@@ -1131,8 +1149,8 @@ impl CrawlGuard<'_> {
         outcome
     }
 
-    /// Watches what the listing's symlink entries resolve through, then
-    /// re-stats them (see `crate::targets`). False: they cannot be
+    /// Resolves the listing's symlink entries once what they resolve
+    /// through is watched (see `crate::targets`). False: they cannot be
     /// watched, so the listing must not be kept.
     fn watch_links(&self, outcome: Outcome) -> (Outcome, bool) {
         let Outcome::Listed(mut listed) = outcome else {
@@ -1144,7 +1162,7 @@ impl CrawlGuard<'_> {
         let index = self.index;
         let mut watcher = lock(&index.watcher);
         let mut released = Released::default();
-        let ok = index.watch_link_targets(
+        let targets = index.watch_link_targets(
             self.key,
             &listed.real,
             &listed.links,
@@ -1153,59 +1171,90 @@ impl CrawlGuard<'_> {
         );
         index.release_unused(&mut watcher, released);
         drop(watcher);
-        if !ok {
-            return (Outcome::Listed(listed), false);
-        }
-        match refresh::restat(&listed.real, &listed.links) {
-            Ok(restated) => {
-                listed.entries = merge(&listed.entries, restated.names);
-                (Outcome::Listed(listed), true)
-            }
-            // The directory went: its event makes this crawl dirty.
-            Err(_) => (
-                Outcome::Raced {
-                    access: listed.access,
-                },
-                true,
-            ),
-        }
+        let keepable = targets.is_some();
+        let targets = targets.unwrap_or_else(|| resolve_links(&listed.real, &listed.links));
+        let (updates, resolved) = link_entries(targets);
+        listed.entries = merge(&listed.entries, updates);
+        listed.resolved = resolved;
+        (Outcome::Listed(listed), keepable)
     }
 
-    /// How the crawl's result is kept fresh when inotify cannot do it.
+    /// How the crawl's result is kept fresh when inotify cannot see it.
     fn check(&self, stamp: Stamp) -> Option<Check> {
-        let kind = if self.polled.get() {
-            CheckKind::Polled
-        } else if self.degraded.get() {
-            CheckKind::Degraded
-        } else {
-            return None;
-        };
-        Some(Check { kind, stamp })
+        self.polled.get().then_some(Check {
+            kind: CheckKind::Polled,
+            stamp,
+        })
+    }
+
+    /// Records that a watch this crawl needed could not be had.
+    fn watched(&self, result: Result<(), WatchError>) -> Result<(), Refusal> {
+        let unwatched = self.index.watch_result(self.key, result)?;
+        self.unwatched.set(self.unwatched.get() || unwatched);
+        Ok(())
     }
 }
 
-impl Observer for CrawlGuard<'_> {
-    fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal> {
+impl walk::Observer for CrawlGuard<'_> {
+    fn before_lookup(&self, dir: &[u8], facts: &Facts, name: &[u8]) -> Result<(), Refusal> {
+        if !self.screen.may_search(facts) {
+            self.screened.set(true);
+            return Err(Refusal::transient("screened"));
+        }
         // The dependency before the watch: see `Index::release_unused`.
         self.index
             .dependencies()
             .add(self.key, dir, join(dir, name));
         let result = lock(&self.index.watcher).watch_searched(dir);
-        let degraded = self.index.watch_result(self.key, result)?;
-        self.degraded.set(self.degraded.get() || degraded);
-        Ok(())
+        self.watched(result)
     }
+}
 
-    fn before_listing(&self, dir: &[u8], polled: bool) -> Result<(), Refusal> {
+impl Observer for CrawlGuard<'_> {
+    fn before_listing(&self, dir: &[u8], facts: &Facts, polled: bool) -> Result<(), Refusal> {
+        if !self.screen.may_list(facts) {
+            self.screened.set(true);
+            return Err(Refusal::transient("screened"));
+        }
         if polled {
             self.polled.set(true);
             return Ok(());
         }
         let result = lock(&self.index.watcher).watch_listing(self.key, dir);
-        let degraded = self.index.watch_result(self.key, result)?;
-        self.degraded.set(self.degraded.get() || degraded);
-        Ok(())
+        self.watched(result)
     }
+}
+
+/// The symlink entries `names` of the directory at `real`, resolved without
+/// watches (for an answer that is not kept, or a background comparison).
+fn resolve_links(real: &[u8], names: &[Bytes]) -> Vec<(Bytes, LinkTarget)> {
+    names
+        .iter()
+        .map(|name| (name.clone(), targets::resolve(real, name)))
+        .collect()
+}
+
+/// Each resolved symlink entry as a listing update, and who may follow it.
+fn link_entries(
+    targets: Vec<(Bytes, LinkTarget)>,
+) -> (Vec<(Bytes, Option<Entry>)>, Vec<(Bytes, Access)>) {
+    let mut updates = Vec::with_capacity(targets.len());
+    let mut resolved = Vec::with_capacity(targets.len());
+    for (name, target) in targets {
+        let entry = match target.reached {
+            Some((kind, stat)) => Entry {
+                name: name.clone(),
+                kind,
+                stat,
+                link: true,
+            },
+            None => Entry::unresolved_link(name.clone()),
+        };
+        updates.push((name.clone(), Some(entry)));
+        resolved.push((name, target.access));
+    }
+    resolved.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    (updates, resolved)
 }
 
 impl Drop for CrawlGuard<'_> {
@@ -1235,17 +1284,19 @@ impl Drop for CrawlGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Peer;
     use crate::refresh::Kind;
     use std::os::unix::ffi::OsStrExt;
 
-    fn root_peer() -> PeerInfo {
-        Some(Arc::new(Peer {
-            uid: 0,
-            gid: 0,
-            pid: None,
-            groups: Vec::new(),
-        }))
+    /// Goes everywhere (a root peer).
+    struct Everywhere;
+
+    impl Screen for Everywhere {
+        fn may_search(&self, _: &Facts) -> bool {
+            true
+        }
+        fn may_list(&self, _: &Facts) -> bool {
+            true
+        }
     }
 
     fn slot_value(genfile: &std::path::Path, slot: u32) -> u64 {
@@ -1274,8 +1325,7 @@ mod tests {
         )
         .expect("index");
         let key = Bytes::copy_from_slice(tree.as_os_str().as_bytes());
-        let Answer::Listed(listing) = index.answer(&key, &root_peer(), 0, Role::SysPathEntry)
-        else {
+        let Indexed::Listed(listing) = index.answer(&key, Role::SysPathEntry, &Everywhere) else {
             panic!("not listed");
         };
         assert_eq!(slot_value(&genfile_path, listing.slot), listing.generation);
@@ -1303,7 +1353,7 @@ mod tests {
             "every watch released"
         );
 
-        let Answer::Listed(again) = index.answer(&key, &root_peer(), 0, Role::Other) else {
+        let Indexed::Listed(again) = index.answer(&key, Role::Other, &Everywhere) else {
             panic!("not listed after the recrawl");
         };
         assert!(again.generation > listing.generation);
@@ -1317,7 +1367,9 @@ mod tests {
                 mode: 0o100644,
                 mtime_ns: 1,
                 size,
+                ..Fingerprint::default()
             },
+            link: false,
         }
     }
 

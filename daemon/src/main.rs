@@ -23,6 +23,8 @@ mod stats;
 mod strace;
 mod systemd;
 mod targets;
+mod uring;
+mod walk;
 mod watch;
 mod wire;
 

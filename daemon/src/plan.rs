@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::PlanConfig;
+use crate::policy::Peer;
 use state::{StateFile, StoredEntry, StoredPlan};
 
 /// Whose plan: the peer's uid and the program key its client sent.
@@ -457,14 +458,16 @@ fn is_plan_path(path: &[u8]) -> bool {
 
 /// Work for the keeper thread.
 enum Job {
-    /// Read ahead what the plan of this key will need (crawls, compiled files).
-    Warm(PlanKey),
+    /// Read ahead what the plan of this key will need (crawls, compiled
+    /// files), for and as the peer that reported it.
+    Warm(PlanKey, Arc<Peer>),
     /// Write the state file if needed, and end.
     Stop,
 }
 
-/// Background work a request should not wait for, run on one thread.
-pub type Warmer = Box<dyn Fn(&PlanKey) + Send>;
+/// Background work a request should not wait for, run on one thread, with
+/// the permissions of the peer it is for.
+pub type Warmer = Box<dyn Fn(&PlanKey, &Arc<Peer>) + Send>;
 
 /// The keeper thread: warms plans after Reports, writes the state file at
 /// most every `state_write_interval` while plans change, and once more when
@@ -490,9 +493,10 @@ impl Keeper {
         })
     }
 
-    /// Queues a warm-up of `key`'s plan; dropped when the queue is full.
-    pub fn warm(&self, key: PlanKey) {
-        if let Err(TrySendError::Full(_)) = self.jobs.try_send(Job::Warm(key)) {
+    /// Queues a warm-up of `key`'s plan for `peer`, who reported it;
+    /// dropped when the queue is full.
+    pub fn warm(&self, key: PlanKey, peer: Arc<Peer>) {
+        if let Err(TrySendError::Full(_)) = self.jobs.try_send(Job::Warm(key, peer)) {
             tracing::debug!("plan warm-up queue full; skipped");
         }
     }
@@ -523,7 +527,7 @@ fn keep(plans: &Plans, socket: &[u8], queue: &Receiver<Job>, warm: &Warmer) {
     loop {
         let wait = interval.saturating_sub(last_write.elapsed());
         match queue.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(Job::Warm(key)) => warm(&key),
+            Ok(Job::Warm(key, peer)) => warm(&key, &peer),
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }

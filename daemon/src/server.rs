@@ -24,10 +24,10 @@ use tokio_stream::Stream;
 
 use crate::activity::Activity;
 use crate::config::{Config, ConfigSource, LiveLimits};
+use crate::connection::{self, PeerStream};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::connection::{self, PeerStream};
 use crate::policy;
 use crate::stats::Stats;
 use crate::systemd;
@@ -108,14 +108,8 @@ pub async fn run(
     let reader =
         spawn_reader(Arc::clone(&index), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
     let (stop_checker, checker_stop) = std::sync::mpsc::channel::<()>();
-    let checker = spawn_checker(
-        Arc::clone(&index),
-        Arc::clone(&heartbeat),
-        Arc::clone(&limits),
-        config.freshness.lease,
-        checker_stop,
-    )
-    .map_err(ServerError::Inotify)?;
+    let checker = spawn_checker(Arc::clone(&index), Arc::clone(&limits), checker_stop)
+        .map_err(ServerError::Inotify)?;
     let learning = Learning::start(&config, &index).map_err(ServerError::Keeper)?;
     let keeper = Arc::clone(&learning.keeper);
     let finder = Finder::new(
@@ -536,31 +530,21 @@ fn spawn_reader(index: Arc<Index>, heartbeat: Arc<Heartbeat>) -> io::Result<Join
         })
 }
 
-/// The thread that re-checks directories inotify does not cover: degraded
-/// ones every `lease/4` while clients are active (so running clients see
-/// their changes through the generation file), polled ones every
-/// `poll_interval` (re-listed, which also catches in-place rewrites).
+/// The thread that re-checks directories inotify does not cover (polled
+/// filesystems) every `poll_interval`: re-listed, which also catches
+/// in-place rewrites.
 fn spawn_checker(
     index: Arc<Index>,
-    heartbeat: Arc<Heartbeat>,
     limits: Arc<LiveLimits>,
-    lease: Duration,
     stop: std::sync::mpsc::Receiver<()>,
 ) -> io::Result<JoinHandle<()>> {
-    let tick = (lease / 4).max(Duration::from_millis(5));
     std::thread::Builder::new()
         .name("finderd-checker".to_string())
         .spawn(move || {
-            let mut last_poll = std::time::Instant::now();
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
-                let poll = last_poll.elapsed() >= limits.poll_interval();
-                if poll {
-                    last_poll = std::time::Instant::now();
-                }
-                let degraded = heartbeat.is_active();
-                if degraded || poll {
-                    index.recheck(degraded, poll);
-                }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop.recv_timeout(limits.poll_interval())
+            {
+                index.recheck();
             }
         })
 }

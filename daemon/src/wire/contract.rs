@@ -6,10 +6,9 @@ use finderd_proto::descriptor::{self, field_number};
 use finderd_proto::v1 as pb;
 use prost::Message;
 
-use super::planned::SLOW_FILESYSTEM_TRUE;
-use super::{
-    LOOKUP_DIRECTORIES_FIELD, SNAPSHOT_DIRECTORIES_FIELD, SNAPSHOT_FILES_FIELD,
-    SNAPSHOT_PLANNED_FIELD,
+use super::reply::{
+    LOOKUP_DIRECTORIES_FIELD, SLOW_FILESYSTEM_TRUE, SNAPSHOT_DIRECTORIES_FIELD,
+    SNAPSHOT_FILES_FIELD, SNAPSHOT_PLANNED_FIELD,
 };
 
 fn number(message: &str, field: &str) -> u32 {

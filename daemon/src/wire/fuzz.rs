@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use prost::Message;
 use tonic::Code;
 
-use super::{decode_and_check, non_canonical_reason};
+use super::check::{decode_and_check, non_canonical_reason};
 use crate::config::{Config, LiveLimits, PlanConfig};
 
 /// Small limits, so that counts past them are cheap to generate.
