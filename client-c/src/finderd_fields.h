@@ -88,10 +88,6 @@
 #define FDI_FIELD_REPORT_REQUEST_BYTECODE_FILES   4
 #define FDI_FIELD_REPORT_REQUEST_MOUNT_NAMESPACE  5
 
-/* finderd.v1.ReportReply */
-
-/* finderd.v1.StatsRequest */
-
 /* finderd.v1.Histogram */
 #define FDI_FIELD_HISTOGRAM_COUNT  1
 #define FDI_FIELD_HISTOGRAM_SUM_US 2
@@ -134,6 +130,11 @@
 #define FDI_FIELD_STATS_REPLY_MTIME_RECRAWLS              32
 #define FDI_FIELD_STATS_REPLY_OPEN_CONNECTIONS            33
 #define FDI_FIELD_STATS_REPLY_CONNECTION_LIMIT_REJECTIONS 34
+#define FDI_FIELD_STATS_REPLY_OWN_FIGURES_ONLY            35
+#define FDI_FIELD_STATS_REPLY_PEER_UID                    36
+#define FDI_FIELD_STATS_REPLY_REQUESTS                    37
+#define FDI_FIELD_STATS_REPLY_INFLIGHT_BYTES              38
+#define FDI_FIELD_STATS_REPLY_OVER_LIMIT                  39
 #define FDI_FIELD_STATS_REPLY_PLANS                       100
 #define FDI_FIELD_STATS_REPLY_PLAN_DIRECTORIES            101
 #define FDI_FIELD_STATS_REPLY_PLAN_FILES                  102

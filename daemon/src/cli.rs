@@ -146,11 +146,45 @@ pub async fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         let mut json = stats_json(&reply);
         add_learned_json(&mut json, &reply);
         println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if reply.own_figures_only {
+        print!("{}", own_table(&reply));
     } else {
         print!("{}", stats_table(&reply));
         print!("{}", learned_table(&reply));
     }
     Ok(())
+}
+
+/// The figures a peer other than root or the daemon's user gets: its own.
+fn own_table(r: &pb::StatsReply) -> String {
+    let mut out = format!(
+        "figures of peer uid {} only (root and the daemon's own user see the daemon's)\n\n",
+        r.peer_uid
+    );
+    for (name, value) in [
+        ("daemon version", r.daemon_version.clone()),
+        ("pid", r.pid.to_string()),
+        ("uptime", format!("{:.1} s", r.uptime_ms as f64 / 1000.0)),
+        ("requests", r.requests.to_string()),
+        ("rejected requests", r.rejected_requests.to_string()),
+        ("dirs served", r.directories_served.to_string()),
+        ("dirs not served", r.directories_not_served.to_string()),
+        ("dirs unchanged", r.directories_unchanged.to_string()),
+        ("directories kept", r.directories.to_string()),
+        ("entries kept", r.entries.to_string()),
+        ("index bytes", r.index_bytes.to_string()),
+        ("watches", r.watches.to_string()),
+        ("bytes in flight", r.inflight_bytes.to_string()),
+        ("evictions", r.evictions.to_string()),
+        ("over a limit", r.over_limit.to_string()),
+    ] {
+        out.push_str(&format!("{name:<20} {value}\n"));
+    }
+    out.push_str("\nlimits (0: none)\n");
+    for limit in &r.limits {
+        out.push_str(&format!("  {:<28} {}\n", limit.name, limit.value));
+    }
+    out
 }
 
 /// Plans, compiled files and deadlines in `--json`: a `plans` object, and
@@ -296,6 +330,8 @@ fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
         "barrier_latency": histogram_json(r.barrier_latency.as_ref()),
         "refresh_latency": histogram_json(r.refresh_latency.as_ref()),
         "request_latency": histogram_json(r.request_latency.as_ref()),
+        "own_figures_only": r.own_figures_only, "peer_uid": r.peer_uid, "requests": r.requests,
+        "inflight_bytes": r.inflight_bytes, "over_limit": r.over_limit,
     })
 }
 

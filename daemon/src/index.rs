@@ -33,6 +33,7 @@ use dashmap::DashMap;
 use crate::check::{stamp_of, Check, CheckKind, Stamp};
 use crate::config::{LiveLimits, RefreshConfig};
 use crate::genfile::{monotonic_ns, GenFile};
+use crate::policy::quota::{Cost, Over, Quotas};
 use crate::policy::{Access, Facts};
 use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
@@ -66,6 +67,9 @@ pub struct Listing {
     pub device: u64,
     /// When it was last answered (ms of CLOCK_MONOTONIC), for eviction.
     last_used: AtomicU64,
+    /// Who it is charged to, and what its dependencies cost.
+    owner: Owner,
+    deps_bytes: u64,
     encoded: OnceLock<Bytes>,
 }
 
@@ -87,6 +91,15 @@ impl Listing {
 
     fn touch(&self) {
         self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// What keeping it costs its owner.
+    fn cost(&self) -> Cost {
+        Cost {
+            nodes: 1,
+            entries: self.entries.len() as u64,
+            bytes: u64::try_from(self.approximate_bytes()).unwrap_or(0) + self.deps_bytes,
+        }
     }
 
     fn approximate_bytes(&self) -> i64 {
@@ -114,6 +127,8 @@ pub struct Absence {
     pub slot: u32,
     pub access: Access,
     pub check: Option<Check>,
+    owner: Owner,
+    deps_bytes: u64,
 }
 
 /// A path the daemon will not answer for, until something changes.
@@ -121,6 +136,47 @@ pub struct Absence {
 pub struct Refused {
     pub reason: String,
     pub access: Access,
+    owner: Owner,
+    deps_bytes: u64,
+}
+
+/// The uid a kept node is charged to (`crate::policy::quota`): the latest
+/// that was served it.
+#[derive(Debug)]
+struct Owner(AtomicU64);
+
+/// `Owner`'s encoding of a peer without credentials.
+const NO_UID: u64 = u64::MAX;
+
+impl Owner {
+    fn new(uid: Option<u32>) -> Owner {
+        Owner(AtomicU64::new(uid.map_or(NO_UID, u64::from)))
+    }
+
+    fn get(&self) -> Option<u32> {
+        decode_uid(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Becomes `uid`; returns who it was.
+    fn swap(&self, uid: Option<u32>) -> Option<u32> {
+        decode_uid(
+            self.0
+                .swap(uid.map_or(NO_UID, u64::from), Ordering::Relaxed),
+        )
+    }
+}
+
+fn decode_uid(raw: u64) -> Option<u32> {
+    u32::try_from(raw).ok()
+}
+
+/// What a node (not its listing: see `Listing::cost`) costs its owner.
+fn small_cost(access: &Access, deps_bytes: u64) -> Cost {
+    Cost {
+        nodes: 1,
+        entries: 0,
+        bytes: (std::mem::size_of::<Absence>() + access.heap_bytes()) as u64 + deps_bytes,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +188,29 @@ enum Node {
 }
 
 impl Node {
+    /// Who it is charged to and how much (`None`: a crawl in progress).
+    fn charge(&self) -> Option<(&Owner, Cost)> {
+        match self {
+            Node::Listed(listing) => Some((&listing.owner, listing.cost())),
+            Node::Absent(absence) => Some((
+                &absence.owner,
+                small_cost(&absence.access, absence.deps_bytes),
+            )),
+            Node::Refused(refused) => Some((
+                &refused.owner,
+                small_cost(&refused.access, refused.deps_bytes),
+            )),
+            Node::Crawling(_) => None,
+        }
+    }
+
+    fn last_used(&self) -> u64 {
+        match self {
+            Node::Listed(listing) => listing.last_used.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
     fn check(&self) -> Option<&Check> {
         match self {
             Node::Listed(listing) => listing.check.as_ref(),
@@ -215,6 +294,8 @@ impl From<Node> for Indexed {
 pub trait Screen {
     fn may_search(&self, dir: &Facts) -> bool;
     fn may_list(&self, dir: &Facts) -> bool;
+    /// Who asks: what the crawl keeps is charged to this uid.
+    fn uid(&self) -> Option<u32>;
 }
 
 /// Why a path is asked for (sys.path entries are counted as roots).
@@ -280,6 +361,16 @@ impl Dependencies {
         unsearched
     }
 
+    /// Roughly what `key`'s dependencies keep on the heap (each lookup is
+    /// held in three maps).
+    fn bytes_of(&self, key: &Bytes) -> u64 {
+        const PER_LOOKUP: u64 = 128;
+        let own: u64 = (self.of_key.get(key).into_iter().flatten())
+            .map(|(dir, location)| 2 * (dir.len() + location.len()) as u64 + PER_LOOKUP)
+            .sum();
+        own + self.links.bytes_of_key(key)
+    }
+
     fn keys_at(&self, location: &[u8]) -> Vec<Bytes> {
         self.keys_at
             .get(location)
@@ -334,6 +425,7 @@ pub struct Index {
     genfile: Arc<GenFile>,
     next_generation: AtomicU64,
     limits: Arc<LiveLimits>,
+    quotas: Arc<Quotas>,
     stats: Arc<Stats>,
     listed: AtomicI64,
     entries: AtomicI64,
@@ -366,11 +458,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Index {
     pub fn new(
         limits: Arc<LiveLimits>,
+        quotas: Arc<Quotas>,
         refresh: &RefreshConfig,
         genfile: Arc<GenFile>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Self> {
-        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&stats))?;
+        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&quotas), Arc::clone(&stats))?;
         Ok(Self {
             nodes: DashMap::new(),
             dependencies: Mutex::new(Dependencies::default()),
@@ -379,6 +472,7 @@ impl Index {
             genfile,
             next_generation: AtomicU64::new(1),
             limits,
+            quotas,
             stats,
             listed: AtomicI64::new(0),
             entries: AtomicI64::new(0),
@@ -560,6 +654,7 @@ impl Index {
         ticket: &Arc<Ticket>,
         outcome: Outcome,
         check: Option<Check>,
+        owner: Option<u32>,
     ) -> Result<Node, Outcome> {
         let MapEntry::Occupied(mut occupied) = self.nodes.entry(key.clone()) else {
             return Ok(self.unkept(key, outcome));
@@ -569,7 +664,7 @@ impl Index {
                 if ticket.dirty.load(Ordering::SeqCst) {
                     return Err(outcome);
                 }
-                let node = self.kept(key, outcome, check);
+                let node = self.kept(key, outcome, check, owner);
                 occupied.insert(node.clone());
                 Ok(node)
             }
@@ -577,15 +672,26 @@ impl Index {
         }
     }
 
-    /// A node for the index: with a generation and a published slot.
-    fn kept(&self, key: &Bytes, outcome: Outcome, check: Option<Check>) -> Node {
+    /// A node for the index: with a generation and a published slot,
+    /// charged to `owner` (`Index::enforce_limits` evicts what is over).
+    fn kept(
+        &self,
+        key: &Bytes,
+        outcome: Outcome,
+        check: Option<Check>,
+        owner: Option<u32>,
+    ) -> Node {
         let needs_slot = matches!(outcome, Outcome::Listed(_) | Outcome::Absent { .. });
         let slot = if needs_slot {
             self.genfile.allocate_slot()
         } else {
             0
         };
-        let node = self.node_from(key, outcome, slot, check);
+        let deps_bytes = self.dependencies().bytes_of(key);
+        let node = self.node_from(key, outcome, slot, check, (owner, deps_bytes));
+        if let Some((_, cost)) = node.charge() {
+            self.quotas.charge(owner, cost);
+        }
         if let Some(check) = node.check() {
             lock(&self.checked).insert(key.clone(), check.kind);
         }
@@ -600,13 +706,23 @@ impl Index {
         node
     }
 
-    /// A node only for this answer (slot 0: the client must revalidate).
+    /// A node only for this answer (slot 0: the client must revalidate),
+    /// charged to nobody.
     fn unkept(&self, key: &Bytes, outcome: Outcome) -> Node {
-        self.node_from(key, outcome, 0, None)
+        self.node_from(key, outcome, 0, None, (None, 0))
     }
 
-    fn node_from(&self, key: &Bytes, outcome: Outcome, slot: u32, check: Option<Check>) -> Node {
+    /// `charge`: the owner and what the key's dependencies cost.
+    fn node_from(
+        &self,
+        key: &Bytes,
+        outcome: Outcome,
+        slot: u32,
+        check: Option<Check>,
+        charge: (Option<u32>, u64),
+    ) -> Node {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let (owner, deps_bytes) = (Owner::new(charge.0), charge.1);
         match outcome {
             Outcome::Listed(listed) => Node::Listed(Arc::new(Listing {
                 path: key.clone(),
@@ -620,6 +736,8 @@ impl Index {
                 check,
                 device: listed.device,
                 last_used: AtomicU64::new(now_ms()),
+                owner,
+                deps_bytes,
                 encoded: OnceLock::new(),
             })),
             Outcome::Absent { errno, access } => Node::Absent(Arc::new(Absence {
@@ -628,14 +746,20 @@ impl Index {
                 slot,
                 access,
                 check,
+                owner,
+                deps_bytes,
             })),
             Outcome::Refused { refusal, access } => Node::Refused(Arc::new(Refused {
                 reason: refusal.reason,
                 access,
+                owner,
+                deps_bytes,
             })),
             Outcome::Raced { access } => Node::Refused(Arc::new(Refused {
                 reason: "directory kept changing while being read".to_string(),
                 access,
+                owner,
+                deps_bytes,
             })),
         }
     }
@@ -660,6 +784,10 @@ impl Index {
             // The lookup or open that follows finds out, and the event
             // in the (watched) parent makes the crawl dirty.
             Err(WatchError::Vanished) => Ok(false),
+            Err(WatchError::UidLimit) => {
+                tracing::debug!(path = %key.escape_ascii(), "a uid's share of the watches is used; answered without keeping");
+                Ok(true)
+            }
             Err(WatchError::Limit) => {
                 if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -684,7 +812,7 @@ impl Index {
     fn watch_link_targets(
         &self,
         key: &Bytes,
-        real: &[u8],
+        (real, owner): (&[u8], Option<u32>),
         links: &[Bytes],
         watcher: &mut Watcher,
         released: &mut Released,
@@ -700,12 +828,12 @@ impl Index {
                     .set(&id, target.clone(), &mut unused);
                 released.add(unused);
                 for dir in target.searched_dirs() {
-                    if !watched(watcher.watch_searched(dir)) {
+                    if !watched(watcher.watch_searched(dir, owner)) {
                         return self.link_watch_failed(key);
                     }
                 }
                 if let Some(contents) = &target.contents {
-                    if !watched(watcher.watch_contents(contents)) {
+                    if !watched(watcher.watch_contents(contents, owner)) {
                         return self.link_watch_failed(key);
                     }
                 }
@@ -740,6 +868,99 @@ impl Index {
         let mut watcher = lock(&self.watcher);
         self.invalidate_all_of(keys, &mut released);
         self.release_unused(&mut watcher, released);
+    }
+
+    /// `uid` was served the answer `indexed` for `key`: keeping it is
+    /// charged to `uid` from now on (`crate::policy::quota`).
+    pub fn claim(&self, key: &Bytes, indexed: &Indexed, uid: Option<u32>) {
+        let (owner, cost) = match indexed {
+            Indexed::Listed(listing) => (&listing.owner, listing.cost()),
+            Indexed::Absent(absence) => (
+                &absence.owner,
+                small_cost(&absence.access, absence.deps_bytes),
+            ),
+            Indexed::Refused(refused) => (
+                &refused.owner,
+                small_cost(&refused.access, refused.deps_bytes),
+            ),
+            Indexed::Screened => return,
+        };
+        if owner.get() == uid || !self.is_current(key, indexed) {
+            return;
+        }
+        let previous = owner.swap(uid);
+        if self.quotas.transfer(previous, uid, cost).is_some() {
+            self.enforce_limits(key, uid);
+        }
+    }
+
+    /// Whether `indexed` is what the index holds for `key` now.
+    fn is_current(&self, key: &Bytes, indexed: &Indexed) -> bool {
+        let Some(node) = self.nodes.get(key) else {
+            return false;
+        };
+        match (node.value(), indexed) {
+            (Node::Listed(a), Indexed::Listed(b)) => Arc::ptr_eq(a, b),
+            (Node::Absent(a), Indexed::Absent(b)) => Arc::ptr_eq(a, b),
+            (Node::Refused(a), Indexed::Refused(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Keeps the index within its limits after `keep` was charged to
+    /// `owner`: the owner's own least-recently-used nodes go while it is
+    /// over its share; everyone's while the index is over
+    /// `max_indexed_entries`.
+    fn enforce_limits(&self, keep: &Bytes, owner: Option<u32>) {
+        if let Some(over) = self.quotas.over_index_limit(owner) {
+            self.evict_own(keep, owner, over);
+        }
+        self.enforce_entry_limit(keep);
+    }
+
+    /// Evicts `owner`'s least-recently-used nodes (absences first) until it
+    /// is at 90% of each of its index limits (but never `keep`).
+    fn evict_own(&self, keep: &Bytes, owner: Option<u32>, over: Over) {
+        let usage = self.quotas.of(owner);
+        let limits = &self.quotas.limits;
+        let target = |limit: &AtomicU64| limit.load(Ordering::Relaxed) / 10 * 9;
+        let (max_nodes, max_entries, max_bytes) = (
+            target(&limits.max_nodes_per_uid),
+            target(&limits.max_indexed_entries_per_uid),
+            target(&limits.max_index_bytes_per_uid),
+        );
+        let mut owned: Vec<(u64, Bytes, Cost)> = (self.nodes.iter())
+            .filter(|node| node.key() != keep)
+            .filter_map(|node| {
+                let (node_owner, cost) = node.value().charge()?;
+                (node_owner.get() == owner)
+                    .then(|| (node.value().last_used(), node.key().clone(), cost))
+            })
+            .collect();
+        owned.sort_unstable_by_key(|(used, _, _)| *used);
+        let (mut nodes, mut entries, mut bytes) = (usage.nodes, usage.entries, usage.index_bytes);
+        let mut evicted = Vec::new();
+        for (_, key, cost) in owned {
+            if nodes <= max_nodes && entries <= max_entries && bytes <= max_bytes {
+                break;
+            }
+            nodes = nodes.saturating_sub(cost.nodes);
+            entries = entries.saturating_sub(cost.entries);
+            bytes = bytes.saturating_sub(cost.bytes);
+            evicted.push(key);
+        }
+        self.quotas
+            .count(owner, |usage| usage.evicted += evicted.len() as u64);
+        self.stats
+            .evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            uid = ?owner,
+            evicted = evicted.len(),
+            limit = over.limit(),
+            "a uid is over its share of the index; evicted its least-recently-used nodes"
+        );
+        self.drop_keys(&evicted);
     }
 
     /// Evicts least-recently-used listings until the index holds at most
@@ -912,6 +1133,9 @@ impl Index {
     }
 
     fn retire(&self, key: &Bytes, node: &Node, released: &mut Released) {
+        if let Some((owner, cost)) = node.charge() {
+            self.quotas.refund(owner.get(), cost);
+        }
         match node {
             Node::Listed(listing) => {
                 self.genfile.release_slot(listing.slot);
@@ -963,7 +1187,8 @@ impl Index {
             .cloned()
             .collect();
         if !links.is_empty() {
-            let Some(targets) = self.watch_link_targets(key, &old.real, &links, watcher, released)
+            let owner = (&old.real[..], old.owner.get());
+            let Some(targets) = self.watch_link_targets(key, owner, &links, watcher, released)
             else {
                 self.invalidate(key, released);
                 return false;
@@ -993,10 +1218,14 @@ impl Index {
             check: old.check,
             device: old.device,
             last_used: AtomicU64::new(old.last_used.load(Ordering::Relaxed)),
+            owner: Owner::new(old.owner.get()),
+            deps_bytes: old.deps_bytes,
             encoded: OnceLock::new(),
         });
         self.count_listing(&old, -1);
         self.count_listing(&listing, 1);
+        self.quotas.refund(old.owner.get(), old.cost());
+        self.quotas.charge(listing.owner.get(), listing.cost());
         self.genfile.publish(listing.slot, listing.generation);
         self.nodes.insert(key.clone(), Node::Listed(listing));
         true
@@ -1109,10 +1338,11 @@ impl CrawlGuard<'_> {
                 }
                 outcome => {
                     let listed = matches!(outcome, Outcome::Listed(_));
-                    match index.install(self.key, self.ticket, outcome, self.check(stamp)) {
+                    let owner = self.screen.uid();
+                    match index.install(self.key, self.ticket, outcome, self.check(stamp), owner) {
                         Ok(node) => {
                             if listed {
-                                index.enforce_entry_limit(self.key);
+                                index.enforce_limits(self.key, owner);
                             }
                             return node.into();
                         }
@@ -1164,7 +1394,7 @@ impl CrawlGuard<'_> {
         let mut released = Released::default();
         let targets = index.watch_link_targets(
             self.key,
-            &listed.real,
+            (&listed.real, self.screen.uid()),
             &listed.links,
             &mut watcher,
             &mut released,
@@ -1205,7 +1435,7 @@ impl walk::Observer for CrawlGuard<'_> {
         self.index
             .dependencies()
             .add(self.key, dir, join(dir, name));
-        let result = lock(&self.index.watcher).watch_searched(dir);
+        let result = lock(&self.index.watcher).watch_searched(dir, self.screen.uid());
         self.watched(result)
     }
 }
@@ -1220,7 +1450,7 @@ impl Observer for CrawlGuard<'_> {
             self.polled.set(true);
             return Ok(());
         }
-        let result = lock(&self.index.watcher).watch_listing(self.key, dir);
+        let result = lock(&self.index.watcher).watch_listing(self.key, dir, self.screen.uid());
         self.watched(result)
     }
 }
@@ -1234,10 +1464,11 @@ fn resolve_links(real: &[u8], names: &[Bytes]) -> Vec<(Bytes, LinkTarget)> {
         .collect()
 }
 
+/// Listing updates: per name, its new entry or `None` when it is gone.
+type Updates = Vec<(Bytes, Option<Entry>)>;
+
 /// Each resolved symlink entry as a listing update, and who may follow it.
-fn link_entries(
-    targets: Vec<(Bytes, LinkTarget)>,
-) -> (Vec<(Bytes, Option<Entry>)>, Vec<(Bytes, Access)>) {
+fn link_entries(targets: Vec<(Bytes, LinkTarget)>) -> (Updates, Vec<(Bytes, Access)>) {
     let mut updates = Vec::with_capacity(targets.len());
     let mut resolved = Vec::with_capacity(targets.len());
     for (name, target) in targets {
@@ -1297,6 +1528,9 @@ mod tests {
         fn may_list(&self, _: &Facts) -> bool {
             true
         }
+        fn uid(&self) -> Option<u32> {
+            Some(0)
+        }
     }
 
     fn slot_value(genfile: &std::path::Path, slot: u32) -> u64 {
@@ -1319,6 +1553,7 @@ mod tests {
             Arc::new(LiveLimits::new(
                 &crate::config::Config::resolve(Default::default()).expect("defaults"),
             )),
+            Arc::default(),
             &RefreshConfig::default(),
             genfile,
             Arc::clone(&stats),

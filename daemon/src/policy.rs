@@ -7,6 +7,8 @@
 //! directory itself) when it crawls; they are cached with the listing and
 //! thrown away with it when inotify reports a change.
 
+pub mod quota;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;

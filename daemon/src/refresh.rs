@@ -222,12 +222,14 @@ fn list(walked: Walked, observer: &dyn Observer, max_entries: usize, engines: &E
     };
     let (entries, used, links) = match read_entries(&dir, max_entries, engines, filesystem) {
         Ok(read) => read,
-        Err(ReadError::TooMany) => return refused(
-            Refusal::lasting(format!(
+        Err(ReadError::TooMany) => {
+            return refused(
+                Refusal::lasting(format!(
                 "directory has more than {max_entries} entries (limit max_entries_per_directory)"
             )),
-            searched,
-        ),
+                searched,
+            )
+        }
         // Removed since it was opened: the next attempt finds it absent.
         Err(ReadError::Io(error)) if walk::vanished(&error) => return raced(searched),
         Err(ReadError::Io(error)) => return refused(walk::refusal_for(&error, &real), searched),

@@ -29,6 +29,7 @@ use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
 use crate::policy;
+use crate::policy::quota::{Quotas, DEFAULT_MAX_STREAMS_PER_CONNECTION};
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
@@ -73,6 +74,10 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Serv
     }
 }
 
+/// What a peer may send on one stream before the daemon has read it: a
+/// request larger than this flows in as the daemon reads (and charges) it.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
 /// Runs the daemon until SIGTERM, SIGINT or `--idle-exit`. `activated`: the
 /// listening socket systemd passed (socket activation), used instead of
 /// binding one.
@@ -92,9 +97,11 @@ pub async fn run(
         config.freshness.slots,
         config.freshness.lease,
     )?);
+    let quotas = Arc::new(Quotas::default());
     let index = Arc::new(
         Index::new(
             Arc::clone(&limits),
+            Arc::clone(&quotas),
             &config.refresh,
             genfile,
             Arc::clone(&stats),
@@ -116,6 +123,7 @@ pub async fn run(
         Arc::clone(&index),
         Arc::clone(&stats),
         Arc::clone(&limits),
+        quotas,
         Arc::clone(&heartbeat),
         learning,
     );
@@ -264,6 +272,10 @@ async fn serve(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // One interpreter asks one question at a time; more streams per
+            // connection only let one peer multiply what it holds.
+            .max_concurrent_streams(DEFAULT_MAX_STREAMS_PER_CONNECTION)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;

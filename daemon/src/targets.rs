@@ -240,6 +240,22 @@ impl LinkDependencies {
         }
     }
 
+    /// Roughly what the symlink entries of the listing `key` keep on the
+    /// heap here.
+    pub fn bytes_of_key(&self, key: &Bytes) -> u64 {
+        const PER_LOOKUP: u64 = 128;
+        let names = self.of_key.get(key).into_iter().flatten();
+        names
+            .filter_map(|name| self.of_entry.get(&(key.clone(), name.clone())))
+            .map(|target| {
+                let lookups: u64 = (target.lookups.iter())
+                    .map(|(dir, location)| 2 * (dir.len() + location.len()) as u64 + PER_LOOKUP)
+                    .sum();
+                lookups + target.access.heap_bytes() as u64
+            })
+            .sum()
+    }
+
     /// Whether `id` is recorded as a symlink entry.
     pub fn contains(&self, id: &EntryId) -> bool {
         self.of_entry.contains_key(id)

@@ -24,6 +24,7 @@
 //! `deadline_percent` of it even then: what is not indexed by that time is
 //! NOT_SERVED "being indexed" and the crawl goes on in the background.
 
+mod charged;
 mod check;
 mod context;
 #[cfg(test)]
@@ -51,6 +52,7 @@ use tonic::{Code, Status};
 
 use crate::config::LiveLimits;
 use crate::index::Index;
+use crate::policy::quota::{InflightLimit, Quotas};
 use crate::stats::Stats;
 use crate::watch::Heartbeat;
 
@@ -98,6 +100,8 @@ pub enum Error {
         limit: &'static str,
         value: usize,
     },
+    #[error(transparent)]
+    Inflight(#[from] InflightLimit),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -111,9 +115,10 @@ impl From<Error> for Status {
             | Error::EmptyProgramKey
             | Error::Malformed { .. } => Code::InvalidArgument,
             Error::UnsupportedVersion { .. } => Code::FailedPrecondition,
-            Error::TooMany { .. } | Error::TooLong { .. } | Error::PeerLimit { .. } => {
-                Code::ResourceExhausted
-            }
+            Error::TooMany { .. }
+            | Error::TooLong { .. }
+            | Error::PeerLimit { .. }
+            | Error::Inflight(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
@@ -125,6 +130,7 @@ pub struct Finder {
     index: Arc<Index>,
     stats: Arc<Stats>,
     limits: Arc<LiveLimits>,
+    quotas: Arc<Quotas>,
     heartbeat: Arc<Heartbeat>,
     generations: pb::GenerationFile,
     peers: Arc<PeerRequests>,
@@ -136,6 +142,7 @@ impl Finder {
         index: Arc<Index>,
         stats: Arc<Stats>,
         limits: Arc<LiveLimits>,
+        quotas: Arc<Quotas>,
         heartbeat: Arc<Heartbeat>,
         learning: Learning,
     ) -> Self {
@@ -150,6 +157,7 @@ impl Finder {
             index,
             stats,
             limits,
+            quotas,
             heartbeat,
             generations,
             peers: Arc::default(),

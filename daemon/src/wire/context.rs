@@ -76,6 +76,10 @@ impl Screen for PeerScreen<'_> {
     fn may_list(&self, dir: &Facts) -> bool {
         gate::may_list(self.0, dir)
     }
+
+    fn uid(&self) -> Option<u32> {
+        self.0.as_ref().map(|peer| peer.uid)
+    }
 }
 
 /// One request being answered.
@@ -169,6 +173,10 @@ impl<'a> Context<'a> {
                 None => return Ok(self.being_indexed()),
             },
         };
+        if may_have(self.peer, &indexed) {
+            // Kept from now on for this peer: charged to it.
+            index.claim(path, &indexed, self.peer.as_ref().map(|peer| peer.uid));
+        }
         Ok(answer_for(self.peer, indexed, known_generation))
     }
 
@@ -228,12 +236,16 @@ impl<'a> Context<'a> {
     }
 }
 
+/// Whether `peer` may have what the index holds.
+fn may_have(peer: &PeerInfo, indexed: &Indexed) -> bool {
+    indexed
+        .access()
+        .is_some_and(|access| gate::may_have(peer, access))
+}
+
 /// What `peer` gets of what the index holds.
 pub fn answer_for(peer: &PeerInfo, indexed: Indexed, known_generation: u64) -> Answer {
-    let allowed = indexed
-        .access()
-        .is_some_and(|access| gate::may_have(peer, access));
-    if !allowed {
+    if !may_have(peer, &indexed) {
         return Answer::NotServed(gate::denied_reason(peer));
     }
     let current = |generation| known_generation != 0 && generation == known_generation;

@@ -68,6 +68,11 @@ impl Reply {
         1 + encoded_len_varint(directory.len() as u64) + directory.len()
     }
 
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
     pub fn finish(self) -> Bytes {
         self.buffer.freeze()
     }

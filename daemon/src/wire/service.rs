@@ -16,6 +16,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
+use super::charged::{ChargedBody, Held, HeldBody};
 use super::check::decode_request;
 use super::context::{Handled, Mode, Unanswered};
 use super::learning::grpc_timeout;
@@ -25,6 +26,7 @@ use super::snapshot::snapshot;
 use super::stats::stats;
 use super::{routes, Error, Finder};
 use crate::config::LiveLimits;
+use crate::policy::quota::Inflight;
 use crate::policy::PeerInfo;
 use crate::stats::{bump, Stats};
 
@@ -90,9 +92,11 @@ struct Method<Request> {
     name: &'static str,
     finder: Arc<Finder>,
     handler: Handler<Request>,
+    /// The reply's charge, for the response body to hold until it goes.
+    held: Held,
 }
 
-impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
+impl<Request: Message + Send + Sync + 'static> UnaryService<Request> for Method<Request> {
     type Response = Bytes;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>,
@@ -100,15 +104,25 @@ impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
 
     fn call(&mut self, request: tonic::Request<Request>) -> Self::Future {
         let finder = Arc::clone(&self.finder);
-        let (name, handler) = (self.name, self.handler);
+        let (name, handler, held) = (self.name, self.handler, Arc::clone(&self.held));
         Box::pin(async move {
             let started = Instant::now();
             let peer: PeerInfo = request.extensions().get::<PeerInfo>().cloned().flatten();
             let uid = peer.as_ref().map(|p| p.uid);
             let deadline = deadline(&finder, started, request.metadata());
-            finder.count_request(name);
+            finder.count_request(name, uid);
             let result = match finder.peers.admit(uid, &finder.limits) {
-                Ok(_permit) => run(&finder, handler, peer, request.into_inner(), deadline).await,
+                Ok(_permit) => {
+                    let message = request.into_inner();
+                    let charged = finder.quotas.inflight(uid, message.encoded_len() as u64);
+                    match charged {
+                        Ok(charge) => {
+                            let reply = run(&finder, handler, peer, message, deadline).await;
+                            hold_reply(reply, charge, &held)
+                        }
+                        Err(over) => Err(Error::from(over)),
+                    }
+                }
                 Err(error) => {
                     bump(&finder.stats.peer_limit_rejections);
                     Err(error)
@@ -117,6 +131,19 @@ impl<Request: Send + Sync + 'static> UnaryService<Request> for Method<Request> {
             finder.finish(name, uid, started, result)
         })
     }
+}
+
+/// Charges a reply to its peer (with the request it answers) until the
+/// response body that carries it is dropped.
+fn hold_reply(
+    reply: Result<Bytes, Error>,
+    mut charge: Inflight,
+    held: &Held,
+) -> Result<Bytes, Error> {
+    let reply = reply?;
+    charge.grow(reply.len() as u64)?;
+    *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(charge);
+    Ok(reply)
 }
 
 /// Inline first; on the blocking pool when the inline attempt needs the
@@ -185,7 +212,8 @@ fn deadline(
 }
 
 impl Finder {
-    fn count_request(&self, name: &str) {
+    fn count_request(&self, name: &str, uid: Option<u32>) {
+        self.quotas.count(uid, |usage| usage.requests += 1);
         match name {
             "Snapshot" => bump(&self.stats.snapshot_requests),
             "Lookup" => bump(&self.stats.lookup_requests),
@@ -215,6 +243,7 @@ impl Finder {
             }
             Err(error) => {
                 bump(&self.stats.rejected_requests);
+                self.quotas.count(uid, |usage| usage.rejected += 1);
                 tracing::debug!(method = name, ?uid, %error, "rejected");
                 Err(error.into())
             }
@@ -311,18 +340,31 @@ impl FinderService {
         let mut grpc =
             Grpc::new(codec).apply_max_message_size_config(Some(self.max_request_bytes()), None);
         let stats = Arc::clone(&self.finder.stats);
+        let uid = (request.extensions().get::<PeerInfo>())
+            .and_then(|peer| peer.as_ref().map(|peer| peer.uid));
+        let charge = match self.finder.quotas.inflight(uid, 0) {
+            Ok(charge) => charge,
+            Err(over) => {
+                bump(&stats.rejected_requests);
+                return Status::resource_exhausted(over.to_string()).into_http();
+            }
+        };
+        let request = request.map(|body| ChargedBody::new(body, charge));
+        let held = Held::default();
         let method = Method {
             name,
             finder: Arc::clone(&self.finder),
             handler,
+            held: Arc::clone(&held),
         };
         let response = grpc.unary(method, request).await;
-        self.over_size_limit(&response)
-            .map(|status| {
+        match self.over_size_limit(&response) {
+            Some(status) => {
                 bump(&stats.rejected_requests);
                 status.into_http()
-            })
-            .unwrap_or(response)
+            }
+            None => response.map(|body| tonic::body::Body::new(HeldBody::new(body, &held))),
+        }
     }
 
     /// tonic refuses an over-long request with OUT_OF_RANGE; gRPC's

@@ -7,7 +7,9 @@
 //! A path asked twice in one reply is answered once: its later occurrences
 //! are UNCHANGED at the first one's generation (the client holds it by
 //! then), so a `sys.path` that names one large directory many times costs
-//! one listing.
+//! one listing. A reply never grows past `max_reply_bytes`: a requested
+//! directory that would not fit is NOT_SERVED (the client asks the
+//! filesystem), planned and prefetched ones are left out.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,12 +18,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use finderd_proto::v1 as pb;
 use finderd_proto::v1::PROTOCOL_VERSION;
+use prost::Message;
 
 use super::check::{check_snapshot, is_package_name, non_canonical_reason};
 use super::context::{Answer, Context, Handled, Mode, Unanswered};
 use super::files;
 use super::reply::{
-    Reply, SNAPSHOT_DIRECTORIES_FIELD, SNAPSHOT_FILES_FIELD, SNAPSHOT_PLANNED_FIELD,
+    encode_answer, Reply, SNAPSHOT_DIRECTORIES_FIELD, SNAPSHOT_FILES_FIELD, SNAPSHOT_PLANNED_FIELD,
 };
 use super::Finder;
 use crate::index::{Listing, Role};
@@ -111,8 +114,32 @@ impl<'c, 'a> Answers<'c, 'a> {
     }
 
     fn push(&mut self, path: &Bytes, answer: &Answer) {
-        self.tally.count(answer);
-        self.reply.push(&self.context.encode(path, answer));
+        let encoded = self.context.encode(path, answer);
+        if self.fits(&encoded) {
+            self.tally.count(answer);
+            self.reply.push(&encoded);
+            return;
+        }
+        let over = Answer::NotServed(format!(
+            "the reply would pass the limit max_reply_bytes = {}",
+            self.max_bytes()
+        ));
+        self.tally.count(&over);
+        self.reply.push(&encode_answer(path, &over));
+    }
+
+    fn max_bytes(&self) -> u64 {
+        let limits = &self.context.finder.quotas.limits;
+        limits.max_reply_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether `bytes` more fit within `max_reply_bytes`.
+    fn fits_bytes(&self, bytes: usize) -> bool {
+        (self.reply.len() + bytes) as u64 <= self.max_bytes()
+    }
+
+    fn fits(&self, directory: &[u8]) -> bool {
+        self.fits_bytes(Reply::framed_len(directory))
     }
 
     /// Whether `path` was answered in this reply.
@@ -121,18 +148,30 @@ impl<'c, 'a> Answers<'c, 'a> {
     }
 
     /// Adds a listing beyond the requested paths (plan, prefetch): only
-    /// once, counted as served.
-    fn add_listing(&mut self, listing: &Listing, encoded: &Bytes) {
+    /// once, counted as served; false when it does not fit the reply.
+    fn add_listing(&mut self, listing: &Listing, encoded: &Bytes) -> bool {
+        if !self.fits(encoded) {
+            return false;
+        }
         self.answered.insert(
             listing.path.clone(),
             Again::Held(listing.generation, listing.slot),
         );
         self.tally.served += 1;
         self.reply.push(encoded);
+        true
     }
 
     pub fn finish(self) -> Bytes {
-        self.tally.apply(&self.context.finder.stats);
+        let finder = self.context.finder;
+        self.tally.apply(&finder.stats);
+        let tally = &self.tally;
+        let uid = self.context.peer.as_ref().map(|peer| peer.uid);
+        finder.quotas.count(uid, |usage| {
+            usage.served += tally.served;
+            usage.not_served += tally.not_served;
+            usage.unchanged += tally.unchanged;
+        });
         self.reply.finish()
     }
 }
@@ -225,10 +264,9 @@ fn prefetch(reply: &mut Answers, served: &[Arc<Listing>], budget: u64) -> Result
         };
         let encoded = context.listing_bytes(&listing);
         spent += Reply::framed_len(&encoded) as u64;
-        if spent > budget {
+        if spent > budget || !reply.add_listing(&listing, &encoded) {
             return Ok(());
         }
-        reply.add_listing(&listing, &encoded);
     }
     Ok(())
 }
@@ -256,24 +294,28 @@ fn add_plan(reply: &mut Answers, plan: &PlanView, bytecode_bytes: u64) -> Result
             continue;
         }
         if let Answer::Listed(listing) = context.ask(path, 0, Role::Other)? {
-            reply.add_listing(&listing, &context.listing_bytes(&listing));
-            planned += 1;
+            if reply.add_listing(&listing, &context.listing_bytes(&listing)) {
+                planned += 1;
+            }
         }
     }
     let learning = &context.finder.learning;
     let budget = bytecode_bytes.min(learning.plans.config().max_plan_bytecode_bytes);
     let chosen = files::for_snapshot(context, plan, budget)?;
+    // A file goes only with its directory's listing (the client checks it
+    // is current there), and only while the reply has room for it.
     for file in &chosen {
-        if !reply.seen(&file.parent.path) {
-            reply.add_listing(&file.parent, &context.listing_bytes(&file.parent));
+        let mut listed = reply.seen(&file.parent.path);
+        if !listed && reply.add_listing(&file.parent, &context.listing_bytes(&file.parent)) {
+            listed = true;
             planned += 1;
         }
-    }
-    for file in &chosen {
-        reply
-            .reply
-            .push_message(SNAPSHOT_FILES_FIELD, &file.message);
-        learning.files.count_served(file.message.data.len());
+        if listed && reply.fits_bytes(file.message.encoded_len() + 8) {
+            reply
+                .reply
+                .push_message(SNAPSHOT_FILES_FIELD, &file.message);
+            learning.files.count_served(file.message.data.len());
+        }
     }
     if planned > 0 {
         reply.reply.push_varint(SNAPSHOT_PLANNED_FIELD, planned);

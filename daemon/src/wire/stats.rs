@@ -10,6 +10,7 @@ use prost::Message;
 
 use super::context::{Handled, Mode};
 use super::Finder;
+use crate::policy::quota::Quotas;
 use crate::policy::{gate, PeerInfo};
 
 pub fn stats(
@@ -30,19 +31,36 @@ pub fn stats(
         finder.learning.fill_stats(&mut reply, slow);
         reply
     } else {
-        own_figures(everything)
+        own_figures(everything, peer, &finder.quotas)
     };
     Ok(Bytes::from(reply.encode_to_vec()))
 }
 
-/// What any peer may know: the daemon's identity and its limits.
-fn own_figures(everything: pb::StatsReply) -> pb::StatsReply {
+/// What any peer may know: the daemon's identity and limits, and its own
+/// figures.
+fn own_figures(everything: pb::StatsReply, peer: &PeerInfo, quotas: &Quotas) -> pb::StatsReply {
+    let uid = peer.as_ref().map(|peer| peer.uid);
+    let usage = quotas.of(uid);
     pb::StatsReply {
         daemon_version: everything.daemon_version,
         uptime_ms: everything.uptime_ms,
         pid: everything.pid,
         io_uring: everything.io_uring,
         limits: everything.limits,
+        own_figures_only: true,
+        peer_uid: uid.unwrap_or(u32::MAX),
+        directories: usage.nodes,
+        entries: usage.entries,
+        index_bytes: usage.index_bytes,
+        watches: usage.watches,
+        requests: usage.requests,
+        directories_served: usage.served,
+        directories_not_served: usage.not_served,
+        directories_unchanged: usage.unchanged,
+        rejected_requests: usage.rejected,
+        evictions: usage.evicted,
+        inflight_bytes: usage.inflight_bytes,
+        over_limit: usage.over_limit,
         ..Default::default()
     }
 }
