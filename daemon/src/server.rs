@@ -83,6 +83,9 @@ pub async fn run(
     activated: Option<StdUnixListener>,
 ) -> Result<(), ServerError> {
     raise_descriptor_limit();
+    // Before the socket exists: a SIGHUP sent as soon as it accepts (a
+    // reload right after a start) must find its handler, not kill us.
+    let signals = Signals::install()?;
     let (listener, files, config) = listen(config, activated)?;
     let stats = Arc::new(Stats::default());
     stats.set_limits(config.limits());
@@ -133,7 +136,7 @@ pub async fn run(
         limits,
         stats,
     };
-    let result = serve(config, listener, finder, &requests, &index, reload).await;
+    let result = serve(config, listener, finder, &requests, &index, reload, signals).await;
     // Writes the plan state file one last time.
     keeper.stop();
     heartbeat.stop();
@@ -185,6 +188,24 @@ fn listen(
     let listener =
         UnixListener::from_std(listener).map_err(io_error("listen on", &config.socket))?;
     Ok((listener, files, config))
+}
+
+/// The signals the daemon acts on.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        let install = |kind| signal(kind).map_err(ServerError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
 }
 
 /// Why the daemon stops.
@@ -241,10 +262,8 @@ async fn serve(
     requests: &PeerRequests,
     index: &Index,
     reload: Reload,
+    mut signals: Signals,
 ) -> Result<(), ServerError> {
-    let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FinderService>().await;
     let reflection_builder = || {
@@ -295,9 +314,9 @@ async fn serve(
     systemd::ready(&format!("serving on {} ({how})", config.socket.display()));
     let reason = loop {
         tokio::select! {
-            _ = terminate.recv() => break StopReason::Signal("SIGTERM"),
-            _ = interrupt.recv() => break StopReason::Signal("SIGINT"),
-            _ = hangup.recv() => reload.apply(&mut config),
+            _ = signals.terminate.recv() => break StopReason::Signal("SIGTERM"),
+            _ = signals.interrupt.recv() => break StopReason::Signal("SIGINT"),
+            _ = signals.hangup.recv() => reload.apply(&mut config),
             idle = idle_timeout(config.idle_exit, &activity) => break StopReason::Idle(idle),
             _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(index)),
         }
