@@ -92,8 +92,8 @@ pub async fn run(
     let limits = Arc::new(LiveLimits::new(&config));
     let genfile = Arc::new(GenFile::create(
         &config.generation_file(),
-        config.freshness.slots,
-        config.freshness.lease,
+        config.values.generation_slots,
+        config.lease(),
     )?);
     let index = Arc::new(
         Index::new(
@@ -105,8 +105,7 @@ pub async fn run(
         .map_err(ServerError::Inotify)?,
     );
     let heartbeat = Arc::new(
-        Heartbeat::new(config.freshness.lease, config.freshness.active_window)
-            .map_err(ServerError::Inotify)?,
+        Heartbeat::new(config.lease(), Arc::clone(&limits)).map_err(ServerError::Inotify)?,
     );
     let reader =
         spawn_reader(Arc::clone(&index), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
@@ -115,7 +114,7 @@ pub async fn run(
         Arc::clone(&index),
         Arc::clone(&heartbeat),
         Arc::clone(&limits),
-        config.freshness.lease,
+        config.lease(),
         checker_stop,
     )
     .map_err(ServerError::Inotify)?;
@@ -224,28 +223,25 @@ struct Reload {
 }
 
 impl Reload {
-    /// Re-reads the config file; a bad one is logged and changes nothing.
+    /// Re-reads the config file and applies what SIGHUP may change (see
+    /// the table in `config.rs`); a bad file is logged and changes nothing.
     fn apply(&self, current: &mut Config) {
         systemd::reloading();
-        let mut new = match self.source.load() {
-            Ok(new) => new,
+        let values = match self.source.values() {
+            Ok(values) => values,
             Err(error) => {
                 tracing::error!(%error, "reload failed; keeping the running config");
                 systemd::ready("serving (reload failed; see the log)");
                 return;
             }
         };
-        new.activated = current.activated;
-        if current.activated {
-            new.socket = current.socket.clone();
-        }
-        if let Err(error) = self.log_level.set(new.log_level.as_deref()) {
+        let (mut new, waiting) = current.reloaded(values);
+        if let Err(error) = self.log_level.set(new.values.log_level.as_deref()) {
             tracing::error!(%error, "log level not changed");
-            new.log_level = current.log_level.clone();
+            new.values.log_level = current.values.log_level.clone();
         }
-        let restart_only = current.restart_only_changes(&new);
-        if !restart_only.is_empty() {
-            tracing::warn!(settings = ?restart_only, "changed settings take effect at the next start only");
+        if !waiting.is_empty() {
+            tracing::warn!(settings = ?waiting, "changed settings take effect at the next start only");
         }
         self.limits.store(&new);
         self.stats.set_limits(new.limits());
@@ -305,7 +301,7 @@ async fn serve(
         generation_file = %config.generation_file().display(),
         pid = std::process::id(),
         version = env!("CARGO_PKG_VERSION"),
-        idle_exit_secs = config.idle_exit.map(|d| d.as_secs()),
+        idle_exit_secs = config.idle_exit().map(|d| d.as_secs()),
         refresh_engine = config.refresh.engine.name(),
         config_file = ?reload.source.file,
         plan_state_dir = ?config.plans.state_dir,
@@ -317,14 +313,14 @@ async fn serve(
             _ = signals.terminate.recv() => break StopReason::Signal("SIGTERM"),
             _ = signals.interrupt.recv() => break StopReason::Signal("SIGINT"),
             _ = signals.hangup.recv() => reload.apply(&mut config),
-            idle = idle_timeout(config.idle_exit, &activity) => break StopReason::Idle(idle),
+            idle = idle_timeout(config.idle_exit(), &activity) => break StopReason::Idle(idle),
             _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(index)),
         }
     };
     match reason {
         StopReason::Signal(name) => tracing::info!(
             signal = name,
-            drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+            drain_timeout_ms = config.values.drain_timeout_ms,
             "stopping"
         ),
         StopReason::Idle(idle) => tracing::info!(idle_secs = idle.as_secs(), "idle; exiting"),
@@ -335,7 +331,7 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop.send(());
-    let drain = tokio::time::timeout(config.drain_timeout, server);
+    let drain = tokio::time::timeout(config.drain_timeout(), server);
     tokio::select! {
         drained = drain => match drained {
             Ok(Ok(result)) => result.map_err(ServerError::from),
