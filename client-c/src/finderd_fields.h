@@ -88,10 +88,6 @@
 #define FDI_FIELD_REPORT_REQUEST_BYTECODE_FILES   4
 #define FDI_FIELD_REPORT_REQUEST_MOUNT_NAMESPACE  5
 
-/* finderd.v1.ReportReply */
-
-/* finderd.v1.StatsRequest */
-
 /* finderd.v1.Histogram */
 #define FDI_FIELD_HISTOGRAM_COUNT  1
 #define FDI_FIELD_HISTOGRAM_SUM_US 2
