@@ -57,6 +57,7 @@ pub struct GenFile {
 // SAFETY: the mapping is only accessed through atomics (slots, dry_ns) or
 // written once before the value is shared (the rest of the header).
 unsafe impl Send for GenFile {}
+// SAFETY: as for Send: shared access goes through atomics only.
 unsafe impl Sync for GenFile {}
 
 struct SlotPool {

@@ -16,6 +16,9 @@ mod openat2;
 mod plan;
 mod policy;
 mod profile;
+// Two `unsafe` blocks in refresh/engine.rs (statfs) have no SAFETY comment
+// yet; that code is being rewritten with the walker. Drop this allow then.
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod refresh;
 mod replay;
 mod server;

@@ -24,10 +24,10 @@ use tokio_stream::Stream;
 
 use crate::activity::Activity;
 use crate::config::{Config, ConfigSource, LiveLimits};
+use crate::connection::{self, PeerStream};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::connection::{self, PeerStream};
 use crate::policy;
 use crate::stats::Stats;
 use crate::systemd;
