@@ -189,19 +189,9 @@ enum Node {
 
 impl Node {
     /// Who it is charged to and how much (`None`: a crawl in progress).
-    fn charge(&self) -> Option<(&Owner, Cost)> {
-        match self {
-            Node::Listed(listing) => Some((&listing.owner, listing.cost())),
-            Node::Absent(absence) => Some((
-                &absence.owner,
-                small_cost(&absence.access, absence.deps_bytes),
-            )),
-            Node::Refused(refused) => Some((
-                &refused.owner,
-                small_cost(&refused.access, refused.deps_bytes),
-            )),
-            Node::Crawling(_) => None,
-        }
+    fn charge(&self) -> Option<(Option<u32>, Cost)> {
+        let indexed = Indexed::from(self.clone());
+        Some((indexed.owner()?.get(), indexed.cost()))
     }
 
     fn last_used(&self) -> u64 {
@@ -267,6 +257,26 @@ impl Indexed {
 }
 
 impl Indexed {
+    /// Who it is charged to (`None`: nothing kept).
+    fn owner(&self) -> Option<&Owner> {
+        match self {
+            Indexed::Listed(listing) => Some(&listing.owner),
+            Indexed::Absent(absence) => Some(&absence.owner),
+            Indexed::Refused(refused) => Some(&refused.owner),
+            Indexed::Screened => None,
+        }
+    }
+
+    /// What keeping it costs its owner.
+    fn cost(&self) -> Cost {
+        match self {
+            Indexed::Listed(listing) => listing.cost(),
+            Indexed::Absent(absence) => small_cost(&absence.access, absence.deps_bytes),
+            Indexed::Refused(refused) => small_cost(&refused.access, refused.deps_bytes),
+            Indexed::Screened => Cost::default(),
+        }
+    }
+
     fn check(&self) -> Option<&Check> {
         match self {
             Indexed::Listed(listing) => listing.check.as_ref(),
@@ -873,21 +883,13 @@ impl Index {
     /// `uid` was served the answer `indexed` for `key`: keeping it is
     /// charged to `uid` from now on (`crate::policy::quota`).
     pub fn claim(&self, key: &Bytes, indexed: &Indexed, uid: Option<u32>) {
-        let (owner, cost) = match indexed {
-            Indexed::Listed(listing) => (&listing.owner, listing.cost()),
-            Indexed::Absent(absence) => (
-                &absence.owner,
-                small_cost(&absence.access, absence.deps_bytes),
-            ),
-            Indexed::Refused(refused) => (
-                &refused.owner,
-                small_cost(&refused.access, refused.deps_bytes),
-            ),
-            Indexed::Screened => return,
+        let Some(owner) = indexed.owner() else {
+            return;
         };
         if owner.get() == uid || !self.is_current(key, indexed) {
             return;
         }
+        let cost = indexed.cost();
         let previous = owner.swap(uid);
         if self.quotas.transfer(previous, uid, cost).is_some() {
             self.enforce_limits(key, uid);
@@ -933,8 +935,7 @@ impl Index {
             .filter(|node| node.key() != keep)
             .filter_map(|node| {
                 let (node_owner, cost) = node.value().charge()?;
-                (node_owner.get() == owner)
-                    .then(|| (node.value().last_used(), node.key().clone(), cost))
+                (node_owner == owner).then(|| (node.value().last_used(), node.key().clone(), cost))
             })
             .collect();
         owned.sort_unstable_by_key(|(used, _, _)| *used);
@@ -1134,7 +1135,7 @@ impl Index {
 
     fn retire(&self, key: &Bytes, node: &Node, released: &mut Released) {
         if let Some((owner, cost)) = node.charge() {
-            self.quotas.refund(owner.get(), cost);
+            self.quotas.refund(owner, cost);
         }
         match node {
             Node::Listed(listing) => {

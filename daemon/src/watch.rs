@@ -445,7 +445,8 @@ pub struct Heartbeat {
     sleeping_idle: AtomicBool,
     stopping: AtomicBool,
     tick: Duration,
-    active_window_ns: u64,
+    /// `active_window_secs`, which SIGHUP may change.
+    limits: Arc<LiveLimits>,
 }
 
 /// Why the reader woke.
@@ -457,7 +458,7 @@ pub enum Wake {
 }
 
 impl Heartbeat {
-    pub fn new(lease: Duration, active_window: Duration) -> io::Result<Self> {
+    pub fn new(lease: Duration, limits: Arc<LiveLimits>) -> io::Result<Self> {
         // SAFETY: plain eventfd creation; the descriptor is owned right below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -470,7 +471,7 @@ impl Heartbeat {
             sleeping_idle: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             tick: (lease / 4).max(Duration::from_millis(1)),
-            active_window_ns: duration_ns(active_window),
+            limits,
         })
     }
 
@@ -497,7 +498,8 @@ impl Heartbeat {
     /// Whether a client asked within the active window.
     pub fn is_active(&self) -> bool {
         let last = self.last_request_ns.load(Ordering::SeqCst);
-        last != 0 && monotonic_ns().saturating_sub(last) < self.active_window_ns
+        let window = duration_ns(self.limits.active_window());
+        last != 0 && monotonic_ns().saturating_sub(last) < window
     }
 
     /// Blocks until the reader should run a barrier, or stop.
@@ -558,7 +560,7 @@ mod tests {
 
     fn test_limits(max_watches: Option<usize>) -> Arc<LiveLimits> {
         let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
-        config.index.max_watches = max_watches;
+        config.values.max_watches = max_watches;
         Arc::new(LiveLimits::new(&config))
     }
 

@@ -24,47 +24,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Default share of the daemon-wide index and watch limits one uid may use.
+use crate::config::LiveLimits;
+
+/// The share of the daemon's watches one uid may hold when
+/// `max_watches_per_uid` is 0.
 pub const DEFAULT_UID_SHARE: u64 = 4;
-/// Index nodes one uid may have kept (the generation file's slots / 4).
-pub const DEFAULT_MAX_NODES_PER_UID: u64 = crate::config::DEFAULT_GENERATION_SLOTS as u64 / 4;
-/// Listing entries one uid may have kept.
-pub const DEFAULT_MAX_INDEXED_ENTRIES_PER_UID: u64 =
-    crate::config::DEFAULT_MAX_INDEXED_ENTRIES as u64 / DEFAULT_UID_SHARE;
-/// Heap bytes of the index one uid may have kept.
-pub const DEFAULT_MAX_INDEX_BYTES_PER_UID: u64 = 64 << 20;
-/// Bytes in flight (request bodies being received, requests being
-/// answered, replies being sent) one uid may have.
-pub const DEFAULT_MAX_INFLIGHT_BYTES_PER_UID: u64 = 64 << 20;
-/// Largest reply: what does not fit is answered NOT_SERVED.
-pub const DEFAULT_MAX_REPLY_BYTES: u64 = 48 << 20;
-/// Concurrent streams (requests) on one connection.
-pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 16;
-
-/// The per-uid limits, live (SIGHUP changes them).
-#[derive(Debug)]
-pub struct Limits {
-    pub max_nodes_per_uid: AtomicU64,
-    pub max_indexed_entries_per_uid: AtomicU64,
-    pub max_index_bytes_per_uid: AtomicU64,
-    /// 0: a quarter of the daemon's watch limit.
-    pub max_watches_per_uid: AtomicU64,
-    pub max_inflight_bytes_per_uid: AtomicU64,
-    pub max_reply_bytes: AtomicU64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_nodes_per_uid: AtomicU64::new(DEFAULT_MAX_NODES_PER_UID),
-            max_indexed_entries_per_uid: AtomicU64::new(DEFAULT_MAX_INDEXED_ENTRIES_PER_UID),
-            max_index_bytes_per_uid: AtomicU64::new(DEFAULT_MAX_INDEX_BYTES_PER_UID),
-            max_watches_per_uid: AtomicU64::new(0),
-            max_inflight_bytes_per_uid: AtomicU64::new(DEFAULT_MAX_INFLIGHT_BYTES_PER_UID),
-            max_reply_bytes: AtomicU64::new(DEFAULT_MAX_REPLY_BYTES),
-        }
-    }
-}
 
 fn get(value: &AtomicU64) -> u64 {
     value.load(Ordering::Relaxed)
@@ -119,10 +83,10 @@ impl Over {
     }
 }
 
-/// Every uid's usage.
-#[derive(Debug, Default)]
+/// Every uid's usage, and the limits (live: SIGHUP changes them).
+#[derive(Debug)]
 pub struct Quotas {
-    pub limits: Limits,
+    pub limits: Arc<LiveLimits>,
     usage: Mutex<HashMap<Option<u32>, Usage>>,
 }
 
@@ -144,7 +108,23 @@ pub struct InflightLimit {
     pub limit: u64,
 }
 
+impl Default for Quotas {
+    /// With the default configuration's limits.
+    fn default() -> Quotas {
+        let limits = LiveLimits::default();
+        limits.store_values(&crate::config::Values::default());
+        Quotas::new(Arc::new(limits))
+    }
+}
+
 impl Quotas {
+    pub fn new(limits: Arc<LiveLimits>) -> Quotas {
+        Quotas {
+            limits,
+            usage: Mutex::default(),
+        }
+    }
+
     fn usage(&self) -> MutexGuard<'_, HashMap<Option<u32>, Usage>> {
         self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -298,9 +278,13 @@ impl Drop for Inflight {
 mod tests {
     use super::*;
 
+    fn quotas() -> Quotas {
+        Quotas::default()
+    }
+
     #[test]
     fn charges_are_per_uid_and_name_the_limit_passed() {
-        let quotas = Quotas::default();
+        let quotas = quotas();
         quotas.limits.max_nodes_per_uid.store(2, Ordering::Relaxed);
         let one = Cost {
             nodes: 1,
@@ -324,7 +308,7 @@ mod tests {
 
     #[test]
     fn watches_default_to_a_share_of_the_daemon_limit() {
-        let quotas = Quotas::default();
+        let quotas = quotas();
         for _ in 0..25 {
             assert!(quotas.try_watch(Some(7), 100));
         }
@@ -336,7 +320,7 @@ mod tests {
 
     #[test]
     fn inflight_bytes_are_bounded_and_released() {
-        let quotas = Arc::new(Quotas::default());
+        let quotas = Arc::new(quotas());
         quotas
             .limits
             .max_inflight_bytes_per_uid

@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn the_per_peer_limit_counts_each_uid_apart() {
         let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
-        config.requests.max_requests_per_peer = 1;
+        config.values.max_requests_per_peer = 1;
         let limits = LiveLimits::new(&config);
         let requests = PeerRequests::default();
         let first = requests.admit(Some(1000), &limits).expect("first");
