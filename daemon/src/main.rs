@@ -26,6 +26,7 @@ mod stats;
 mod strace;
 mod systemd;
 mod targets;
+mod uds;
 mod watch;
 mod wire;
 
