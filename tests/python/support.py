@@ -62,18 +62,23 @@ def venv_with_finderd(base_python, name="", packages=()):
     return python
 
 
+# The client deadline of tests that check answers, not speed: a loaded
+# machine must not turn a slow first crawl into a fallback (tests of the
+# deadline set their own).
+PATIENT_MS = 5000
+PATIENT_US = PATIENT_MS * 1000
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 
     FINDERD_SOCKET is always set, so no test can reach a daemon that happens
-    to run on the machine's default socket. The call deadline is generous:
-    these tests check answers, not speed, and a loaded machine must not turn
-    a slow first crawl into a fallback (tests of the deadline set their own).
+    to run on the machine's default socket. The call deadline is PATIENT_MS.
     """
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     env["FINDERD_SOCKET"] = socket_path
-    env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = "5000"
+    env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = str(PATIENT_MS)
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
@@ -165,9 +170,11 @@ class Daemon:
             return ""
 
     def stats(self, python):
-        """The daemon's Stats RPC, read through the Python client."""
+        """The daemon's Stats RPC, read through the Python client (with a
+        deadline for a loaded machine, not the library's 50 ms)."""
         return run_json(python, "import json, finderd._native as n; "
-                                "print(json.dumps(n.Client(%r).daemon_stats()))" % self.socket,
+                                "print(json.dumps(n.Client(%r, connect_timeout_us=%d, call_timeout_us=%d)"
+                                ".daemon_stats()))" % (self.socket, PATIENT_US, PATIENT_US),
                         self.socket, FINDERD="off")
 
 

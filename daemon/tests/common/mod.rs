@@ -24,6 +24,20 @@ pub type Client = pb::finder_client::FinderClient<Channel>;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_finderd");
 
+/// How long a test waits for what the daemon does on its own (a reload, a
+/// poll, a background crawl, a state write) before it fails: a bound for a
+/// loaded machine, never a measurement.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `done` until it holds; panics naming `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     child: Option<Child>,
