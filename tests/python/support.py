@@ -46,7 +46,7 @@ def python_id(python):
     return "py%d.%d" % python_version(python)
 
 
-# The CI set of DESIGN.md's scenario S3.
+# The CI set of scenario S3 (docs/design.md).
 CI_SET = ["pytest", "requests", "rich", "pydantic", "click", "pyyaml", "jinja2"]
 
 
