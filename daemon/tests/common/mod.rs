@@ -264,17 +264,20 @@ pub async fn revalidate(
     known: &[u64],
     epoch: u64,
 ) -> pb::LookupReply {
-    client
-        .lookup(pb::LookupRequest {
-            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
-            paths: paths.iter().map(|p| bytes_of(p)).collect(),
-            known_generations: known.to_vec(),
-            known_epoch: epoch,
-            ..Default::default()
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
+    let request = pb::LookupRequest {
+        known_generations: known.to_vec(),
+        known_epoch: epoch,
+        ..lookup_request(paths)
+    };
+    client.lookup(request).await.expect("lookup").into_inner()
+}
+
+fn lookup_request(paths: &[&Path]) -> pb::LookupRequest {
+    pb::LookupRequest {
+        protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+        paths: paths.iter().map(|p| bytes_of(p)).collect(),
+        ..Default::default()
+    }
 }
 
 /// Lookup of one directory.
@@ -296,11 +299,7 @@ pub async fn try_lookup(
     paths: &[&Path],
 ) -> Result<pb::LookupReply, tonic::Status> {
     client
-        .lookup(pb::LookupRequest {
-            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
-            paths: paths.iter().map(|p| bytes_of(p)).collect(),
-            ..Default::default()
-        })
+        .lookup(lookup_request(paths))
         .await
         .map(tonic::Response::into_inner)
 }
