@@ -27,7 +27,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,9 +35,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 
 import harness  # noqa: E402
 import report  # noqa: E402
+import support  # noqa: E402  (tests/python/support.py: how Python starts the daemon)
 
 STDLIB_SET = "import json, asyncio, email.parser, http.client, argparse, logging, subprocess"
 CI_PACKAGES = ["pytest", "requests", "rich", "pydantic", "click", "pyyaml", "jinja2"]
@@ -78,46 +79,21 @@ def sh(argv, **kwargs):
 # --------------------------------------------------------------------------- daemon
 
 
-class Daemon:
-    """The benchmark's own `finderd serve` on a socket under build/bench/run."""
+class Daemon(support.Daemon):
+    """The benchmark's own `finderd serve` on a socket under build/bench/run
+    (the tests' daemon, logging warnings only), started again for each
+    first sight of the paths."""
 
     def __init__(self, binary, rundir, extra_args=()):
-        self.binary = binary
-        self.socket = os.path.join(rundir, "finderd.sock")
-        self.log_path = os.path.join(rundir, "finderd.log")
+        super().__init__(binary, rundir)
         self.extra_args = list(extra_args)
-        self.proc = None
 
     def start(self, extra_args=None):
         args = self.extra_args if extra_args is None else list(extra_args)
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "serve", "--socket", self.socket, *args],
-                                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-                                     env=dict(os.environ, RUST_LOG="finderd=warn"))
-        logf.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("finderd exited (%s); see %s" % (self.proc.returncode,
-                                                                   self.log_path))
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(self.socket)
-                return
-            except OSError:
-                time.sleep(0.01)
-            finally:
-                s.close()
-        raise RuntimeError("finderd did not listen on %s" % self.socket)
+        return super().start(*args, log_level="warn")
 
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, timeout=10):
+        super().stop(timeout)
         self.proc = None
 
     def restart(self, extra_args=None):

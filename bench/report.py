@@ -18,13 +18,13 @@ KIND_LABELS = [("path_stats", "path stats"), ("fd_stats", "fd stats"), ("openat"
 CLOSERS = {
     "S1": "nothing after `site` to resolve, so every microsecond is the client's own start-up: "
           "the `.pth` line, importing the `finderd` package and installing the lazy `posix` "
-          "proxy. A `-c pass` run should pay only the `.pth` line (DESIGN.md: 1.022x): do not "
+          "proxy. A `-c pass` run should pay only the `.pth` line (docs/design.md: 1.022x): do not "
           "import the package from the `.pth` until an import reaches the finder, or make the "
           "`.pth` install a C-level hook.",
     "S2": "each package the stdlib set enters (`email/`, `http/`, `asyncio/`, `json/`, "
           "`logging/`) that the snapshot did not prefetch costs a follow-up Lookup round trip "
           "(~60 us), more than the ~1-5 us stats it saves on a hot disk. Learned plans (issue 9) "
-          "put them all in the first answer; the hot-disk floor is the bound (DESIGN.md: "
+          "put them all in the first answer; the hot-disk floor is the bound (docs/design.md: "
           "0.965-0.99 of stock).",
     "S3": "as S2: follow-up Lookups for every package directory entered, plus the client's "
           "start-up; on a hot local disk lookups are 1-3.5% of the time, so the goal needs "
@@ -36,9 +36,9 @@ CLOSERS = {
     "S4": "stock's cost is entries x imports: every top-level import asks each of the 200 "
           "FileFinders in turn. finderd answers each of those stats from memory but the Python "
           "loop over path entries remains; one name index over all served entries (issue 9, "
-          "DESIGN.md: 0.61 of stock in the bound against 0.69 per entry) removes it.",
+          "docs/design.md: 0.61 of stock in the bound against 0.69 per entry) removes it.",
     "S5": "on FUSE without caches every lookup and every open costs a round trip to the bindfs "
-          "process; removing lookups alone stops at about 0.53 of stock (DESIGN.md), the rest is "
+          "process; removing lookups alone stops at about 0.53 of stock (docs/design.md), the rest is "
           "opening and reading `.pyc` files: serving `.pyc` bytes from the daemon (issue 9) "
           "reaches 0.29 in the bound.",
     "S5p": "as S5, and pytest's own stats and listings of the suite (not imports) still go "

@@ -8,17 +8,17 @@
 //!        [--drop-caches] [--out FILE] [--only crawl|latency]
 
 use std::fmt::Write as _;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use finderd_proto::v1 as pb;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
 
-type Client = pb::finder_client::FinderClient<Channel>;
+#[path = "../../daemon/tests/common/mod.rs"]
+mod common;
+
+use common::{bytes_of, Client, Daemon};
 
 struct Options {
     finderd: PathBuf,
@@ -58,87 +58,35 @@ fn options() -> Options {
     options
 }
 
-/// A daemon on a temporary socket; killed when dropped.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+/// The benchmark's daemon: `finderd` (a release build), warnings only.
+fn start(finderd: &Path, args: &[&str]) -> Daemon {
+    let mut all = vec!["--log-level", "warn"];
+    all.extend_from_slice(args);
+    Daemon::start_binary(finderd, &all)
 }
 
-impl Daemon {
-    fn start(finderd: &Path, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("bench.sock");
-        let child = Command::new(finderd)
-            .args(["serve", "--log-level", "warn", "--socket"])
-            .arg(&socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn finderd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "finderd did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Daemon {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    /// User + system CPU time the daemon used so far.
-    fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_nanos(ticks * 1_000_000_000 / hz)
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    async fn client(&self) -> Client {
-        let socket = self.socket.clone();
-        let channel = Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect");
-        pb::finder_client::FinderClient::new(channel)
-    }
+/// User + system CPU time the daemon used so far.
+fn cpu(daemon: &Daemon) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.pid())).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bytes_of(path: &Path) -> Bytes {
-    Bytes::copy_from_slice(path.as_os_str().as_bytes())
+fn rss_bytes(daemon: &Daemon) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 async fn lookup(client: &mut Client, paths: &[Bytes]) -> pb::LookupReply {
@@ -206,10 +154,10 @@ async fn crawl_once(
     engine: &str,
     dropped: bool,
 ) -> CrawlResult {
-    let daemon = Daemon::start(&options.finderd, &["--refresh-engine", engine]);
+    let daemon = start(&options.finderd, &["--refresh-engine", engine]);
     let mut client = daemon.client().await;
     let _ = client.stats(pb::StatsRequest {}).await;
-    let rss_before = daemon.rss_bytes();
+    let rss_before = rss_bytes(&daemon);
     if dropped {
         drop_caches();
     }
@@ -227,7 +175,7 @@ async fn crawl_once(
         .expect("stats")
         .into_inner();
     let entries = stats.entries.max(1);
-    let rss_after = daemon.rss_bytes();
+    let rss_after = rss_bytes(&daemon);
     CrawlResult {
         place: place.to_string(),
         engine: engine.to_string(),
@@ -354,7 +302,7 @@ async fn latency_run(
         }));
     }
     let started = Instant::now();
-    let cpu_before = daemon.cpu();
+    let cpu_before = cpu(daemon);
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await.expect("client task"));
@@ -362,9 +310,9 @@ async fn latency_run(
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    let cpu = daemon.cpu().saturating_sub(cpu_before);
+    let cpu_used = cpu(daemon).saturating_sub(cpu_before);
     Latency {
-        cpu_us_per_request: cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
+        cpu_us_per_request: cpu_used.as_secs_f64() * 1e6 / all.len().max(1) as f64,
         clients,
         requests: all.len() as u64,
         per_second: all.len() as f64 / elapsed,
@@ -381,7 +329,7 @@ async fn latency_bench(options: &Options, out: &mut String) {
     for i in 0..200 {
         std::fs::write(site.join(format!("mod_{i:03}.py")), b"x = 1\n").expect("write");
     }
-    let daemon = Daemon::start(&options.finderd, &[]);
+    let daemon = start(&options.finderd, &[]);
     let mut warm = daemon.client().await;
     lookup(&mut warm, &[bytes_of(&site)]).await;
     let _ = writeln!(

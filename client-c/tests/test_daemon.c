@@ -9,20 +9,17 @@
 #define _GNU_SOURCE /* mkfifo, symlink, setenv under -std=c99 */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "finderd.h"
 #include "test.h"
 
 static char tmp[] = "/tmp/finderd-daemon-XXXXXX";
-static char sock[256], tree[256], big[256];
-static pid_t daemon_pid;
+static char tree[256], big[256];
+static struct test_daemon served;
 
 static void path_in(char *out, const char *dir, const char *name)
 {
@@ -78,40 +75,13 @@ static void make_big(size_t n)
 	}
 }
 
-static int start_daemon(const char *bin)
-{
-	struct finderd_options o;
-	int i;
-
-	path_in(sock, tmp, "s.sock");
-	daemon_pid = fork();
-	if (daemon_pid == 0) {
-		/* Never outlive the test, even when a sanitizer aborts it. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		execl(bin, bin, "serve", "--socket", sock, "--log-level", "warn", (char *)NULL);
-		_exit(127);
-	}
-	finderd_options_init(&o);
-	o.socket_path = sock;
-	for (i = 0; i < 200; i++) {
-		struct finderd_conn *c;
-
-		if (finderd_connect(&o, &c) == 0) {
-			finderd_close(c);
-			return 0;
-		}
-		usleep(50000);
-	}
-	return -1;
-}
-
 static struct finderd_conn *conn(uint32_t call_us)
 {
 	struct finderd_options o;
 	struct finderd_conn *c = NULL;
 
 	finderd_options_init(&o);
-	o.socket_path = sock;
+	o.socket_path = served.sock;
 	o.call_timeout_us = call_us;
 	CHECK_INT(finderd_connect(&o, &c), 0);
 	return c;
@@ -247,7 +217,7 @@ static void test_stats(struct finderd_conn *c)
 
 	CHECK_INT(finderd_stats(c, &s), 0);
 	CHECK(s.daemon_version[0] != '\0');
-	CHECK_INT(s.pid, daemon_pid);
+	CHECK_INT(s.pid, served.pid);
 	CHECK(s.snapshot_requests >= 1 && s.lookup_requests >= 3);
 	CHECK(s.directories >= 1 && s.entries >= 7);
 	CHECK(s.rejected_requests >= 2);
@@ -279,12 +249,7 @@ static void cleanup(void)
 {
 	char cmd[300];
 
-	if (daemon_pid > 0) {
-		int st;
-
-		kill(daemon_pid, SIGTERM);
-		waitpid(daemon_pid, &st, 0);
-	}
+	test_daemon_signal(&served, SIGTERM);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmp);
@@ -305,8 +270,9 @@ int main(void)
 		return 2;
 	make_tree();
 	make_big(files);
-	if (start_daemon(bin)) {
-		fprintf(stderr, "test_daemon: %s did not come up on %s\n", bin, sock);
+	path_in(served.sock, tmp, "s.sock");
+	if (test_daemon_start(&served, bin)) {
+		fprintf(stderr, "test_daemon: %s did not come up on %s\n", bin, served.sock);
 		cleanup();
 		return 1;
 	}

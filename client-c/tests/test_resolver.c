@@ -372,12 +372,13 @@ static void genmap_close(struct genmap *g)
 	munmap((void *)g->words, g->bytes);
 }
 
-/* Wait (at most 5 s) until the daemon's slot for @dir no longer holds the
- * generation the client holds. Returns 0 once it moved. */
+/* Wait (at most 30 s: a bound for a loaded machine, not a measure) until the
+ * daemon's slot for @dir no longer holds the generation the client holds.
+ * Returns 0 once it moved. */
 static int wait_slot_moves(struct finderd_client *c, const struct genmap *g, const char *dir)
 {
 	const struct finderd_dir *d;
-	int64_t until = fdi_now_us() + 5000000;
+	int64_t until = fdi_now_us() + 30000000;
 
 	if (finderd_client_dir(c, dir, strlen(dir), &d) || d->slot == 0 ||
 	    (size_t)d->slot >= (g->bytes - 64) / 8)
@@ -588,24 +589,27 @@ static void test_non_canonical(struct finderd_client *c)
 
 /* ------------------------------------------------------------ the daemon goes */
 
-/* Every question of @c is FINDERD_ENOTSERVED, each well within @limit_us. */
-static void all_refused(struct finderd_client *c, int64_t limit_us)
+/* Every question of @c is FINDERD_ENOTSERVED at once: answered without a
+ * Lookup (no round trip to wait for), whatever the daemon does meanwhile. */
+static void all_refused(struct finderd_client *c)
 {
 	static const char *paths[] = { "a.py", "pkg/mod.py", "pkg/sub/more/leaf.py", "nope",
 				       "nspkg/part.py" };
 	struct finderd_snapshot_request req = { NULL, NULL, 0, { NULL, 0 }, 0, 0 };
+	struct finderd_client_counters before, after;
 	const struct finderd_entry *e;
 	struct finderd_stat st;
 	size_t i, n;
 
+	finderd_client_counters(c, &before);
 	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		const char *p = in(root, paths[i]);
-		int64_t t0 = fdi_now_us();
 
 		CHECK_INT(finderd_client_stat(c, p, strlen(p), &st), FINDERD_ENOTSERVED);
 		CHECK_INT(finderd_client_listdir(c, p, strlen(p), &e, &n), FINDERD_ENOTSERVED);
-		CHECK(fdi_now_us() - t0 < limit_us);
 	}
+	finderd_client_counters(c, &after);
+	CHECK(after.lookups == before.lookups);
 	CHECK_INT(finderd_client_listdir(c, root, strlen(root), &e, &n), FINDERD_ENOTSERVED);
 	CHECK_INT(finderd_client_snapshot(c, &req), FINDERD_ECLOSED);
 }
@@ -633,10 +637,12 @@ static void test_daemon_stopped(void)
 		t0 = fdi_now_us();
 		CHECK_INT(finderd_client_stat(c, a, strlen(a), &st), FINDERD_ENOTSERVED);
 		took = fdi_now_us() - t0;
-		CHECK(took >= SHORT_CALL_US - 1000 && took < SHORT_CALL_US + 500000);
-		all_refused(c, 1000);
+		/* At least the deadline; the upper bound only tells "gave up" from
+		 * "waited for the stopped daemon", with room for a loaded machine. */
+		CHECK(took >= SHORT_CALL_US - 1000 && took < SHORT_CALL_US + 5000000);
+		all_refused(c);
 		test_daemon_signal(&d, SIGCONT);
-		all_refused(c, 1000); /* stays so, even once the daemon is back */
+		all_refused(c); /* stays so, even once the daemon is back */
 		finderd_client_free(c);
 	}
 	test_daemon_signal(&d, SIGKILL);
@@ -660,7 +666,7 @@ static void test_daemon_killed(void)
 		test_daemon_signal(&d, SIGKILL);
 		/* The next round trip finds the connection gone. */
 		CHECK_INT(finderd_client_stat(c, init, strlen(init), &st), FINDERD_ENOTSERVED);
-		all_refused(c, 1000);
+		all_refused(c);
 		finderd_client_free(c);
 	}
 	/* Killed before the first call: the lazy handshake fails there. */
@@ -677,7 +683,7 @@ static void test_daemon_killed(void)
 		test_daemon_signal(&d, SIGKILL);
 		ret = finderd_client_snapshot(c, &req);
 		CHECK(ret == -ECONNRESET || ret == -EPIPE);
-		all_refused(c, 1000);
+		all_refused(c);
 		finderd_client_free(c);
 	}
 }

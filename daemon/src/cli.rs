@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use finderd_proto::v1 as pb;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::config::{self, ConfigSource, Settings};
+use crate::uds;
 
 /// How long `stats` and `health` wait for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,24 +114,15 @@ impl ServeArgs {
     }
 }
 
-/// A channel to the daemon on a Unix socket (the URI only names the
-/// `:authority`, `localhost`, as the C client sends it).
+/// A channel to the daemon on its Unix socket, both connect and calls
+/// bounded by [`CLIENT_TIMEOUT`].
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    let socket = socket.to_owned();
-    let shown = socket.display().to_string();
-    Endpoint::from_static("http://localhost")
+    let endpoint = uds::endpoint()
         .connect_timeout(CLIENT_TIMEOUT)
-        .timeout(CLIENT_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+        .timeout(CLIENT_TIMEOUT);
+    uds::connect(endpoint, socket)
         .await
-        .with_context(|| format!("cannot connect to finderd at {shown}"))
+        .with_context(|| format!("cannot connect to finderd at {}", socket.display()))
 }
 
 pub async fn stats(args: &StatsArgs) -> anyhow::Result<()> {

@@ -16,9 +16,6 @@ mod openat2;
 mod plan;
 mod policy;
 mod profile;
-// Two `unsafe` blocks in refresh/engine.rs (statfs) have no SAFETY comment
-// yet; that code is being rewritten with the walker. Drop this allow then.
-#[allow(clippy::undocumented_unsafe_blocks)]
 mod refresh;
 mod replay;
 mod server;
@@ -26,6 +23,7 @@ mod stats;
 mod strace;
 mod systemd;
 mod targets;
+mod uds;
 mod uring;
 mod walk;
 mod watch;

@@ -1,8 +1,9 @@
 //! Peers in another mount namespace (a container, a Kubernetes pod next to a
 //! DaemonSet, a service with `PrivateTmp=`): the same path names other
 //! files there, so the daemon must not answer a peer's paths from its own
-//! view (DESIGN contract 1: finderd never makes an import fail that stock
-//! CPython would satisfy; contract 4: nobody learns what they may not).
+//! view (docs/design.md, contract 1: finderd never makes an import fail
+//! that stock CPython would satisfy; contract 4: nobody learns what they may
+//! not).
 //!
 //! Per request, the peer's namespace is found out: from
 //! `/proc/PID/ns/mnt` when the daemon may read it (same uid, or

@@ -214,11 +214,9 @@ async fn generation_file_slots_follow_changes() {
 
     // The background reader bumps the slot without any request.
     std::fs::write(root.join("other.py"), b"").expect("create");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while slot_value(&genfile, second.slot) == second.generation {
-        assert!(std::time::Instant::now() < deadline, "slot never bumped");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the slot bumped", || {
+        slot_value(&genfile, second.slot) != second.generation
+    });
 }
 
 #[tokio::test]
@@ -230,11 +228,11 @@ async fn dry_ns_is_kept_fresh_while_active_and_ages_when_idle() {
     let genfile = path_of(&reply.generations.expect("generations").path);
     let dry_ns = || read_gen_u64(&genfile, 24);
     let after_request = dry_ns();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        dry_ns() > after_request,
+        moves_within(Duration::from_secs(1), dry_ns, after_request),
         "the reader refreshes dry_ns every lease/4 while active"
     );
+    // The window is wall time: past it the daemon is idle, however loaded.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Idle, the reader still wakes for events (other tests churn /tmp, a
     // watched ancestor), so only a quiet interval proves there is no timer.
@@ -254,11 +252,23 @@ async fn dry_ns_is_kept_fresh_while_active_and_ages_when_idle() {
     assert_eq!(quiet_intervals, 1, "never a quiet 200 ms");
     lookup(&mut client, &[tree.path()]).await;
     let revived = dry_ns();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        dry_ns() > revived,
+        moves_within(Duration::from_secs(1), dry_ns, revived),
         "a request makes the daemon active again"
     );
+}
+
+/// Whether `read` returns more than `from` before `window` (the active
+/// window: the reader stops refreshing after it) has passed.
+fn moves_within(window: Duration, read: impl Fn() -> u64, from: u64) -> bool {
+    let end = std::time::Instant::now() + window;
+    while std::time::Instant::now() < end {
+        if read() > from {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    read() > from
 }
 
 fn monotonic_ns() -> u64 {
@@ -718,18 +728,9 @@ async fn a_stale_socket_is_replaced() {
     let socket = dir.path().join("finderd.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
     assert!(socket.exists(), "a socket file nobody listens on");
-    let mut child = spawn_serve(&socket, &[], &dir.path().join("log"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "daemon did not replace the stale socket"
-        );
-        assert!(child.try_wait().expect("wait").is_none(), "daemon exited");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    // Panics when the daemon exits or never listens.
+    let daemon = Daemon::start_in(dir, &[]);
+    assert!(daemon.stderr().contains("replacing stale socket"));
 }
 
 #[tokio::test]

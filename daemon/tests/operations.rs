@@ -5,11 +5,9 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
-use finderd_proto::v1 as pb;
 use tonic::Code;
 
 #[test]
@@ -105,24 +103,11 @@ fn deny_io_uring() -> std::io::Result<()> {
 
 #[tokio::test]
 async fn io_uring_refused_by_seccomp_falls_back_to_sync_and_says_so() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("s.sock");
-    let log = dir.path().join("stderr.log");
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--refresh-engine", "uring", "--socket"])
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-    // SAFETY: prctl only, between fork and exec.
-    unsafe { command.pre_exec(deny_io_uring) };
-    let mut child = command.spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut client = pb::finder_client::FinderClient::new(channel(&socket).await);
+    let daemon = Daemon::start_configured(&["--refresh-engine", "uring"], |command| {
+        // SAFETY: prctl only, between fork and exec.
+        unsafe { command.pre_exec(deny_io_uring) };
+    });
+    let mut client = daemon.client().await;
     let tree = tempfile::tempdir().expect("tempdir");
     for i in 0..50 {
         std::fs::write(tree.path().join(format!("m{i}.py")), b"").expect("write");
@@ -137,9 +122,7 @@ async fn io_uring_refused_by_seccomp_falls_back_to_sync_and_says_so() {
     );
     assert_eq!(counters.crawls_uring, 0);
     assert!(counters.crawls_sync >= 1);
-    let _ = child.kill();
-    let _ = child.wait();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr = daemon.stderr();
     assert_eq!(
         stderr.matches("io_uring unavailable").count(),
         1,

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 const MAX_QUEUED: &str = "/proc/sys/fs/inotify/max_queued_events";
@@ -39,13 +37,7 @@ fn wait_stopped(pid: i32) {
                 .unwrap_or(true)
         })
     };
-    for _ in 0..1000 {
-        if stopped() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("finderd {pid} did not stop within 5 s");
+    wait_until("every daemon thread stopped", stopped);
 }
 
 #[tokio::test]
@@ -82,10 +74,7 @@ async fn an_overflowed_queue_recrawls_everything_and_is_counted() {
     assert!(after.generation > first.directories[0].generation);
     let counters = stats(&mut client).await;
     assert!(counters.overflows >= 1, "{counters:?}");
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        daemon.stderr().contains("overflowed"),
-        "{}",
-        daemon.stderr()
-    );
+    wait_until("the overflow logged", || {
+        daemon.stderr().contains("overflowed")
+    });
 }

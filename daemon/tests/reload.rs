@@ -15,10 +15,6 @@ use finderd_proto::v1 as pb;
 use pb::DirectoryStatus;
 use tonic::Code;
 
-/// How long a reload, an exit or a background effect may take to show on a
-/// busy machine: a bound on waiting, never a measurement.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// A daemon that reads a config file the test rewrites.
 struct Reloadable {
     daemon: Daemon,
@@ -54,15 +50,6 @@ impl Reloadable {
 
     fn reloads(&self) -> usize {
         self.daemon.stderr().matches("config reloaded").count()
-    }
-}
-
-/// Polls `done` until it holds; panics naming `what` after [`PATIENCE`].
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

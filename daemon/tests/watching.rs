@@ -214,15 +214,9 @@ async fn a_fuse_mount_is_polled_and_stays_fresh() {
     let slot_before = lookup_one(&mut client, &mnt).await;
     let genfile = daemon.socket.with_extension("sock.gen");
     std::fs::write(source.join("a.py"), b"longer").expect("rewrite");
-    let mut seen = false;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(50));
-        if slot_value(&genfile, slot_before.slot) != slot_before.generation {
-            seen = true;
-            break;
-        }
-    }
-    assert!(seen, "the poller did not notice the rewrite");
+    wait_until("the poller noticing the rewrite", || {
+        slot_value(&genfile, slot_before.slot) != slot_before.generation
+    });
     let after = lookup_one(&mut client, &mnt).await;
     let a = after
         .entries

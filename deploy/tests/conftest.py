@@ -22,6 +22,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(ROOT, "deploy")
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+
+import support  # noqa: E402,F401  (tests/python/support.py, for the tests: how they start a plain daemon)
 TOOLS = os.environ.get("FINDERD_DEPLOY_TOOLS") or os.path.join(ROOT, "build", "deploy-venv", "bin")
 
 

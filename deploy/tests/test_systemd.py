@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import (DEPLOY, ROOT, exec_start, exposure, health, read_unit, run,
-                      served_import, unit_values)
+                      served_import, support, unit_values)
 
 SYSTEMD = os.path.join(DEPLOY, "systemd")
 SYSTEM = {"service": os.path.join(SYSTEMD, "finderd.service"),
@@ -291,20 +291,14 @@ def test_example_config_is_accepted(finderd_bin, tmp_path):
     assert len(keys) >= 20, keys
     config = tmp_path / "finderd.toml"
     config.write_text(uncommented)
-    sock = str(tmp_path / "s.sock")
-    proc = subprocess.Popen([finderd_bin, "serve", "--config", str(config), "--socket", sock],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = support.Daemon(finderd_bin, str(tmp_path))
     try:
-        deadline = time.monotonic() + 20
-        while health(finderd_bin, sock).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("finderd refused the example config:\n" + proc.communicate()[0])
-            time.sleep(0.1)
+        served.start("--config", str(config))  # fails with the daemon's log if refused
+        assert health(finderd_bin, served.socket).returncode == 0, served.log()
     finally:
-        proc.terminate()
-        proc.wait(15)
+        served.stop()
 
     config.write_text(uncommented + "\nmax_sys_path_entriez = 5\n")
-    result = run([finderd_bin, "serve", "--config", str(config), "--socket", sock], check=False, timeout=20)
+    result = run([finderd_bin, "serve", "--config", str(config), "--socket", served.socket], check=False,
+                 timeout=20)
     assert result.returncode != 0 and "max_sys_path_entriez" in result.stderr, result.stderr

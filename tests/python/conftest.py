@@ -51,7 +51,7 @@ def python(base_python):
 
 @pytest.fixture(scope="session")
 def ci_set_venvs():
-    """Venvs with DESIGN.md's CI set (pytest, requests, rich...), one per interpreter."""
+    """Venvs with scenario S3's CI set (pytest, requests, rich...), one per interpreter."""
     made = {}
 
     def get(base_python):

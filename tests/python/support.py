@@ -46,7 +46,7 @@ def python_id(python):
     return "py%d.%d" % python_version(python)
 
 
-# The CI set of DESIGN.md's scenario S3.
+# The CI set of scenario S3 (docs/design.md).
 CI_SET = ["pytest", "requests", "rich", "pydantic", "click", "pyyaml", "jinja2"]
 
 
@@ -62,18 +62,23 @@ def venv_with_finderd(base_python, name="", packages=()):
     return python
 
 
+# The client deadline of tests that check answers, not speed: a loaded
+# machine must not turn a slow first crawl into a fallback (tests of the
+# deadline set their own).
+PATIENT_MS = 5000
+PATIENT_US = PATIENT_MS * 1000
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 
     FINDERD_SOCKET is always set, so no test can reach a daemon that happens
-    to run on the machine's default socket. The call deadline is generous:
-    these tests check answers, not speed, and a loaded machine must not turn
-    a slow first crawl into a fallback (tests of the deadline set their own).
+    to run on the machine's default socket. The call deadline is PATIENT_MS.
     """
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     env["FINDERD_SOCKET"] = socket_path
-    env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = "5000"
+    env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = str(PATIENT_MS)
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
@@ -96,58 +101,93 @@ def run_json(python, code, socket_path, **kwargs):
 
 
 class Daemon:
-    """`finderd serve` on a socket in @workdir."""
+    """`finderd serve` on a socket in @workdir: the one way the Python tests
+    (tests/python, tests/reliability) and the benchmark start the real daemon.
 
-    def __init__(self, binary, workdir):
+    @wrap: a command prefix that execs it (setpriv, prlimit, unshare...),
+    @env: more environment.
+    """
+
+    def __init__(self, binary, workdir, wrap=(), env=None):
         self.binary = binary
         self.workdir = workdir
         self.socket = os.path.join(workdir, "finderd.sock")
         self.log_path = os.path.join(workdir, "finderd.log")
+        self.wrap = list(wrap)
+        self.env = env or {}
         self.proc = None
+        self.args = ()
 
-    def start(self, *extra_args, log_level="info"):
+    def argv(self, *extra_args):
+        return self.wrap + [self.binary, "serve", "--socket", self.socket, *extra_args]
+
+    def start(self, *extra_args, log_level="info", wait=True):
+        self.args = extra_args
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "serve", "--socket", self.socket, *extra_args],
-                                     stdout=log, stderr=log,
-                                     env=dict(os.environ, RUST_LOG="finderd=%s" % log_level))
+        env = dict(os.environ, RUST_LOG="finderd=%s" % log_level, **self.env)
+        self.proc = subprocess.Popen(self.argv(*extra_args), stdout=log, stderr=log, env=env,
+                                     stdin=subprocess.DEVNULL)
         log.close()
-        deadline = time.monotonic() + 30
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("finderd exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            if self._accepting():
+            if accepting(self.socket):
                 return
             time.sleep(0.01)
         raise AssertionError("finderd did not listen on %s:\n%s" % (self.socket, self.log()))
 
-    def _accepting(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(self.socket)
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+    @property
+    def pid(self):
+        """The daemon's own pid (a wrapper execs it)."""
+        return self.proc.pid
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15):
+        """SIGTERM (after SIGCONT, should a test have stopped it); SIGKILL
+        after @timeout."""
+        if self.alive():
             try:
-                self.proc.wait(timeout=10)
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 
     def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def stats(self, python):
-        """The daemon's Stats RPC, read through the Python client."""
+        """The daemon's Stats RPC, read through the Python client (with a
+        deadline for a loaded machine, not the library's 50 ms)."""
         return run_json(python, "import json, finderd._native as n; "
-                                "print(json.dumps(n.Client(%r).daemon_stats()))" % self.socket,
+                                "print(json.dumps(n.Client(%r, connect_timeout_us=%d, call_timeout_us=%d)"
+                                ".daemon_stats()))" % (self.socket, PATIENT_US, PATIENT_US),
                         self.socket, FINDERD="off")
+
+
+def accepting(path):
+    """Whether something accepts connections on the Unix socket @path."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def write(path, text=""):

@@ -2,7 +2,7 @@
 
 Lookups are stat-family calls on paths plus getdents64, counted after `site`
 (a run's count minus that of `python -S -c pass`, which never reaches the
-client: see DESIGN.md, "What a .pth can and cannot reach").
+client: see docs/design.md, "What a .pth can and cannot reach").
 """
 
 import os

@@ -5,7 +5,6 @@ under rlimits or in another mount namespace, killed with SIGKILL, measured
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -15,86 +14,32 @@ import wire
 NOBODY = 65534
 
 
-class Daemon:
-    """`finderd serve` on a socket in @workdir.
+class Daemon(support.Daemon):
+    """The shared test daemon (support.Daemon), run as another user or under
+    rlimits, killed with SIGKILL, measured (RSS, descriptors, Stats).
 
     @user: run as this uid/gid (setpriv), @nofile: RLIMIT_NOFILE (prlimit),
     @wrap: a command prefix (e.g. unshare), @env: extra environment.
     """
 
     def __init__(self, binary, workdir, user=None, nofile=None, wrap=(), env=None):
-        self.binary = binary
-        self.workdir = workdir
-        self.socket = os.path.join(workdir, "finderd.sock")
-        self.log_path = os.path.join(workdir, "finderd.log")
+        prefix = list(wrap)
+        if user is not None:
+            prefix += ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", "--"]
+        if nofile:
+            prefix += ["prlimit", "--nofile=%d:%d" % (nofile, nofile), "--"]
+        super().__init__(binary, workdir, wrap=prefix, env=env)
         self.user = user
-        self.nofile = nofile
-        self.wrap = list(wrap)
-        self.env = env or {}
-        self.proc = None
-        self.args = ()
-
-    def argv(self, *extra_args):
-        argv = [self.binary, "serve", "--socket", self.socket, *extra_args]
-        if self.nofile:
-            argv = ["prlimit", "--nofile=%d:%d" % (self.nofile, self.nofile), "--"] + argv
-        if self.user is not None:
-            argv = ["setpriv", "--reuid=%d" % self.user, "--regid=%d" % self.user, "--clear-groups",
-                    "--"] + argv
-        return self.wrap + argv
 
     def start(self, *extra_args, log_level="info", wait=True):
-        self.args = extra_args
         if self.user is not None:
             os.chown(self.workdir, self.user, self.user)
             os.chmod(self.workdir, 0o755)
-        log = open(self.log_path, "ab")
-        env = dict(os.environ, RUST_LOG="finderd=%s" % log_level, **self.env)
-        self.proc = subprocess.Popen(self.argv(*extra_args), stdout=log, stderr=log, env=env,
-                                     stdin=subprocess.DEVNULL)
-        log.close()
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("finderd exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            if accepting(self.socket):
-                return
-            time.sleep(0.01)
-        raise AssertionError("finderd did not listen on %s:\n%s" % (self.socket, self.log()))
-
-    @property
-    def pid(self):
-        """The daemon's own pid (below setpriv/prlimit/unshare, which exec it)."""
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        return super().start(*extra_args, log_level=log_level, wait=wait)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-
-    def stop(self):
-        if self.alive():
-            try:
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
     def rss_kib(self):
         return proc_status(self.pid, "VmRSS")
@@ -139,17 +84,6 @@ def proc_status(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def accepting(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 # Client deadlines for tests about who gets served, not how fast: a slow CI

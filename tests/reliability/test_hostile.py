@@ -1,6 +1,6 @@
 """Hostile peers, bad input and fuzzing (issue 8, docs/reliability.md).
 
-Contracts (../shared/DESIGN.md): nobody learns through the daemon what they
+Contracts 4 and 5 (docs/design.md): nobody learns through the daemon what they
 could not learn themselves (no names, no fingerprints, not even existence);
 bad input gets a clear gRPC status naming what was wrong and breaks nothing.
 

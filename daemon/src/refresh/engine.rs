@@ -72,13 +72,14 @@ pub struct Filesystem {
 impl Filesystem {
     /// `fstat` + `fstatfs` of an open directory.
     pub fn of(dir: &OwnedFd) -> io::Result<Filesystem> {
-        // SAFETY: all-zero structs are valid to be overwritten.
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: an all-zero statfs is a valid value to be overwritten.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: an open descriptor and valid out pointers.
-        if unsafe { libc::fstat(dir.as_raw_fd(), &mut st) } < 0
-            || unsafe { libc::fstatfs(dir.as_raw_fd(), &mut fs) } < 0
-        {
+        let stated = unsafe { libc::fstat(dir.as_raw_fd(), &mut st) };
+        // SAFETY: as above.
+        if stated < 0 || unsafe { libc::fstatfs(dir.as_raw_fd(), &mut fs) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(Filesystem {

@@ -1,7 +1,12 @@
 //! Test harness: starts the real `finderd` binary on a temporary socket and
-//! talks to it with the generated tonic client over the Unix socket.
+//! talks to it with the generated tonic client over the Unix socket. The
+//! one place Rust code starts a daemon: the integration tests use it as
+//! `mod common`, the benchmark (bench/daemon) by path.
 
 #![allow(dead_code)] // each test binary uses a different part of this
+
+#[path = "../../src/uds.rs"]
+mod uds;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -11,14 +16,27 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use finderd_proto::v1 as pb;
-use hyper_util::rt::TokioIo;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::Status;
 
 pub type Client = pb::finder_client::FinderClient<Channel>;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_finderd");
+
+/// How long a test waits for what the daemon does on its own (a reload, a
+/// poll, a background crawl, a state write) before it fails: a bound for a
+/// loaded machine, never a measurement.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `done` until it holds; panics naming `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A running daemon; killed when dropped.
 pub struct Daemon {
@@ -30,11 +48,42 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `finderd serve` on a socket in a fresh temporary directory.
     pub fn start(extra_args: &[&str]) -> Daemon {
+        Daemon::start_binary(Path::new(BINARY), extra_args)
+    }
+
+    /// As [`Daemon::start`] with another build of the daemon (the
+    /// benchmark's release binary).
+    pub fn start_binary(binary: &Path, extra_args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::launch(dir, binary, extra_args, |_| {})
+    }
+
+    /// As [`Daemon::start`], after `configure` has adjusted the command
+    /// (a `pre_exec` hook, the environment).
+    pub fn start_configured(extra_args: &[&str], configure: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::launch(dir, Path::new(BINARY), extra_args, configure)
+    }
+
+    /// As [`Daemon::start`] in `dir`, on `dir/finderd.sock`, which the test
+    /// may have prepared.
+    pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        Daemon::launch(dir, Path::new(BINARY), extra_args, |_| {})
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        binary: &Path,
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let socket = dir.path().join("finderd.sock");
-        let child = spawn_serve(&socket, extra_args, &dir.path().join("stderr.log"));
+        let mut command = serve_command(binary, &socket, extra_args);
+        let log = dir.path().join("stderr.log");
+        command.stderr(std::fs::File::create(log).expect("stderr log"));
+        configure(&mut command);
         let mut daemon = Daemon {
-            child: Some(child),
+            child: Some(command.spawn().expect("spawn finderd")),
             dir,
             socket,
         };
@@ -127,7 +176,14 @@ impl Drop for Daemon {
 /// unless `extra_args` name a `--state-dir` (a test daemon never reads or
 /// writes the host's state directory).
 pub fn spawn_serve(socket: &Path, extra_args: &[&str], stderr: &Path) -> Child {
-    let mut command = Command::new(BINARY);
+    serve_command(Path::new(BINARY), socket, extra_args)
+        .stderr(std::fs::File::create(stderr).expect("stderr log"))
+        .spawn()
+        .expect("spawn finderd")
+}
+
+fn serve_command(binary: &Path, socket: &Path, extra_args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     command.arg("serve").arg("--socket").arg(socket);
     if !extra_args.contains(&"--state-dir") {
         let dir = socket.parent().unwrap_or(Path::new("/tmp"));
@@ -137,10 +193,8 @@ pub fn spawn_serve(socket: &Path, extra_args: &[&str], stderr: &Path) -> Child {
         .args(extra_args)
         .env("RUST_LOG", "info,finderd=debug")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr).expect("stderr log"))
-        .spawn()
-        .expect("spawn finderd")
+        .stdout(Stdio::null());
+    command
 }
 
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
@@ -157,18 +211,9 @@ pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-/// A channel over the Unix socket (the tonic UDS client pattern).
+/// A channel over the Unix socket, connected.
 pub async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+    uds::connect(uds::endpoint(), socket)
         .await
         .expect("connect to finderd")
 }
@@ -176,17 +221,7 @@ pub async fn channel(socket: &Path) -> Channel {
 /// As [`channel`], connecting at the first call: for a connection the
 /// daemon may refuse at accept.
 pub fn lazy_channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        },
-    ))
+    uds::connect_lazy(uds::endpoint(), socket)
 }
 
 pub fn bytes_of(path: &Path) -> Bytes {
@@ -229,17 +264,20 @@ pub async fn revalidate(
     known: &[u64],
     epoch: u64,
 ) -> pb::LookupReply {
-    client
-        .lookup(pb::LookupRequest {
-            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
-            paths: paths.iter().map(|p| bytes_of(p)).collect(),
-            known_generations: known.to_vec(),
-            known_epoch: epoch,
-            ..Default::default()
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
+    let request = pb::LookupRequest {
+        known_generations: known.to_vec(),
+        known_epoch: epoch,
+        ..lookup_request(paths)
+    };
+    client.lookup(request).await.expect("lookup").into_inner()
+}
+
+fn lookup_request(paths: &[&Path]) -> pb::LookupRequest {
+    pb::LookupRequest {
+        protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+        paths: paths.iter().map(|p| bytes_of(p)).collect(),
+        ..Default::default()
+    }
 }
 
 /// Lookup of one directory.
@@ -261,11 +299,7 @@ pub async fn try_lookup(
     paths: &[&Path],
 ) -> Result<pb::LookupReply, tonic::Status> {
     client
-        .lookup(pb::LookupRequest {
-            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
-            paths: paths.iter().map(|p| bytes_of(p)).collect(),
-            ..Default::default()
-        })
+        .lookup(lookup_request(paths))
         .await
         .map(tonic::Response::into_inner)
 }
