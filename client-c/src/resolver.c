@@ -1462,6 +1462,11 @@ int fdi_client_dead(const struct finderd_client *c)
 	return c->dead;
 }
 
+struct finderd_conn *fdi_client_last_conn(struct finderd_client *c)
+{
+	return c->conn;
+}
+
 int fdi_client_reads_compiled_files(const struct finderd_client *c)
 {
 	size_t i;

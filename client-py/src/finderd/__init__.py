@@ -95,8 +95,10 @@ def _activate():
 
 
 def state():
-    """One line: what finderd does in this interpreter."""
-    return _reason
+    """One line: what finderd does in this interpreter now."""
+    if _client is None:
+        return _reason
+    return sys.modules["finderd._activation"].describe(_socket, _client.status())
 
 
 def client():
