@@ -182,8 +182,9 @@ pub struct Settings {
     /// milliseconds [default: 5000]
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
-    /// Exit 0 after this many seconds without connections or requests (for
-    /// socket-activated daemons; systemd starts it again on the next
+    /// Exit 0 after this many seconds without requests (connections left
+    /// open between requests do not count: their clients reconnect; for
+    /// socket-activated daemons, systemd starts it again on the next
     /// connection); 0: never [default: never]
     #[arg(long, value_name = "SECS")]
     pub idle_exit: Option<u64>,

@@ -22,12 +22,12 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::Stream;
 
-use crate::activity::Activity;
+use crate::activity::{Activity, CountRequests};
 use crate::config::{Config, ConfigSource, LiveLimits};
+use crate::connection::{self, PeerStream};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::connection::{self, PeerStream};
 use crate::policy;
 use crate::stats::Stats;
 use crate::systemd;
@@ -270,6 +270,7 @@ async fn serve(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(CountRequests::layer(Arc::clone(&activity)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -508,7 +509,8 @@ fn status_line(index: &Index) -> String {
     )
 }
 
-/// Resolves once nothing has been open for `idle_exit`; never without it.
+/// Resolves once nothing has happened for `idle_exit` (no request, no
+/// connection opened or closed; connections may stay open); never without it.
 async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Duration {
     let Some(limit) = idle_exit else {
         return std::future::pending().await;
@@ -517,7 +519,7 @@ async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Durat
         match activity.idle_for() {
             Some(idle) if idle >= limit => return idle,
             Some(idle) => tokio::time::sleep(limit - idle).await,
-            // Connections close without telling us; look again soon.
+            // Requests end without telling us; look again soon.
             None => tokio::time::sleep(limit.min(Duration::from_secs(1))).await,
         }
     }
