@@ -4,9 +4,11 @@ under rlimits or in another mount namespace, killed with SIGKILL, measured
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import support
@@ -131,6 +133,57 @@ class Daemon:
             return ch.stats()
         finally:
             ch.close()
+
+
+class Activator:
+    """systemd's socket activation, again after every exit: it holds the
+    listening socket at @socket_path and, whenever a connection waits and no
+    daemon runs, starts `finderd serve` with the socket as descriptor 3
+    (LISTEN_FDS=1, LISTEN_PID), as systemd does for finderd.socket."""
+
+    def __init__(self, binary, workdir, *args):
+        self.binary, self.args = binary, args
+        self.socket = os.path.join(workdir, "finderd.sock")
+        self.log_path = os.path.join(workdir, "finderd.log")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.socket)
+        self.listener.listen(512)
+        self.daemons = []       # every daemon started, in order
+        self.stopping = False
+        self.thread = threading.Thread(target=self._activate, daemon=True)
+        self.thread.start()
+
+    # Like systemd's start limit: a daemon that keeps failing is not started forever.
+    MAX_STARTS = 50
+
+    def _activate(self):
+        while not self.stopping and len(self.daemons) < self.MAX_STARTS:
+            running = self.daemons and self.daemons[-1].poll() is None
+            if running or not select.select([self.listener], [], [], 0.02)[0]:
+                time.sleep(0.005 if running else 0)
+                continue
+            self.daemons.append(self._start())
+
+    def _start(self):
+        fd = self.listener.fileno()
+        argv = ["bash", "-c", 'exec 3<&%d; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"' % fd, "bash",
+                self.binary, "serve", "--socket", self.socket, *self.args]
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    pass_fds=(fd,), env=dict(os.environ, RUST_LOG="finderd=info"))
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join()
+        for d in self.daemons:
+            if d.poll() is None:
+                d.terminate()
+                d.wait(15)
+        self.listener.close()
 
 
 def proc_status(pid, field):
