@@ -1298,19 +1298,11 @@ int fdi_client_absorb(struct finderd_client *c, struct finderd_reply *reply)
 void finderd_client_free(struct finderd_client *c)
 {
 	struct fdi_alloc alloc;
-	size_t i;
 
 	if (!c)
 		return;
-	for (i = 0; i < c->files.size; i++)
-		file_free(c, (struct file_rec *)c->files.slots[i]);
-	fdi_pathmap_free(&c->files, &c->alloc);
-	for (i = 0; i < c->dirs.size; i++)
-		rec_free(c, table_at(c, i));
-	fdi_pathmap_free(&c->dirs, &c->alloc);
+	drop_held(c);
 	fdi_buf_free(&c->reads, &c->alloc);
-	genfile_unmap(&c->gen);
-	finderd_close(c->conn);
 	fdi_snapshot_release(&c->alloc, &c->last_snapshot);
 	fdi_free(&c->alloc, c->socket_path);
 	fdi_free(&c->alloc, c->daemon_user);

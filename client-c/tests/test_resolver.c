@@ -103,7 +103,10 @@ static void make_tree(void)
 	chmod(in(root, "b.pyc"), 0600);
 }
 
-static struct finderd_client *new_client(const char *sock, uint32_t call_us)
+/* A client of @sock holding the snapshot of root and missing; @pause_us:
+ * its first reconnect pause (0: the library's). */
+static struct finderd_client *client_with(const char *sock, uint32_t connect_us, uint32_t call_us,
+					  uint32_t pause_us)
 {
 	struct finderd_str sp[2] = { { root, strlen(root) }, { missing, strlen(missing) } };
 	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
@@ -112,12 +115,19 @@ static struct finderd_client *new_client(const char *sock, uint32_t call_us)
 
 	finderd_options_init(&o);
 	o.socket_path = sock;
-	o.connect_timeout_us = CALL_US;
+	o.connect_timeout_us = connect_us;
 	o.call_timeout_us = call_us;
+	o.reconnect_min_us = pause_us;
+	o.reconnect_max_us = pause_us * 10;
 	CHECK_INT(finderd_client_new(&o, &c), 0);
 	if (c)
 		CHECK_INT(finderd_client_snapshot(c, &req), 0);
 	return c;
+}
+
+static struct finderd_client *new_client(const char *sock, uint32_t call_us)
+{
+	return client_with(sock, CALL_US, call_us, 0);
 }
 
 static uint64_t lookups(struct finderd_client *c)
@@ -618,25 +628,24 @@ static void all_refused(struct finderd_client *c, int64_t limit_us)
 /* ------------------------------------------------------------ losing the daemon */
 
 #define PAUSE_US 20000       /* first pause between reconnect attempts, in these tests */
-#define MAX_PAUSE_US 200000
 #define HANG_GUARD_US 30000000
 
-/* A client with @call_us for connects and calls, and short reconnect pauses. */
-static struct finderd_client *reconnecting_client(const char *sock, uint32_t call_us)
+/* A daemon of its own on @name.sock in tmp, and a client of it with @call_us
+ * for connects and calls and short reconnect pauses; NULL (and no daemon)
+ * when either fails. */
+static struct finderd_client *daemon_and_client(struct test_daemon *d, const char *name,
+						uint32_t call_us)
 {
-	struct finderd_str sp[2] = { { root, strlen(root) }, { missing, strlen(missing) } };
-	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
-	struct finderd_options o;
-	struct finderd_client *c = NULL;
+	struct finderd_client *c;
 
-	finderd_options_init(&o);
-	o.socket_path = sock;
-	o.connect_timeout_us = o.call_timeout_us = call_us;
-	o.reconnect_min_us = PAUSE_US;
-	o.reconnect_max_us = MAX_PAUSE_US;
-	CHECK_INT(finderd_client_new(&o, &c), 0);
-	if (c)
-		CHECK_INT(finderd_client_snapshot(c, &req), 0);
+	snprintf(d->sock, sizeof(d->sock), "%s/%s.sock", tmp, name);
+	if (test_daemon_start(d, bin)) {
+		CHECK(!"a daemon of its own");
+		return NULL;
+	}
+	c = client_with(d->sock, call_us, call_us, PAUSE_US);
+	if (!c)
+		test_daemon_signal(d, SIGKILL);
 	return c;
 }
 
@@ -715,12 +724,7 @@ static void test_daemon_stopped(void)
 	const char *a = in(root, "a.py");
 	int64_t t0, took;
 
-	snprintf(d.sock, sizeof(d.sock), "%s/stop.sock", tmp);
-	if (test_daemon_start(&d, bin)) {
-		CHECK(!"second daemon");
-		return;
-	}
-	c = reconnecting_client(d.sock, SHORT_CALL_US);
+	c = daemon_and_client(&d, "stop", SHORT_CALL_US);
 	if (c) {
 		AGREE(c, a, 0);
 		test_daemon_signal(&d, SIGSTOP);
@@ -747,8 +751,8 @@ static void test_daemon_stopped(void)
 		CHECK(s.state == FINDERD_CLIENT_SERVED && s.error == 0 && s.reconnects == 1);
 		CHECK_INT(s.lost_error, -ETIMEDOUT);
 		finderd_client_free(c);
+		test_daemon_signal(&d, SIGKILL);
 	}
-	test_daemon_signal(&d, SIGKILL);
 }
 
 /*
@@ -773,16 +777,9 @@ static void test_daemon_killed_and_restarted(void)
 	size_t n;
 	int i;
 
-	snprintf(d.sock, sizeof(d.sock), "%s/kill.sock", tmp);
-	if (test_daemon_start(&d, bin)) {
-		CHECK(!"third daemon");
+	c = daemon_and_client(&d, "kill", CALL_US);
+	if (!c)
 		return;
-	}
-	c = reconnecting_client(d.sock, CALL_US);
-	if (!c) {
-		test_daemon_signal(&d, SIGKILL);
-		return;
-	}
 	AGREE(c, in(root, "a.py"), 0);
 	CHECK_INT(finderd_client_listdir(c, sub, strlen(sub), &e, &n), 0);
 	test_daemon_signal(&d, SIGKILL);
@@ -859,16 +856,9 @@ static void test_fork_while_fallen_back(void)
 	int status = -1;
 	pid_t pid;
 
-	snprintf(d.sock, sizeof(d.sock), "%s/fork.sock", tmp);
-	if (test_daemon_start(&d, bin)) {
-		CHECK(!"fifth daemon");
+	c = daemon_and_client(&d, "fork", CALL_US);
+	if (!c)
 		return;
-	}
-	c = reconnecting_client(d.sock, CALL_US);
-	if (!c) {
-		test_daemon_signal(&d, SIGKILL);
-		return;
-	}
 	test_daemon_signal(&d, SIGKILL);
 	CHECK_INT(finderd_client_stat(c, leaf, strlen(leaf), &st), FINDERD_ENOTSERVED);
 	CHECK_INT(status_of(c).state, FINDERD_CLIENT_FELL_BACK);

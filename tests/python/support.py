@@ -63,6 +63,17 @@ def venv_with_finderd(base_python, name="", packages=()):
     return python
 
 
+# For the programs of interpreters under test (prepend it to their code):
+# new_module(name, value) writes NAME.py with VALUE into argv[1] and imports it.
+NEW_MODULE = r"""
+import importlib, os, sys
+def new_module(name, value):
+    with open(os.path.join(sys.argv[1], name + ".py"), "w") as f:
+        f.write("VALUE = %r\n" % value)
+    return importlib.import_module(name).VALUE
+"""
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 

@@ -351,14 +351,9 @@ def test_recording_and_replay_for_the_benchmark_bound(python, shared_daemon, tmp
     assert origin == stock[2]
 
 
-RESTARTED = r"""
-import importlib, json, os, sys, threading, time
+RESTARTED = support.NEW_MODULE + r"""
+import json, threading, time
 finderd = sys.modules["finderd"]
-tree = sys.argv[1]
-def new_module(name, value):
-    with open(os.path.join(tree, name + ".py"), "w") as f:
-        f.write("VALUE = %r\n" % value)
-    return importlib.import_module(name).VALUE
 first = new_module("before_restart", 1)
 print(json.dumps({"ready": first, "state": finderd.state()}), flush=True)
 sys.stdin.readline()

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+import support
 from conftest import figure
 from helpers import PATIENT_DEADLINES, Activator, env_for, percentile, wait_for
 
@@ -193,14 +194,9 @@ def test_restarts_under_running_interpreters(make_daemon, python, tmp):
         assert f["state"].startswith("active: served by %s again" % d.socket), f
 
 
-FORK_WHILE_FALLEN_BACK = r"""
-import importlib, json, os, sys, time
+FORK_WHILE_FALLEN_BACK = support.NEW_MODULE + r"""
+import json, time
 finderd = sys.modules["finderd"]
-tree = sys.argv[1]
-def new_module(name, value):
-    with open(os.path.join(tree, name + ".py"), "w") as f:
-        f.write("VALUE = %r\n" % value)
-    return importlib.import_module(name).VALUE
 def say(**what):
     print(json.dumps(dict(what, state=finderd.state(), status=finderd.client().status())),
           flush=True)
