@@ -95,7 +95,9 @@ def doctor(_args):
 
 def stats(_args):
     """Print the daemon's counters (the Stats RPC)."""
-    client = finderd.client() or activation.connect(finderd._socket or finderd.socket_path())
+    client = finderd.client()
+    if client is None or client.status()["state"] != "served":
+        client = activation.connect(finderd._socket or finderd.socket_path())
     for key, value in sorted(client.daemon_stats().items()):
         print("%-24s %s" % (key, value))
     return 0

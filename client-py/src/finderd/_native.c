@@ -135,7 +135,11 @@ static void tell_transitions(ClientObject *self)
 	self->seen = now;
 }
 
-/* After a question that may have lost the daemon or reconnected to it. */
+/*
+ * After a question that may have lost the daemon or reconnected to it, and
+ * after its answer was used: writing to sys.stderr may run Python code,
+ * which may ask the client again and so end the answer's life.
+ */
 static void after_question(ClientObject *self)
 {
 	if (self->debug && self->client)
@@ -554,7 +558,7 @@ static PyObject *Client_listdir(ClientObject *self, PyObject *const *args, Py_ss
 	const struct finderd_entry *entries;
 	const char *data;
 	Py_ssize_t len;
-	PyObject *owner;
+	PyObject *owner, *names;
 	size_t n;
 	int rc;
 
@@ -563,10 +567,11 @@ static PyObject *Client_listdir(ClientObject *self, PyObject *const *args, Py_ss
 		return PyObject_Vectorcall(state.posix_listdir, args, (size_t)nargs, kwnames);
 	follow_invalidations(self);
 	rc = finderd_client_listdir(self->client, data, (size_t)len, &entries, &n);
+	names = rc == 0 ? entry_names(entries, n, PyBytes_Check(args[0])) : NULL;
 	after_question(self);
 	Py_XDECREF(owner);
 	if (rc == 0)
-		return entry_names(entries, n, PyBytes_Check(args[0]));
+		return names;
 	if (rc == -ENOENT || rc == -ENOTDIR)
 		return raise_errno(rc, args[0]);
 	return PyObject_Vectorcall(state.posix_listdir, args, (size_t)nargs, kwnames);
@@ -618,28 +623,20 @@ static int has_name(const struct finderd_entry *entries, size_t n, const char *n
 	return 0;
 }
 
-/* Could the finder of @self find module @tail (fs-encoded)? 1: maybe, 0: no, -1: unknown. */
-static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
-{
-	const struct finderd_entry *entries;
-	char candidate[512];
-	Py_ssize_t i;
-	size_t n;
+#define MAX_CANDIDATE 512
 
-	if (!self->client->client || tail_len >= sizeof(candidate) / 2)
-		return -1;
-	follow_invalidations(self->client);
-	if (finderd_client_listdir(self->client->client, PyBytes_AS_STRING(self->path),
-				   (size_t)PyBytes_GET_SIZE(self->path), &entries, &n) != 0) {
-		after_question(self->client);
-		return -1;
-	}
-	after_question(self->client);
+/* Does a listing hold @tail, or @tail with one of @suffixes? 1: yes, 0: no, -1: unknown. */
+static int listing_has_module(const struct finderd_entry *entries, size_t n, PyObject *suffixes,
+			      const char *tail, size_t tail_len)
+{
+	char candidate[MAX_CANDIDATE];
+	Py_ssize_t i;
+
 	if (has_name(entries, n, tail, tail_len))
 		return 1;
 	memcpy(candidate, tail, tail_len);
-	for (i = 0; i < PyTuple_GET_SIZE(self->suffixes); i++) {
-		PyObject *suffix = PyTuple_GET_ITEM(self->suffixes, i);
+	for (i = 0; i < PyTuple_GET_SIZE(suffixes); i++) {
+		PyObject *suffix = PyTuple_GET_ITEM(suffixes, i);
 		size_t slen = (size_t)PyBytes_GET_SIZE(suffix);
 
 		if (tail_len + slen > sizeof(candidate))
@@ -649,6 +646,23 @@ static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
 			return 1;
 	}
 	return 0;
+}
+
+/* Could the finder of @self find module @tail (fs-encoded)? 1: maybe, 0: no, -1: unknown. */
+static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
+{
+	const struct finderd_entry *entries;
+	size_t n;
+	int verdict = -1;
+
+	if (!self->client->client || tail_len >= MAX_CANDIDATE / 2)
+		return -1;
+	follow_invalidations(self->client);
+	if (finderd_client_listdir(self->client->client, PyBytes_AS_STRING(self->path),
+				   (size_t)PyBytes_GET_SIZE(self->path), &entries, &n) == 0)
+		verdict = listing_has_module(entries, n, self->suffixes, tail, tail_len);
+	after_question(self->client);
+	return verdict;
 }
 
 static PyObject *FastFind_call(PyObject *callable, PyObject *const *args, size_t nargsf,
@@ -1046,11 +1060,11 @@ static PyObject *Client_open_code(ClientObject *self, PyObject *const *args, Py_
 		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
 	follow_invalidations(self);
 	rc = finderd_client_cached_file(self->client, path, (size_t)len, &data);
+	bytes = rc == 0 ? PyBytes_FromStringAndSize(data.data, (Py_ssize_t)data.len) : NULL;
 	after_question(self);
 	Py_XDECREF(owner);
 	if (rc != 0)
 		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
-	bytes = PyBytes_FromStringAndSize(data.data, (Py_ssize_t)data.len);
 	if (!bytes)
 		return NULL;
 	result = PyObject_CallOneArg(state.bytes_io, bytes);
