@@ -40,7 +40,6 @@
 #include "test.h"
 
 #define CALL_US 2000000  /* room for slow machines, valgrind and sanitizers */
-#define SHORT_CALL_US 50000 /* the library's default call deadline */
 #define LEASE_US 200000  /* the daemon's default lease */
 
 static char tmp[] = "/tmp/finderd-resolver-XXXXXX";
@@ -724,7 +723,7 @@ static void test_daemon_stopped(void)
 	const char *a = in(root, "a.py");
 	int64_t t0, took;
 
-	c = daemon_and_client(&d, "stop", SHORT_CALL_US);
+	c = daemon_and_client(&d, "stop", CALL_US);
 	if (c) {
 		AGREE(c, a, 0);
 		test_daemon_signal(&d, SIGSTOP);
@@ -732,7 +731,7 @@ static void test_daemon_stopped(void)
 		t0 = fdi_now_us();
 		CHECK_INT(finderd_client_stat(c, a, strlen(a), &st), FINDERD_ENOTSERVED);
 		took = fdi_now_us() - t0;
-		CHECK(took >= SHORT_CALL_US - 1000 && took < SHORT_CALL_US + 500000);
+		CHECK(took >= CALL_US - 1000 && took < CALL_US + 500000);
 		s = status_of(c);
 		CHECK_INT(s.state, FINDERD_CLIENT_FELL_BACK);
 		CHECK_INT(s.error, -ETIMEDOUT);
