@@ -57,7 +57,7 @@ extern "C" {
 
 /** Library version this header describes (semantic versioning). */
 #define FINDERD_VERSION_MAJOR 0
-#define FINDERD_VERSION_MINOR 2
+#define FINDERD_VERSION_MINOR 3
 #define FINDERD_VERSION_PATCH 0
 /** The version as one comparable number: major * 10000 + minor * 100 + patch. */
 #define FINDERD_VERSION_NUMBER \
@@ -112,6 +112,11 @@ const char *finderd_version(void);
 #define FINDERD_ENOTSERVED    (-10013)
 /** The shared generation file could not be mapped or is not valid. */
 #define FINDERD_EGENFILE      (-10014)
+/** The process listening on the socket runs as a user this client does not
+ *  trust: not root, not the caller's effective uid, not the configured
+ *  daemon user (struct finderd_options.daemon_user). Nothing was sent.
+ *  finderd_socket_peer() says who listens. Since 0.3. */
+#define FINDERD_EUNTRUSTED    (-10015)
 
 /**
  * finderd_strerror() - describe an error code.
@@ -135,6 +140,11 @@ const char *finderd_strerror(int err);
 #define FINDERD_DEFAULT_CALL_TIMEOUT_US 50000u
 /** Default upper bound of one received gRPC message, in bytes. */
 #define FINDERD_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
+/** Default first pause of the resolver between reconnect attempts, in
+ *  microseconds (see struct finderd_client). Since 0.3. */
+#define FINDERD_DEFAULT_RECONNECT_MIN_US 100000u
+/** Default longest pause between reconnect attempts, in microseconds. Since 0.3. */
+#define FINDERD_DEFAULT_RECONNECT_MAX_US 30000000u
 
 /**
  * struct finderd_options - how to reach the daemon and how to allocate.
@@ -176,6 +186,22 @@ struct finderd_options {
 	 * resolver (finderd_client_new()) fills it in itself when it is 0.
 	 */
 	uint64_t mount_namespace;
+	/**
+	 * Who besides root and the caller's effective uid may listen on the
+	 * socket (since 0.3): a user name or a decimal uid, NUL-terminated; ""
+	 * for nobody else; NULL for $FINDERD_DAEMON_USER (read at each connect).
+	 * Every connect checks the listener's credentials (SO_PEERCRED: the
+	 * user that called listen(), so root for a socket systemd passes)
+	 * before it sends anything, and fails with FINDERD_EUNTRUSTED when they
+	 * are none of these. A name that does not resolve names nobody.
+	 */
+	const char *daemon_user;
+	/** Resolver only: first pause before a reconnect attempt after the
+	 *  last one failed; 0 means FINDERD_DEFAULT_RECONNECT_MIN_US (since 0.3). */
+	uint32_t reconnect_min_us;
+	/** Resolver only: longest such pause; 0 means
+	 *  FINDERD_DEFAULT_RECONNECT_MAX_US (since 0.3). */
+	uint32_t reconnect_max_us;
 };
 
 /**
@@ -218,6 +244,28 @@ void finderd_options_init(struct finderd_options *opts);
  * Return: 0, or -ENAMETOOLONG when @buf is too small.
  */
 int finderd_socket_path(char *buf, size_t size);
+
+/** Who listens on a socket: the credentials the listening process had when
+ *  it called listen() (SO_PEERCRED). Since 0.3. */
+struct finderd_peer {
+	int32_t pid;  /**< 0 when the kernel cannot name it (another pid namespace) */
+	uint32_t uid;
+	uint32_t gid;
+};
+
+/**
+ * finderd_socket_peer() - who listens on the daemon's socket.
+ * @opts: the socket and connect timeout, as for finderd_connect(); or NULL.
+ * @peer: receives the listener's credentials.
+ *
+ * Connects, reads the listener's credentials and closes without sending a
+ * byte. For diagnostics (who holds a socket a connect refused with
+ * FINDERD_EUNTRUSTED): it checks nothing and trusts nobody. Since 0.3.
+ *
+ * Return: 0, -EINVAL, or a socket error of finderd_connect() (-ENOENT,
+ * -ECONNREFUSED, ...).
+ */
+int finderd_socket_peer(const struct finderd_options *opts, struct finderd_peer *peer);
 
 /* ------------------------------------------------------------------------ */
 /* Byte strings and request/reply shapes                                    */
@@ -431,12 +479,15 @@ struct finderd_conn;
  *
  * Fails fast: a missing socket gives -ENOENT, nobody listening
  * -ECONNREFUSED, a peer that does not answer the HTTP/2 preface within the
- * connect timeout -ETIMEDOUT. The socket is close-on-exec. With
+ * connect timeout -ETIMEDOUT. Before it sends a byte it checks who listens
+ * (SO_PEERCRED): root, the caller's effective uid or the daemon user of
+ * @opts, else FINDERD_EUNTRUSTED. The socket is close-on-exec. With
  * FINDERD_CONNECT_LAZY in @opts->flags, returns once the socket is
  * connected and the first call does the rest (one round trip less).
  *
- * Return: 0, -EINVAL (bad options, unknown flags, NULL @connp), -errno, or
- * FINDERD_EHTTP2 when the peer does not speak HTTP/2.
+ * Return: 0, -EINVAL (bad options, unknown flags, NULL @connp), -errno,
+ * FINDERD_EUNTRUSTED for a listener of another user, or FINDERD_EHTTP2 when
+ * the peer does not speak HTTP/2.
  */
 int finderd_connect(const struct finderd_options *opts, struct finderd_conn **connp);
 
@@ -569,10 +620,23 @@ int finderd_report(struct finderd_conn *conn, const struct finderd_report_reques
  * their listing). A directory it does not hold, below one it holds whose
  * listing says the next component is a directory, costs one Lookup (of
  * every missing level at once). A directory the daemon gave no slot (it ran
- * out of them) is left to the filesystem. After a transport error every
- * question gets FINDERD_ENOTSERVED (the caller asks the filesystem) and no
- * further calls are made: a process never waits twice on a daemon that went
- * away.
+ * out of them) is left to the filesystem.
+ *
+ * Losing the daemon (since 0.3): after a transport error, a reply it cannot
+ * use, or a generation file it cannot map or trust, the client falls back:
+ * that question and every later one get FINDERD_ENOTSERVED (the caller asks
+ * the filesystem), with no call, until a reconnect attempt is due. The
+ * first is due at once (made at the next question); each failed one
+ * doubles the pause before the next, from reconnect_min_us up to
+ * reconnect_max_us of the options, less up to half of it at random so that
+ * many clients do not come back at the same moment. A daemon gone for good
+ * thus costs one connect() per pause, never a round trip per question. An
+ * attempt first drops everything held from the lost daemon (listings,
+ * compiled files, the generation file mapping: the new daemon's slots are
+ * never read against the old file), then connects (checking the listener,
+ * as every connect does) and sends the last Snapshot request again; once it
+ * is answered the client serves exact answers from the new daemon.
+ * finderd_client_status() says what it is doing and why.
  *
  * Freshness: a change is seen once the daemon has read its inotify event
  * (microseconds), at worst a lease (200 ms by default) after the daemon
@@ -602,7 +666,7 @@ struct finderd_stat {
  * @clientp: receives the client; free it with finderd_client_free().
  *
  * Return: 0, -EINVAL, -ENOMEM, or a socket error of finderd_connect()
- * (-ENOENT, -ECONNREFUSED, ...).
+ * (-ENOENT, -ECONNREFUSED, ..., FINDERD_EUNTRUSTED).
  */
 int finderd_client_new(const struct finderd_options *opts, struct finderd_client **clientp);
 
@@ -628,10 +692,15 @@ void finderd_client_after_fork(struct finderd_client *client);
  *
  * May be called again (for a new search path); answers accumulate.
  *
+ * While the client has fallen back, a call when a reconnect attempt is due
+ * makes that attempt with @req (which is then the request sent again at
+ * later reconnects); before then it returns FINDERD_ECLOSED and sends
+ * nothing.
+ *
  * Return: 0 or a code of finderd_snapshot(); FINDERD_EGENFILE when the
  * generation file cannot be mapped (nothing is then trusted);
- * FINDERD_ECLOSED after an earlier transport error. Any failure leaves the
- * client answering FINDERD_ENOTSERVED.
+ * FINDERD_ECLOSED while fallen back. Any failure makes the client fall back
+ * (see struct finderd_client).
  */
 int finderd_client_snapshot(struct finderd_client *client,
 			    const struct finderd_snapshot_request *req);
@@ -765,10 +834,54 @@ void finderd_client_counters(const struct finderd_client *client,
  * and friends.
  *
  * Return: the connection, owned by @client (do not close it), or NULL for
- * a NULL @client, or when connecting again after finderd_client_after_fork()
- * failed; calls on it are calls on the client for thread-safety.
+ * a NULL @client, while it has fallen back, or when connecting again after
+ * finderd_client_after_fork() failed; calls on it are calls on the client
+ * for thread-safety. A transport error in such a call makes the client fall
+ * back at its next question.
  */
 struct finderd_conn *finderd_client_conn(struct finderd_client *client);
+
+/** What a resolver does now (struct finderd_client_status.state). Since 0.3. */
+enum finderd_client_state {
+	/** Answering from the daemon's listings. */
+	FINDERD_CLIENT_SERVED = 0,
+	/** Lost the daemon: every question goes to the filesystem; the next
+	 *  reconnect attempt is made at the first question after @retry_in_us. */
+	FINDERD_CLIENT_FELL_BACK = 1,
+};
+
+/** struct finderd_client_status - a resolver's state and how it got there.
+ *  Since 0.3. */
+struct finderd_client_status {
+	/** sizeof(struct finderd_client_status) as the caller compiled it: set
+	 *  it before the call; the library writes no field past it. */
+	size_t size;
+	uint32_t state;      /**< enum finderd_client_state */
+	/** FELL_BACK: why, the code of the failure that lost the daemon or of
+	 *  the last reconnect attempt that failed; 0 while served. */
+	int error;
+	/** The failure that lost the daemon the last time; 0: never lost. */
+	int lost_error;
+	uint64_t fallbacks;  /**< times the client lost the daemon */
+	uint64_t reconnects; /**< times it was served again afterwards */
+	uint64_t attempts;   /**< reconnect attempts made, failed or not */
+	/** FELL_BACK: microseconds until an attempt is due (0: the next question
+	 *  makes one). */
+	uint64_t retry_in_us;
+};
+
+/**
+ * finderd_client_status() - what @client does now, and why.
+ * @status: receives it; set @status->size first.
+ *
+ * Only reports: never connects. Costs no system call but a vDSO clock read.
+ * Since 0.3.
+ *
+ * Return: 0, or -EINVAL for a NULL argument or a @size that does not even
+ * hold @size itself.
+ */
+int finderd_client_status(const struct finderd_client *client,
+			  struct finderd_client_status *status);
 
 #ifdef __cplusplus
 }

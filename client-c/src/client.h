@@ -2,7 +2,8 @@
  * client.h - struct finderd_client and its records, shared by the parts of
  * the resolver; nothing here is public:
  *
- *   resolver.c             the answers (stat, listdir) and the life cycle
+ *   resolver.c             the answers (stat, listdir) and the life cycle:
+ *                          losing the daemon and coming back, too
  *   resolver_table.c       held replies and directory records, by path
  *   resolver_genfile.c     the mapping of the daemon's generation file
  *   resolver_revalidate.c  what is trusted now; revalidation in one Lookup
@@ -17,6 +18,7 @@
 #include "internal.h"
 #include "pathmap.h"
 #include "reply.h"
+#include "request.h"
 
 struct genfile_header;
 
@@ -68,6 +70,7 @@ struct finderd_client {
 	struct finderd_conn *conn;       /* NULL after fork until the next round trip */
 	struct finderd_options connect;  /* to connect again after fork */
 	char *socket_path;               /* connect.socket_path, owned */
+	char *daemon_user;               /* connect.daemon_user, owned (NULL: from the environment) */
 	struct fdi_pathmap dirs;   /* struct dir_rec by path */
 	struct fdi_pathmap files;  /* struct file_rec by path */
 	/* What this run used, for finderd_client_report(). */
@@ -78,8 +81,18 @@ struct finderd_client {
 	struct genfile_map gen;
 	uint64_t invalidate_seq;
 	uint64_t replies_absorbed;
-	int dead;                  /* a transport error happened: serve nothing */
+	int dead;                  /* fell back: serve nothing until reconnected */
 	int offline;               /* no connection, ever (fdi_client_new_offline) */
+	/* Losing the daemon and coming back (finderd.h, struct finderd_client). */
+	struct fdi_saved_snapshot last_snapshot; /* sent again at each reconnect */
+	int has_snapshot;
+	int error;                 /* why it fell back, or why the last attempt failed */
+	int lost_error;            /* why it lost the daemon the last time */
+	int64_t retry_at_us;       /* monotonic: no attempt before then */
+	uint32_t pause_us;         /* the pause after the next failed attempt */
+	uint32_t reconnect_min_us, reconnect_max_us;
+	uint64_t fallbacks, reconnects, attempts;
+	uint64_t random;           /* state of the pauses' random part */
 	int trust_all;             /* replaying a recording: no freshness checks */
 	struct finderd_client_counters counters;
 };
@@ -170,13 +183,20 @@ int fdi_genfile_live(const struct genfile_map *g);
 /* resolver_revalidate.c                                                    */
 /* ------------------------------------------------------------------------ */
 
-/** Give up on the daemon (a transport error, a broken reply): returns @err. */
+/**
+ * fdi_client_fail() - lose the daemon (a transport error, a broken reply):
+ * every question goes to the filesystem until a reconnect attempt, due at
+ * once (the next question makes it). What the client holds is dropped
+ * then, not here: callers up the stack may still point into it.
+ * Return: @err.
+ */
 int fdi_client_fail(struct finderd_client *c, int err);
 /** The connection, made again (lazily) if fork() left the client without one. */
 int fdi_ensure_conn(struct finderd_client *c);
 /**
  * fdi_lookup_paths() - one Lookup of @n paths, with the generations held
- * (@known, or NULL to fetch), absorbed. A failure leaves the client dead.
+ * (@known, or NULL to fetch), absorbed. A failure leaves the client fallen
+ * back.
  */
 int fdi_lookup_paths(struct finderd_client *c, const struct finderd_str *paths,
 		     const uint64_t *known, size_t n);

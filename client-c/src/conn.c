@@ -12,6 +12,7 @@
 #include "pb.h"
 #include "reply.h"
 #include "sock.h"
+#include "trust.h"
 
 /* Holds one complete frame (9 + 16384 bytes) and then some. */
 #define RBUF_SIZE 65536u
@@ -188,6 +189,37 @@ static void conn_tune(struct finderd_conn *c)
 		c->rcv_timeout_us = rcv;
 }
 
+/* Load @opts into @o, its socket path resolved into @path when unset. */
+static int load_opts(const struct finderd_options *opts, struct fdi_opts *o, char *path,
+		     size_t size)
+{
+	int ret = fdi_opts_load(o, opts);
+
+	if (!ret && !o->socket_path) {
+		ret = finderd_socket_path(path, size);
+		o->socket_path = path;
+	}
+	return ret;
+}
+
+int finderd_socket_peer(const struct finderd_options *opts, struct finderd_peer *peer)
+{
+	struct fdi_opts o;
+	char path[4096];
+	int fd, ret;
+
+	if (!peer)
+		return -EINVAL;
+	ret = load_opts(opts, &o, path, sizeof(path));
+	if (!ret)
+		ret = fdi_sock_connect(o.socket_path, fdi_now_us() + o.connect_timeout_us, &fd);
+	if (ret)
+		return ret;
+	ret = fdi_sock_peer(fd, peer);
+	close(fd);
+	return ret;
+}
+
 int finderd_connect(const struct finderd_options *opts, struct finderd_conn **connp)
 {
 	struct finderd_conn *c;
@@ -198,21 +230,16 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 
 	if (!connp)
 		return -EINVAL;
-	ret = fdi_opts_load(&o, opts);
+	ret = load_opts(opts, &o, path, sizeof(path));
 	if (ret)
 		return ret;
 	deadline += o.connect_timeout_us;
-	if (!o.socket_path) {
-		ret = finderd_socket_path(path, sizeof(path));
-		if (ret)
-			return ret;
-		o.socket_path = path;
-	}
 	c = fdi_calloc(&o.alloc, 1, sizeof(*c) - sizeof(c->rbuf) + RBUF_SIZE);
 	if (!c)
 		return -ENOMEM;
 	c->opts = o;
 	c->opts.socket_path = NULL; /* the caller's; not kept */
+	c->opts.daemon_user = NULL;
 	c->fd = -1;
 	c->last_status = -1;
 	ret = fdi_h2_init(&c->h2, &c->opts.alloc);
@@ -221,6 +248,8 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 		return ret;
 	}
 	ret = fdi_sock_connect(o.socket_path, deadline, &c->fd);
+	if (!ret)
+		ret = fdi_check_listener(c->fd, o.daemon_user);
 	if (!ret)
 		conn_tune(c);
 	if (!ret && !(o.flags & FINDERD_CONNECT_LAZY)) {

@@ -73,6 +73,9 @@ struct fdi_opts {
 	uint32_t max_message_bytes;
 	uint32_t flags; /* FINDERD_CONNECT_* */
 	uint64_t mount_namespace; /* 0: unknown */
+	const char *daemon_user;  /* NULL: $FINDERD_DAEMON_USER */
+	uint32_t reconnect_min_us;
+	uint32_t reconnect_max_us;
 	struct fdi_alloc alloc;
 };
 

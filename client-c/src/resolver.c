@@ -11,12 +11,14 @@
  * What it cannot trust it revalidates in one batched Lookup carrying the
  * generations it holds; what it does not hold it asks for (one Lookup) when
  * a held parent listing says the path is a directory; everything else is
- * FINDERD_ENOTSERVED and the caller asks the filesystem. After a transport
- * error the client answers FINDERD_ENOTSERVED forever: a process never
- * depends on a daemon that went away.
+ * FINDERD_ENOTSERVED and the caller asks the filesystem. When it loses the
+ * daemon it falls back (FINDERD_ENOTSERVED, no calls) and comes back at a
+ * later question, with a bounded backoff between attempts, by dropping all
+ * it held and asking the new daemon its last Snapshot again.
  *
- * This file answers (stat, listdir) and holds the client's life cycle; the
- * other parts are listed in client.h.
+ * This file answers (stat, listdir) and holds the client's life cycle,
+ * losing the daemon and coming back included; the other parts are listed
+ * in client.h.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -25,11 +27,140 @@
 #include "finderd.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "client.h"
+#include "request.h"
 #include "resolver.h"
+#include "sock.h"
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots, losing the daemon and coming back                             */
+/* ------------------------------------------------------------------------ */
+
+/* Keep a copy of @req, the Snapshot a reconnect sends again. */
+static int remember_snapshot(struct finderd_client *c, const struct finderd_snapshot_request *req)
+{
+	struct fdi_saved_snapshot copy;
+	int err;
+
+	if (c->has_snapshot && req == &c->last_snapshot.req)
+		return 0;
+	err = fdi_snapshot_save(&c->alloc, req, &copy);
+	if (err)
+		return err;
+	fdi_snapshot_release(&c->alloc, &c->last_snapshot);
+	c->last_snapshot = copy;
+	c->last_snapshot.req.interpreter = req->interpreter ? &c->last_snapshot.interpreter : NULL;
+	c->has_snapshot = 1;
+	return 0;
+}
+
+/* Ask @req on the connection and keep the answer. */
+static int fetch_snapshot(struct finderd_client *c, const struct finderd_snapshot_request *req)
+{
+	struct finderd_reply *reply = NULL;
+	const struct finderd_genfile_info *info;
+	int err = fdi_ensure_conn(c);
+
+	if (!err)
+		err = finderd_snapshot(c->conn, req, &reply);
+	if (err)
+		return err;
+	info = finderd_reply_genfile(reply);
+	if (!info || info->path.len == 0) {
+		finderd_reply_free(reply);
+		return FINDERD_EGENFILE;
+	}
+	err = fdi_absorb_reply(c, reply);
+	if (!err)
+		fdi_mark_snapshot_roles(c, req->sys_path, req->n_sys_path);
+	return err;
+}
+
+/* Forget all the lost daemon said (listings, compiled files, its generation
+ * file) and the connection to it. */
+static void drop_held(struct finderd_client *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->files.size; i++)
+		fdi_file_free(c, (struct file_rec *)c->files.slots[i]);
+	fdi_pathmap_free(&c->files, &c->alloc);
+	for (i = 0; i < c->dirs.size; i++)
+		fdi_rec_free(c, table_at(c, i));
+	fdi_pathmap_free(&c->dirs, &c->alloc);
+	fdi_genfile_unmap(&c->gen);
+	finderd_close(c->conn);
+	c->conn = NULL;
+}
+
+/* A number below @bound (at least 1), for the random part of pauses. */
+static uint32_t random_below(struct finderd_client *c, uint32_t bound)
+{
+	c->random = c->random * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+	return (uint32_t)((c->random >> 33) % (bound ? bound : 1));
+}
+
+static void seed_random(struct finderd_client *c)
+{
+	c->random = (uint64_t)fdi_now_us() ^ ((uint64_t)getpid() << 32);
+}
+
+/* An attempt failed with @err: the next one waits a pause, and the pause
+ * after it doubles, up to the maximum. */
+static int schedule_retry(struct finderd_client *c, int err)
+{
+	uint32_t pause = c->pause_us;
+
+	c->error = err;
+	c->retry_at_us = fdi_now_us() + pause - random_below(c, pause / 2 + 1);
+	c->pause_us = pause > c->reconnect_max_us / 2 ? c->reconnect_max_us : pause * 2;
+	return err;
+}
+
+static int reconnect_due(const struct finderd_client *c)
+{
+	return !c->offline && fdi_now_us() >= c->retry_at_us;
+}
+
+/*
+ * One reconnect attempt: drop everything held, connect (lazily: the
+ * Snapshot carries the handshake), and ask the last Snapshot again, or
+ * @req when given (it becomes the one asked again later).
+ */
+static int reconnect(struct finderd_client *c, const struct finderd_snapshot_request *req)
+{
+	int err = 0;
+
+	drop_held(c);
+	c->attempts++;
+	if (req)
+		err = remember_snapshot(c, req);
+	if (!err)
+		err = finderd_connect(&c->connect, &c->conn);
+	if (!err && c->has_snapshot)
+		err = fetch_snapshot(c, &c->last_snapshot.req);
+	if (err) {
+		drop_held(c);
+		return schedule_retry(c, err);
+	}
+	c->dead = 0;
+	c->error = 0;
+	c->reconnects++;
+	c->pause_us = c->reconnect_min_us;
+	return 0;
+}
+
+/* May @c answer from the daemon now? One that fell back tries to come back
+ * when an attempt is due. */
+static int serving(struct finderd_client *c)
+{
+	return !c->dead || (reconnect_due(c) && reconnect(c, NULL) == 0);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Paths with "." components                                                */
@@ -204,11 +335,12 @@ static int answered_from(struct finderd_client *c, struct dir_rec *r, int result
 }
 
 /* A listing that cannot be decoded: malformed, the daemon is not to be
- * trusted again; out of memory, only this question goes to the filesystem. */
+ * trusted (until a reconnect); out of memory, only this question goes to
+ * the filesystem. */
 static int entries_failed(struct finderd_client *c, int err)
 {
 	if (err != -ENOMEM)
-		c->dead = 1;
+		fdi_client_fail(c, err);
 	return not_served(c);
 }
 
@@ -247,8 +379,10 @@ int finderd_client_stat(struct finderd_client *c, const char *path, size_t len,
 	size_t n, plen;
 	int err;
 
-	if (!c || c->dead || !key_path(c, &path, &len, stripped, sizeof(stripped)))
-		return c ? not_served(c) : FINDERD_ENOTSERVED;
+	if (!c)
+		return FINDERD_ENOTSERVED;
+	if (!serving(c) || !key_path(c, &path, &len, stripped, sizeof(stripped)))
+		return not_served(c);
 	if (table_get(c, path, len)) {
 		r = fdi_get_trusted(c, path, len, &err);
 		if (r && r->status == FINDERD_DIR_SERVED) {
@@ -292,8 +426,10 @@ int finderd_client_listdir(struct finderd_client *c, const char *path, size_t le
 	struct dir_rec *r;
 	int err;
 
-	if (!c || c->dead || !key_path(c, &path, &len, stripped, sizeof(stripped)))
-		return c ? not_served(c) : FINDERD_ENOTSERVED;
+	if (!c)
+		return FINDERD_ENOTSERVED;
+	if (!serving(c) || !key_path(c, &path, &len, stripped, sizeof(stripped)))
+		return not_served(c);
 	r = get_dir(c, path, len, &err);
 	if (!r && !err && !table_get(c, path, len)) {
 		/* Not below anything held (a new sys.path entry): ask once. */
@@ -329,12 +465,48 @@ static uint64_t own_mount_namespace(void)
 	return stat("/proc/self/ns/mnt", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
+/* A copy of @s owned by @c (NULL stays NULL); 0 or -ENOMEM. */
+static int own_string(struct finderd_client *c, const char *s, char **out)
+{
+	size_t len = s ? strlen(s) : 0;
+
+	*out = NULL;
+	if (!s)
+		return 0;
+	*out = fdi_malloc(&c->alloc, len + 1);
+	if (!*out)
+		return -ENOMEM;
+	memcpy(*out, s, len + 1);
+	return 0;
+}
+
+/* The options every connect of @c uses (after fork() and reconnects too):
+ * the caller's, lazily connecting, with the strings copied. */
+static int keep_options(struct finderd_client *c, const struct finderd_options *opts,
+			const struct fdi_opts *resolved, const char *socket_path)
+{
+	finderd_options_init(&c->connect);
+	if (opts)
+		memcpy(&c->connect, opts, FDI_MIN(opts->size, sizeof(c->connect)));
+	c->connect.size = sizeof(c->connect);
+	c->connect.flags |= FINDERD_CONNECT_LAZY;
+	if (!c->connect.mount_namespace)
+		c->connect.mount_namespace = own_mount_namespace();
+	c->reconnect_min_us = resolved->reconnect_min_us;
+	c->reconnect_max_us = resolved->reconnect_max_us;
+	if (own_string(c, socket_path, &c->socket_path) ||
+	    own_string(c, resolved->daemon_user, &c->daemon_user))
+		return -ENOMEM;
+	c->connect.socket_path = c->socket_path;
+	c->connect.daemon_user = c->daemon_user;
+	return 0;
+}
+
 int finderd_client_new(const struct finderd_options *opts, struct finderd_client **clientp)
 {
 	char path[4096];
 	struct fdi_opts resolved;
 	struct finderd_client *c;
-	size_t len;
 	int err;
 
 	if (!clientp)
@@ -347,24 +519,10 @@ int finderd_client_new(const struct finderd_options *opts, struct finderd_client
 	c = client_alloc(&resolved.alloc);
 	if (!c)
 		return -ENOMEM;
-	/* Kept for connecting again after fork(); the first call (normally
-	 * the snapshot) carries the HTTP/2 handshake. */
-	finderd_options_init(&c->connect);
-	if (opts)
-		memcpy(&c->connect, opts, FDI_MIN(opts->size, sizeof(c->connect)));
-	c->connect.size = sizeof(c->connect);
-	c->connect.flags |= FINDERD_CONNECT_LAZY;
-	if (!c->connect.mount_namespace)
-		c->connect.mount_namespace = own_mount_namespace();
-	len = strlen(resolved.socket_path ? resolved.socket_path : path);
-	c->socket_path = fdi_malloc(&c->alloc, len + 1);
-	if (!c->socket_path) {
-		fdi_free(&c->alloc, c);
-		return -ENOMEM;
-	}
-	memcpy(c->socket_path, resolved.socket_path ? resolved.socket_path : path, len + 1);
-	c->connect.socket_path = c->socket_path;
-	err = finderd_connect(&c->connect, &c->conn);
+	seed_random(c);
+	err = keep_options(c, opts, &resolved, resolved.socket_path ? resolved.socket_path : path);
+	if (!err)
+		err = finderd_connect(&c->connect, &c->conn);
 	if (err) {
 		finderd_client_free(c);
 		return err;
@@ -392,20 +550,14 @@ int fdi_client_absorb(struct finderd_client *c, struct finderd_reply *reply)
 void finderd_client_free(struct finderd_client *c)
 {
 	struct fdi_alloc alloc;
-	size_t i;
 
 	if (!c)
 		return;
-	for (i = 0; i < c->files.size; i++)
-		fdi_file_free(c, (struct file_rec *)c->files.slots[i]);
-	fdi_pathmap_free(&c->files, &c->alloc);
-	for (i = 0; i < c->dirs.size; i++)
-		fdi_rec_free(c, table_at(c, i));
-	fdi_pathmap_free(&c->dirs, &c->alloc);
+	drop_held(c);
 	fdi_buf_free(&c->reads, &c->alloc);
-	fdi_genfile_unmap(&c->gen);
-	finderd_close(c->conn);
+	fdi_snapshot_release(&c->alloc, &c->last_snapshot);
 	fdi_free(&c->alloc, c->socket_path);
+	fdi_free(&c->alloc, c->daemon_user);
 	alloc = c->alloc;
 	fdi_free(&alloc, c);
 }
@@ -416,31 +568,21 @@ void finderd_client_after_fork(struct finderd_client *c)
 		return;
 	fdi_conn_abandon(c->conn);
 	c->conn = NULL;
+	seed_random(c); /* the child's pauses are its own */
 }
 
 int finderd_client_snapshot(struct finderd_client *c, const struct finderd_snapshot_request *req)
 {
-	struct finderd_reply *reply = NULL;
-	const struct finderd_genfile_info *info;
 	int err;
 
+	if (!c || !req)
+		return -EINVAL;
 	if (c->dead)
-		return FINDERD_ECLOSED;
-	err = fdi_ensure_conn(c);
+		return reconnect_due(c) ? reconnect(c, req) : FINDERD_ECLOSED;
+	err = remember_snapshot(c, req);
 	if (!err)
-		err = finderd_snapshot(c->conn, req, &reply);
-	if (err)
-		return fdi_client_fail(c, err);
-	info = finderd_reply_genfile(reply);
-	if (!info || info->path.len == 0) {
-		finderd_reply_free(reply);
-		return fdi_client_fail(c, FINDERD_EGENFILE);
-	}
-	err = fdi_absorb_reply(c, reply);
-	if (err)
-		return fdi_client_fail(c, err);
-	fdi_mark_snapshot_roles(c, req->sys_path, req->n_sys_path);
-	return 0;
+		err = fetch_snapshot(c, req);
+	return err ? fdi_client_fail(c, err) : 0;
 }
 
 int finderd_client_dir(struct finderd_client *c, const char *path, size_t len,
@@ -459,6 +601,11 @@ int fdi_client_dead(const struct finderd_client *c)
 	return c->dead;
 }
 
+struct finderd_conn *fdi_client_last_conn(struct finderd_client *c)
+{
+	return c->conn;
+}
+
 void finderd_client_counters(const struct finderd_client *c, struct finderd_client_counters *out)
 {
 	if (c)
@@ -469,7 +616,28 @@ void finderd_client_counters(const struct finderd_client *c, struct finderd_clie
 
 struct finderd_conn *finderd_client_conn(struct finderd_client *c)
 {
-	if (!c || fdi_ensure_conn(c) != 0)
+	if (!c || c->dead || fdi_ensure_conn(c) != 0)
 		return NULL;
 	return c->conn;
+}
+
+int finderd_client_status(const struct finderd_client *c, struct finderd_client_status *out)
+{
+	struct finderd_client_status s;
+	int64_t now = fdi_now_us();
+
+	if (!c || !out || out->size < sizeof(out->size))
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	s.size = out->size;
+	s.state = c->dead ? FINDERD_CLIENT_FELL_BACK : FINDERD_CLIENT_SERVED;
+	s.error = c->dead ? c->error : 0;
+	s.lost_error = c->lost_error;
+	s.fallbacks = c->fallbacks;
+	s.reconnects = c->reconnects;
+	s.attempts = c->attempts;
+	if (c->dead && c->retry_at_us > now)
+		s.retry_in_us = (uint64_t)(c->retry_at_us - now);
+	memcpy(out, &s, FDI_MIN(out->size, sizeof(s)));
+	return 0;
 }

@@ -49,7 +49,14 @@ int fdi_client_replay(const struct fdi_alloc *a, int fd, struct finderd_client *
  */
 int fdi_client_reads_compiled_files(const struct finderd_client *c);
 
-/** Has @c given up on the daemon (a transport error, a broken reply)? */
+/** Has @c fallen back (a transport error, a broken reply), until it reconnects? */
 int fdi_client_dead(const struct finderd_client *c);
+
+/**
+ * fdi_client_last_conn() - @c's connection as it is, also after the client
+ * fell back and until its next reconnect attempt: for the gRPC status of
+ * the call that failed (finderd_last_status()). NULL when it has none.
+ */
+struct finderd_conn *fdi_client_last_conn(struct finderd_client *c);
 
 #endif /* FINDERD_RESOLVER_H */

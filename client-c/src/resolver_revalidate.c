@@ -38,7 +38,14 @@ int fdi_rec_trusted(const struct finderd_client *c, const struct dir_rec *r, int
 
 int fdi_client_fail(struct finderd_client *c, int err)
 {
-	c->dead = 1;
+	if (!c->dead) {
+		c->dead = 1;
+		c->fallbacks++;
+		c->lost_error = err;
+		c->retry_at_us = 0;
+		c->pause_us = c->reconnect_min_us;
+	}
+	c->error = err;
 	return err;
 }
 

@@ -160,7 +160,8 @@ int finderd_client_report(struct finderd_client *c, const char *program_key, siz
 	struct finderd_str *dirs, *files;
 	int err;
 
-	if (!c || c->dead || c->offline || !run_differs_from_plan(c))
+	/* A run that lost its daemon knows only part of what it used. */
+	if (!c || c->dead || c->offline || c->fallbacks || !run_differs_from_plan(c))
 		return 0;
 	dirs = fdi_calloc(&c->alloc, c->dirs.count + 1, sizeof(*dirs));
 	files = fdi_calloc(&c->alloc, c->n_reads + 1, sizeof(*files));

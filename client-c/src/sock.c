@@ -2,7 +2,7 @@
  * sock.c - AF_UNIX transport with deadlines.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* ppoll(): deadlines to the microsecond */
+#define _GNU_SOURCE /* ppoll(): deadlines to the microsecond; struct ucred */
 #endif
 #include <errno.h>
 #include <fcntl.h>
@@ -117,6 +117,19 @@ int fdi_sock_connect(const char *path, int64_t deadline, int *fdp)
 		return ret;
 	}
 	*fdp = fd;
+	return 0;
+}
+
+int fdi_sock_peer(int fd, struct finderd_peer *peer)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return -errno;
+	peer->pid = (int32_t)cred.pid;
+	peer->uid = (uint32_t)cred.uid;
+	peer->gid = (uint32_t)cred.gid;
 	return 0;
 }
 

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "finderd.h"
+
 /** CLOCK_MONOTONIC now, in microseconds. */
 int64_t fdi_now_us(void);
 
@@ -23,6 +25,13 @@ int fdi_sock_connect(const char *path, int64_t deadline, int *fdp);
  * Return: 0 with *@revents set, -ETIMEDOUT, or -errno.
  */
 int fdi_sock_wait(int fd, short events, int64_t deadline, short *revents);
+
+/**
+ * fdi_sock_peer() - the credentials of the process listening behind
+ * connected socket @fd (SO_PEERCRED).
+ * Return: 0 or -errno.
+ */
+int fdi_sock_peer(int fd, struct finderd_peer *peer);
 
 /** Send without blocking or SIGPIPE. Return: bytes sent (0: would block) or -errno. */
 long fdi_sock_send(int fd, const void *p, size_t n);

@@ -150,6 +150,13 @@ int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in)
 	out->socket_path = o.socket_path;
 	out->flags = o.flags;
 	out->mount_namespace = o.mount_namespace;
+	out->daemon_user = o.daemon_user;
+	out->reconnect_min_us =
+		o.reconnect_min_us ? o.reconnect_min_us : FINDERD_DEFAULT_RECONNECT_MIN_US;
+	out->reconnect_max_us =
+		o.reconnect_max_us ? o.reconnect_max_us : FINDERD_DEFAULT_RECONNECT_MAX_US;
+	if (out->reconnect_max_us < out->reconnect_min_us)
+		out->reconnect_max_us = out->reconnect_min_us;
 	out->connect_timeout_us =
 		o.connect_timeout_us ? o.connect_timeout_us : FINDERD_DEFAULT_CONNECT_TIMEOUT_US;
 	out->call_timeout_us =
@@ -188,6 +195,9 @@ static const char *finderd_error_string(int err)
 	case FINDERD_EBADREPLY: return "reply breaks the finderd contract";
 	case FINDERD_ENOTSERVED: return "path not served by the daemon";
 	case FINDERD_EGENFILE: return "generation file cannot be mapped or is invalid";
+	case FINDERD_EUNTRUSTED:
+		return "the socket's listener runs as a user this client does not trust "
+		       "(not root, not this user, not the configured daemon user)";
 	}
 	return NULL;
 }

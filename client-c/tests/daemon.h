@@ -28,25 +28,16 @@ static inline void test_sleep_us(long us)
 	nanosleep(&ts, NULL);
 }
 
-/* Start @bin serving @d->sock (set by the caller), with @opt and @val as
- * one more option when not NULL; wait until it answers. */
-static inline int test_daemon_start_with(struct test_daemon *d, const char *bin,
-					 const char *opt, const char *val)
+/* Wait until the daemon on @d->sock answers the HTTP/2 handshake, trusting
+ * @daemon_user (NULL: the environment's) as its user. */
+static inline int test_daemon_wait(struct test_daemon *d, const char *daemon_user)
 {
 	struct finderd_options o;
 	int i;
 
-	d->pid = fork();
-	if (d->pid < 0)
-		return -1;
-	if (d->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		execl(bin, bin, "serve", "--socket", d->sock, "--log-level", "warn", opt, val,
-		      (char *)NULL);
-		_exit(127);
-	}
 	finderd_options_init(&o);
 	o.socket_path = d->sock;
+	o.daemon_user = daemon_user;
 	for (i = 0; i < 200; i++) {
 		struct finderd_conn *c;
 
@@ -57,6 +48,44 @@ static inline int test_daemon_start_with(struct test_daemon *d, const char *bin,
 		test_sleep_us(50000);
 	}
 	return -1;
+}
+
+/* Start @bin serving @d->sock (set by the caller), with @opt and @val as
+ * one more option when not NULL; wait until it answers. */
+static inline int test_daemon_start_with(struct test_daemon *d, const char *bin,
+					 const char *opt, const char *val)
+{
+	d->pid = fork();
+	if (d->pid < 0)
+		return -1;
+	if (d->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		execl(bin, bin, "serve", "--socket", d->sock, "--log-level", "warn", opt, val,
+		      (char *)NULL);
+		_exit(127);
+	}
+	return test_daemon_wait(d, NULL);
+}
+
+/* Start @bin as user and group @uid (setpriv(1), which execs it: @d->pid
+ * is the daemon's); wait until it answers. */
+static inline int test_daemon_start_as(struct test_daemon *d, const char *bin, unsigned uid)
+{
+	char ids[2][32], user[16];
+
+	snprintf(ids[0], sizeof(ids[0]), "--reuid=%u", uid);
+	snprintf(ids[1], sizeof(ids[1]), "--regid=%u", uid);
+	snprintf(user, sizeof(user), "%u", uid);
+	d->pid = fork();
+	if (d->pid < 0)
+		return -1;
+	if (d->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		execlp("setpriv", "setpriv", ids[0], ids[1], "--clear-groups", "--", bin, "serve",
+		       "--socket", d->sock, "--log-level", "warn", (char *)NULL);
+		_exit(127);
+	}
+	return test_daemon_wait(d, user);
 }
 
 static inline int test_daemon_start(struct test_daemon *d, const char *bin)

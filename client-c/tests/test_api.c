@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "sock.h"
 #include "test.h"
+#include "trust.h"
 
 static void test_version(void)
 {
@@ -22,10 +23,10 @@ static void test_version(void)
 		 FINDERD_VERSION_PATCH);
 	CHECK(strcmp(finderd_version(), want) == 0);
 	CHECK(FINDERD_VERSION_AT_LEAST(0, 1));
-	CHECK(FINDERD_VERSION_AT_LEAST(0, 2));
-	CHECK(!FINDERD_VERSION_AT_LEAST(0, 3));
+	CHECK(FINDERD_VERSION_AT_LEAST(0, 3));
+	CHECK(!FINDERD_VERSION_AT_LEAST(0, 4));
 	CHECK(!FINDERD_VERSION_AT_LEAST(1, 0));
-	CHECK_INT(FINDERD_VERSION_NUMBER, 200);
+	CHECK_INT(FINDERD_VERSION_NUMBER, 300);
 }
 
 static void test_strerror(void)
@@ -33,7 +34,7 @@ static void test_strerror(void)
 	int codes[] = { FINDERD_EHTTP2, FINDERD_EHPACK, FINDERD_EHUFFMAN, FINDERD_EPROTOBUF,
 			FINDERD_EGRPC, FINDERD_ECOMPRESSED, FINDERD_EGOAWAY, FINDERD_ERESET,
 			FINDERD_EVERSION, FINDERD_ETOOBIG, FINDERD_ECLOSED, FINDERD_EBADREPLY,
-			FINDERD_ENOTSERVED, FINDERD_EGENFILE };
+			FINDERD_ENOTSERVED, FINDERD_EGENFILE, FINDERD_EUNTRUSTED };
 	size_t i, j;
 
 	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
@@ -85,6 +86,22 @@ static void test_options(void)
 	CHECK_INT(r.connect_timeout_us, FINDERD_DEFAULT_CONNECT_TIMEOUT_US);
 	CHECK_INT(r.call_timeout_us, FINDERD_DEFAULT_CALL_TIMEOUT_US);
 	CHECK_INT(r.max_message_bytes, FINDERD_DEFAULT_MAX_MESSAGE_BYTES);
+	CHECK_INT(r.reconnect_min_us, FINDERD_DEFAULT_RECONNECT_MIN_US);
+	CHECK_INT(r.reconnect_max_us, FINDERD_DEFAULT_RECONNECT_MAX_US);
+	CHECK(r.daemon_user == NULL);
+	/* The longest pause is never shorter than the first. */
+	o.reconnect_min_us = 5000;
+	o.reconnect_max_us = 10;
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK_INT(r.reconnect_min_us, 5000);
+	CHECK_INT(r.reconnect_max_us, 5000);
+	/* A 0.2 caller's struct ends before daemon_user. */
+	o.daemon_user = "nobody";
+	o.size = offsetof(struct finderd_options, daemon_user);
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK(r.daemon_user == NULL);
+	CHECK_INT(r.reconnect_min_us, FINDERD_DEFAULT_RECONNECT_MIN_US);
+	finderd_options_init(&o);
 	CHECK_INT(fdi_opts_load(&r, NULL), 0);
 	o.alloc = count_alloc;
 	CHECK_INT(fdi_opts_load(&r, &o), -EINVAL); /* all three or none */
@@ -190,6 +207,62 @@ static void test_connect_failures(void)
 	finderd_close(NULL);
 }
 
+static void test_daemon_user(void)
+{
+	uint32_t uid = 42;
+
+	CHECK(fdi_daemon_uid("1234", &uid) && uid == 1234);
+	CHECK(fdi_daemon_uid("root", &uid) && uid == 0);
+	uid = 42;
+	CHECK(!fdi_daemon_uid("", &uid) && uid == 42);
+	CHECK(!fdi_daemon_uid("no-such-user-finderd-test", &uid));
+	CHECK(!fdi_daemon_uid("4294967295", &uid)); /* (uid_t)-1 is nobody's */
+	CHECK(!fdi_daemon_uid("99999999999999999999", &uid));
+	CHECK(!fdi_daemon_uid("12ab", &uid) || uid != 12);
+	setenv("FINDERD_DAEMON_USER", "77", 1);
+	CHECK(fdi_daemon_uid(NULL, &uid) && uid == 77);
+	CHECK(!fdi_daemon_uid("", &uid)); /* "": nobody, whatever the environment says */
+	unsetenv("FINDERD_DAEMON_USER");
+	CHECK(!fdi_daemon_uid(NULL, &uid));
+}
+
+/* A listener of this process's own user: trusted, and named by
+ * finderd_socket_peer() without a byte sent to it. */
+static void test_listener_of_this_user(void)
+{
+	char dir[] = "/tmp/finderd-test-XXXXXX";
+	struct finderd_options o;
+	struct finderd_peer peer;
+	struct sockaddr_un sa;
+	char byte;
+	int lfd, fd;
+
+	CHECK(mkdtemp(dir) != NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/s.sock", dir);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK_INT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_INT(listen(lfd, 4), 0);
+	finderd_options_init(&o);
+	o.socket_path = sa.sun_path;
+	CHECK_INT(finderd_socket_peer(&o, &peer), 0);
+	CHECK_INT(peer.pid, getpid());
+	CHECK_INT(peer.uid, geteuid());
+	CHECK_INT(peer.gid, getegid());
+	fd = accept(lfd, NULL, NULL);
+	CHECK(fd >= 0 && recv(fd, &byte, 1, 0) == 0); /* closed, nothing sent */
+	close(fd);
+	CHECK_INT(fdi_sock_connect(sa.sun_path, fdi_now_us() + 1000000, &fd), 0);
+	CHECK_INT(fdi_check_listener(fd, ""), 0);
+	close(fd);
+	CHECK_INT(finderd_socket_peer(&o, NULL), -EINVAL);
+	close(lfd);
+	unlink(sa.sun_path);
+	CHECK_INT(finderd_socket_peer(&o, &peer), -ENOENT);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_version();
@@ -197,5 +270,7 @@ int main(void)
 	test_options();
 	test_socket_path();
 	test_connect_failures();
+	test_daemon_user();
+	test_listener_of_this_user();
 	TEST_MAIN_END("test_api");
 }

@@ -15,13 +15,18 @@
  *   - a daemon out of generation slots: what it cannot vouch for goes to the
  *     filesystem without a Lookup per question;
  *   - a daemon stopped or killed mid-life: answers become
- *     FINDERD_ENOTSERVED, no crash, no wait past the call deadline;
+ *     FINDERD_ENOTSERVED, no crash, no wait past the call deadline; reconnect
+ *     attempts bounded by pauses; served again, exactly, once it is back
+ *     (after fork() too), nothing kept from the old daemon;
+ *   - a daemon of another user is refused unless it is the daemon user;
  *   - allocation failures at every allocation of a session.
  */
 #define _GNU_SOURCE /* mkfifo, symlink, setenv under -std=c99 */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -35,7 +40,6 @@
 #include "test.h"
 
 #define CALL_US 2000000  /* room for slow machines, valgrind and sanitizers */
-#define SHORT_CALL_US 50000 /* the library's default call deadline */
 #define LEASE_US 200000  /* the daemon's default lease */
 
 static char tmp[] = "/tmp/finderd-resolver-XXXXXX";
@@ -98,7 +102,10 @@ static void make_tree(void)
 	chmod(in(root, "b.pyc"), 0600);
 }
 
-static struct finderd_client *new_client(const char *sock, uint32_t call_us)
+/* A client of @sock holding the snapshot of root and missing; @pause_us:
+ * its first reconnect pause (0: the library's). */
+static struct finderd_client *client_with(const char *sock, uint32_t connect_us, uint32_t call_us,
+					  uint32_t pause_us)
 {
 	struct finderd_str sp[2] = { { root, strlen(root) }, { missing, strlen(missing) } };
 	struct finderd_snapshot_request req = { NULL, sp, 2, { NULL, 0 }, 0, 0 };
@@ -107,12 +114,19 @@ static struct finderd_client *new_client(const char *sock, uint32_t call_us)
 
 	finderd_options_init(&o);
 	o.socket_path = sock;
-	o.connect_timeout_us = CALL_US;
+	o.connect_timeout_us = connect_us;
 	o.call_timeout_us = call_us;
+	o.reconnect_min_us = pause_us;
+	o.reconnect_max_us = pause_us * 10;
 	CHECK_INT(finderd_client_new(&o, &c), 0);
 	if (c)
 		CHECK_INT(finderd_client_snapshot(c, &req), 0);
 	return c;
+}
+
+static struct finderd_client *new_client(const char *sock, uint32_t call_us)
+{
+	return client_with(sock, CALL_US, call_us, 0);
 }
 
 static uint64_t lookups(struct finderd_client *c)
@@ -590,7 +604,7 @@ static void test_non_canonical(struct finderd_client *c)
 /* ------------------------------------------------------------ the daemon goes */
 
 /* Every question of @c is FINDERD_ENOTSERVED at once: answered without a
- * Lookup (no round trip to wait for), whatever the daemon does meanwhile. */
+ * Lookup (no round trip to wait for). */
 static void all_refused(struct finderd_client *c)
 {
 	static const char *paths[] = { "a.py", "pkg/mod.py", "pkg/sub/more/leaf.py", "nope",
@@ -611,27 +625,111 @@ static void all_refused(struct finderd_client *c)
 	finderd_client_counters(c, &after);
 	CHECK(after.lookups == before.lookups);
 	CHECK_INT(finderd_client_listdir(c, root, strlen(root), &e, &n), FINDERD_ENOTSERVED);
-	CHECK_INT(finderd_client_snapshot(c, &req), FINDERD_ECLOSED);
+	CHECK(finderd_client_snapshot(c, &req) < 0);
 }
 
+/* ------------------------------------------------------------ losing the daemon */
+
+#define PAUSE_US 20000       /* first pause between reconnect attempts, in these tests */
+#define HANG_GUARD_US 30000000
+
+/* A daemon of its own on @name.sock in tmp, and a client of it with @call_us
+ * for connects and calls and short reconnect pauses; NULL (and no daemon)
+ * when either fails. */
+static struct finderd_client *daemon_and_client(struct test_daemon *d, const char *name,
+						uint32_t call_us)
+{
+	struct finderd_client *c;
+
+	snprintf(d->sock, sizeof(d->sock), "%s/%s.sock", tmp, name);
+	if (test_daemon_start(d, bin)) {
+		CHECK(!"a daemon of its own");
+		return NULL;
+	}
+	c = client_with(d->sock, call_us, call_us, PAUSE_US);
+	if (!c)
+		test_daemon_signal(d, SIGKILL);
+	return c;
+}
+
+static struct finderd_client_status status_of(const struct finderd_client *c)
+{
+	struct finderd_client_status s;
+
+	memset(&s, 0, sizeof(s));
+	s.size = sizeof(s);
+	CHECK_INT(finderd_client_status(c, &s), 0);
+	return s;
+}
+
+/* Ask about @path until @c answers it from the daemon again (bounded). */
+static int served_again(struct finderd_client *c, const char *path)
+{
+	int64_t end = fdi_now_us() + HANG_GUARD_US;
+	struct finderd_stat st;
+
+	while (fdi_now_us() < end) {
+		if (finderd_client_stat(c, path, strlen(path), &st) != FINDERD_ENOTSERVED)
+			return 1;
+		test_sleep_us(1000);
+	}
+	return 0;
+}
+
+/* Does this process still map a generation file of @sock that was deleted
+ * (the one of a daemon that is gone)? */
+static int maps_deleted_genfile(const char *sock)
+{
+	char line[4096], want[300];
+	FILE *f = fopen("/proc/self/maps", "r");
+	int found = 0;
+
+	snprintf(want, sizeof(want), "%s.gen (deleted)", sock);
+	while (f && fgets(line, sizeof(line), f))
+		found |= strstr(line, want) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static void test_status_arguments(struct finderd_client *c)
+{
+	struct finderd_client_status s;
+
+	memset(&s, 0xab, sizeof(s));
+	s.size = 0;
+	CHECK_INT(finderd_client_status(c, &s), -EINVAL);
+	CHECK_INT(finderd_client_status(NULL, &s), -EINVAL);
+	CHECK_INT(finderd_client_status(c, NULL), -EINVAL);
+	/* An older caller's shorter struct: nothing written past its size. */
+	s.size = offsetof(struct finderd_client_status, fallbacks);
+	CHECK_INT(finderd_client_status(c, &s), 0);
+	CHECK_INT(s.state, FINDERD_CLIENT_SERVED);
+	CHECK_INT(s.error, 0);
+	CHECK(s.fallbacks == UINT64_C(0xabababababababab));
+	s = status_of(c);
+	CHECK(s.fallbacks == 0 && s.reconnects == 0 && s.attempts == 0 && s.retry_in_us == 0);
+}
+
+/*
+ * A starved daemon: the lease runs out, the revalidation waits for the call
+ * deadline and no longer, and the client falls back. While the daemon stays
+ * stopped an attempt costs at most the connect deadline, then a pause in
+ * which questions are answered at once; once it runs again, the client is
+ * served again.
+ */
 static void test_daemon_stopped(void)
 {
 	struct test_daemon d;
 	struct finderd_client *c;
+	struct finderd_client_status s;
 	struct finderd_stat st;
 	const char *a = in(root, "a.py");
 	int64_t t0, took;
 
-	snprintf(d.sock, sizeof(d.sock), "%s/stop.sock", tmp);
-	if (test_daemon_start(&d, bin)) {
-		CHECK(!"second daemon");
-		return;
-	}
-	c = new_client(d.sock, SHORT_CALL_US);
+	c = daemon_and_client(&d, "stop", CALL_US);
 	if (c) {
 		AGREE(c, a, 0);
-		/* A starved daemon: the lease runs out, the revalidation waits for
-		 * the call deadline and no longer; from then on, the filesystem. */
 		test_daemon_signal(&d, SIGSTOP);
 		test_sleep_us(LEASE_US * 3 / 2);
 		t0 = fdi_now_us();
@@ -639,53 +737,216 @@ static void test_daemon_stopped(void)
 		took = fdi_now_us() - t0;
 		/* At least the deadline; the upper bound only tells "gave up" from
 		 * "waited for the stopped daemon", with room for a loaded machine. */
-		CHECK(took >= SHORT_CALL_US - 1000 && took < SHORT_CALL_US + 5000000);
-		all_refused(c);
+		CHECK(took >= CALL_US - 1000 && took < CALL_US + 5000000);
+		s = status_of(c);
+		CHECK_INT(s.state, FINDERD_CLIENT_FELL_BACK);
+		CHECK_INT(s.error, -ETIMEDOUT);
+		CHECK_INT(s.lost_error, -ETIMEDOUT);
+		CHECK(s.fallbacks == 1 && s.attempts == 0 && s.retry_in_us == 0);
+		/* The next question makes an attempt, which times out too. */
+		CHECK_INT(finderd_client_stat(c, a, strlen(a), &st), FINDERD_ENOTSERVED);
+		s = status_of(c);
+		CHECK(s.attempts == 1 && s.state == FINDERD_CLIENT_FELL_BACK);
+		CHECK(s.retry_in_us <= PAUSE_US);
 		test_daemon_signal(&d, SIGCONT);
-		all_refused(c); /* stays so, even once the daemon is back */
+		CHECK(served_again(c, a));
+		AGREE(c, a, 0);
+		AGREE(c, in(root, "pkg/sub/more/leaf.py"), 0);
+		s = status_of(c);
+		CHECK(s.state == FINDERD_CLIENT_SERVED && s.error == 0 && s.reconnects == 1);
+		CHECK_INT(s.lost_error, -ETIMEDOUT);
 		finderd_client_free(c);
+		test_daemon_signal(&d, SIGKILL);
 	}
+}
+
+/*
+ * A daemon killed under a client, then gone for good for a while: every
+ * question goes to the filesystem at once, and attempts are bounded by the
+ * pauses, not made per question. Restarted on the same socket, the daemon
+ * serves the client again: exact answers (a file made meanwhile is found),
+ * nothing kept from the old daemon (its listings, its generation file).
+ */
+static void test_daemon_killed_and_restarted(void)
+{
+	struct test_daemon d;
+	struct finderd_client *c;
+	struct finderd_client_status s;
+	const struct finderd_dir *dir;
+	const struct finderd_entry *e;
+	struct finderd_stat st;
+	const char *part = in(root, "nspkg/part.py"), *sub = in(root, "pkg/sub");
+	const char *born = in(root, "born_while_dead.py");
+	uint64_t attempts;
+	int64_t t0, elapsed;
+	size_t n;
+	int i;
+
+	c = daemon_and_client(&d, "kill", CALL_US);
+	if (!c)
+		return;
+	AGREE(c, in(root, "a.py"), 0);
+	CHECK_INT(finderd_client_listdir(c, sub, strlen(sub), &e, &n), 0);
+	test_daemon_signal(&d, SIGKILL);
+	/* The next round trip (nspkg is not held) finds the connection gone. */
+	CHECK_INT(finderd_client_stat(c, part, strlen(part), &st), FINDERD_ENOTSERVED);
+	all_refused(c);
+	s = status_of(c);
+	CHECK(s.state == FINDERD_CLIENT_FELL_BACK && s.fallbacks == 1 && s.attempts >= 1);
+	CHECK_INT(s.error, -ECONNREFUSED); /* the socket file is left, nobody listens */
+	attempts = s.attempts;
+	t0 = fdi_now_us();
+	for (i = 0; i < 5000; i++)
+		CHECK_INT(finderd_client_stat(c, part, strlen(part), &st), FINDERD_ENOTSERVED);
+	elapsed = fdi_now_us() - t0;
+	/* At most one attempt per half a first pause (pauses only grow). */
+	CHECK(status_of(c).attempts - attempts <= (uint64_t)(elapsed / (PAUSE_US / 2)) + 1);
+	write_file(born, "born = 1\n");
+	if (test_daemon_start(&d, bin)) {
+		CHECK(!"third daemon, again");
+		finderd_client_free(c);
+		return;
+	}
+	CHECK(served_again(c, born));
+	AGREE(c, born, 0);
+	s = status_of(c);
+	CHECK(s.state == FINDERD_CLIENT_SERVED && s.reconnects == 1 && s.fallbacks == 1);
+	CHECK(!maps_deleted_genfile(d.sock));
+	/* Held again: the snapshot's entries; not what was looked up before. */
+	CHECK_INT(finderd_client_dir(c, root, strlen(root), &dir), 0);
+	CHECK_INT(finderd_client_dir(c, sub, strlen(sub), &dir), -ENOENT);
+	CHECK_INT(finderd_client_listdir(c, sub, strlen(sub), &e, &n), 0);
+	AGREE(c, in(root, "pkg/sub/deep.py"), 0);
+	finderd_client_free(c);
 	test_daemon_signal(&d, SIGKILL);
 }
 
-static void test_daemon_killed(void)
+/* Killed before the first call: the lazy handshake fails there, and the
+ * client falls back like any other. */
+static void test_daemon_killed_before_the_snapshot(void)
+{
+	struct test_daemon d;
+	struct finderd_options o;
+	struct finderd_client *c;
+	struct finderd_str sp = { root, strlen(root) };
+	struct finderd_snapshot_request req = { NULL, &sp, 1, { NULL, 0 }, 0, 0 };
+	int ret;
+
+	snprintf(d.sock, sizeof(d.sock), "%s/early.sock", tmp);
+	if (test_daemon_start(&d, bin)) {
+		CHECK(!"fourth daemon");
+		return;
+	}
+	finderd_options_init(&o);
+	o.socket_path = d.sock;
+	o.connect_timeout_us = o.call_timeout_us = CALL_US;
+	CHECK_INT(finderd_client_new(&o, &c), 0);
+	test_daemon_signal(&d, SIGKILL);
+	ret = finderd_client_snapshot(c, &req);
+	CHECK(ret == -ECONNRESET || ret == -EPIPE);
+	all_refused(c);
+	finderd_client_free(c);
+}
+
+/*
+ * fork() while fallen back, then the daemon comes back: parent and child
+ * each reconnect on a connection of their own and are served again.
+ */
+static void test_fork_while_fallen_back(void)
 {
 	struct test_daemon d;
 	struct finderd_client *c;
 	struct finderd_stat st;
-	const char *init = in(root, "pkg/__init__.py");
+	const char *a = in(root, "a.py"), *leaf = in(root, "pkg/sub/more/leaf.py");
+	int status = -1;
+	pid_t pid;
 
-	snprintf(d.sock, sizeof(d.sock), "%s/kill.sock", tmp);
-	if (test_daemon_start(&d, bin)) {
-		CHECK(!"third daemon");
+	c = daemon_and_client(&d, "fork", CALL_US);
+	if (!c)
+		return;
+	test_daemon_signal(&d, SIGKILL);
+	CHECK_INT(finderd_client_stat(c, leaf, strlen(leaf), &st), FINDERD_ENOTSERVED);
+	CHECK_INT(status_of(c).state, FINDERD_CLIENT_FELL_BACK);
+	CHECK_INT(test_daemon_start(&d, bin), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct finderd_client_status s;
+		int ok;
+
+		finderd_client_after_fork(c);
+		ok = served_again(c, a) && finderd_client_stat(c, leaf, strlen(leaf), &st) == 0;
+		s.size = sizeof(s);
+		ok = ok && finderd_client_status(c, &s) == 0 && s.reconnects == 1;
+		finderd_client_free(c);
+		_exit(ok ? 0 : 1);
+	}
+	CHECK(pid > 0);
+	CHECK(served_again(c, leaf));
+	AGREE(c, leaf, 0);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* The parent's connection survived the child's own and its exit. */
+	AGREE(c, in(root, "pkg/mod.py"), 0);
+	CHECK_INT(status_of(c).reconnects, 1);
+	finderd_client_free(c);
+	test_daemon_signal(&d, SIGKILL);
+}
+
+/*
+ * A daemon run by another user (uid 65534 here; the tests run as root):
+ * a connect refuses it before sending a byte, unless it is the configured
+ * daemon user (the option, by uid or name, or $FINDERD_DAEMON_USER).
+ */
+static void test_listener_of_another_user(void)
+{
+	char dir[] = "/tmp/finderd-peer-XXXXXX";
+	struct test_daemon d;
+	struct finderd_options o;
+	struct finderd_client *c = NULL;
+	struct finderd_conn *conn = NULL;
+	struct finderd_peer peer;
+	int health = -1;
+
+	if (geteuid() != 0) {
+		printf("test_resolver: listener of another user skipped (needs root)\n");
 		return;
 	}
-	c = new_client(d.sock, CALL_US);
-	if (c) {
-		AGREE(c, in(root, "a.py"), 0);
-		test_daemon_signal(&d, SIGKILL);
-		/* The next round trip finds the connection gone. */
-		CHECK_INT(finderd_client_stat(c, init, strlen(init), &st), FINDERD_ENOTSERVED);
-		all_refused(c);
-		finderd_client_free(c);
+	if (!mkdtemp(dir) || chown(dir, 65534, 65534) != 0) {
+		CHECK(!"a directory for uid 65534");
+		return;
 	}
-	/* Killed before the first call: the lazy handshake fails there. */
-	if (test_daemon_start(&d, bin) == 0) {
-		struct finderd_options o;
-		struct finderd_str sp = { root, strlen(root) };
-		struct finderd_snapshot_request req = { NULL, &sp, 1, { NULL, 0 }, 0, 0 };
-		int ret;
-
-		finderd_options_init(&o);
-		o.socket_path = d.sock;
-		o.connect_timeout_us = o.call_timeout_us = CALL_US;
-		CHECK_INT(finderd_client_new(&o, &c), 0);
-		test_daemon_signal(&d, SIGKILL);
-		ret = finderd_client_snapshot(c, &req);
-		CHECK(ret == -ECONNRESET || ret == -EPIPE);
-		all_refused(c);
-		finderd_client_free(c);
+	snprintf(d.sock, sizeof(d.sock), "%s/n.sock", dir);
+	if (test_daemon_start_as(&d, bin, 65534)) {
+		CHECK(!"daemon as uid 65534");
+		return;
 	}
+	finderd_options_init(&o);
+	o.socket_path = d.sock;
+	o.daemon_user = "";
+	setenv("FINDERD_DAEMON_USER", "65534", 1); /* "" overrides it */
+	CHECK_INT(finderd_client_new(&o, &c), FINDERD_EUNTRUSTED);
+	CHECK_INT(finderd_connect(&o, &conn), FINDERD_EUNTRUSTED);
+	CHECK(c == NULL && conn == NULL);
+	CHECK_INT(finderd_socket_peer(&o, &peer), 0);
+	CHECK(peer.uid == 65534 && peer.gid == 65534 && peer.pid == d.pid);
+	o.daemon_user = NULL; /* the environment's */
+	CHECK_INT(finderd_connect(&o, &conn), 0);
+	finderd_close(conn);
+	unsetenv("FINDERD_DAEMON_USER");
+	CHECK_INT(finderd_connect(&o, &conn), FINDERD_EUNTRUSTED);
+	o.daemon_user = "65534";
+	CHECK_INT(finderd_client_new(&o, &c), 0);
+	CHECK_INT(finderd_health(finderd_client_conn(c), NULL, &health), 0);
+	CHECK_INT(health, FINDERD_HEALTH_SERVING);
+	finderd_client_free(c);
+	if (getpwnam("nobody") && getpwnam("nobody")->pw_uid == 65534) {
+		o.daemon_user = "nobody";
+		CHECK_INT(finderd_connect(&o, &conn), 0);
+		finderd_close(conn);
+	}
+	test_daemon_signal(&d, SIGKILL);
+	unlink(d.sock);
+	rmdir(dir);
 }
 
 /* A daemon out of generation slots: the directories it cannot vouch for go
@@ -701,7 +962,9 @@ static void test_out_of_slots(void)
 	int i;
 
 	snprintf(d.sock, sizeof(d.sock), "%s/slots.sock", tmp);
-	if (test_daemon_start_with(&d, bin, "--generation-slots", "2")) {
+	/* Two slots; the per-uid node quota (by default a quarter of the slots,
+	 * here 1) raised, so that running out of slots is all this tests. */
+	if (test_daemon_start_with(&d, bin, "--generation-slots=2", "--max-nodes-per-uid=64")) {
 		CHECK(!"daemon with 2 slots");
 		return;
 	}
@@ -824,6 +1087,7 @@ int main(void)
 	}
 	c = new_client(daemon_a.sock, CALL_US);
 	if (c) {
+		test_status_arguments(c);
 		test_agreement(c);
 		test_dot_components(c);
 		test_non_canonical(c);
@@ -838,7 +1102,10 @@ int main(void)
 	test_allocation_failures();
 	test_out_of_slots();
 	test_daemon_stopped();
-	test_daemon_killed();
+	test_daemon_killed_and_restarted();
+	test_daemon_killed_before_the_snapshot();
+	test_fork_while_fallen_back();
+	test_listener_of_another_user();
 	cleanup();
 	TEST_MAIN_END("test_resolver");
 }

@@ -1,10 +1,16 @@
-//! Who holds connections: open connections per peer uid, bounded by
-//! `max_connections_per_peer`, and the time the last one opened or closed,
-//! for `--idle-exit`.
+//! Who holds connections and who is asking: open connections per peer uid,
+//! bounded by `max_connections_per_peer`; requests in flight and the last
+//! moment anything happened, for `--idle-exit`. A connection that asks
+//! nothing (a long-lived interpreter between two imports) keeps the daemon
+//! alive no longer than the idle period: its next question finds the daemon
+//! gone and reconnects, which socket activation answers with a new one.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::genfile::monotonic_ns;
@@ -12,10 +18,12 @@ use crate::genfile::monotonic_ns;
 /// A peer's uid, `None` when its credentials could not be read.
 pub type PeerUid = Option<u32>;
 
-/// Open connections and the last moment one opened or closed.
+/// Open connections, requests in flight, and the last moment a connection
+/// opened or closed or a request started or ended.
 #[derive(Debug)]
 pub struct Activity {
     open: AtomicUsize,
+    in_flight: AtomicUsize,
     last_ns: AtomicU64,
     per_uid: Mutex<PerUid>,
     refused: AtomicU64,
@@ -43,6 +51,7 @@ impl Default for Activity {
     fn default() -> Self {
         Self {
             open: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             last_ns: AtomicU64::new(monotonic_ns()),
             per_uid: Mutex::new(PerUid::default()),
             refused: AtomicU64::new(0),
@@ -69,7 +78,7 @@ impl Activity {
         *open += 1;
         drop(per_uid);
         self.open.fetch_add(1, Ordering::SeqCst);
-        self.last_ns.store(monotonic_ns(), Ordering::SeqCst);
+        self.touch();
         Ok(OpenConnection {
             activity: Arc::clone(self),
             uid,
@@ -85,13 +94,28 @@ impl Activity {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// How long nothing has been open; `None` while a connection is.
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn request(self: &Arc<Self>) -> RequestInFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        RequestInFlight {
+            activity: Arc::clone(self),
+        }
+    }
+
+    /// How long nothing has happened: no request in flight, none started or
+    /// ended, no connection opened or closed. `None` while a request is in
+    /// flight. Connections left open between requests do not count.
     pub fn idle_for(&self) -> Option<Duration> {
-        if self.open_connections() > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
         let last = self.last_ns.load(Ordering::SeqCst);
         Some(Duration::from_nanos(monotonic_ns().saturating_sub(last)))
+    }
+
+    fn touch(&self) {
+        self.last_ns.store(monotonic_ns(), Ordering::SeqCst);
     }
 
     fn per_uid(&self) -> MutexGuard<'_, PerUid> {
@@ -108,8 +132,21 @@ impl Activity {
         }
         per_uid.refused.remove(&uid);
         drop(per_uid);
-        self.last_ns.store(monotonic_ns(), Ordering::SeqCst);
+        self.touch();
         self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One request in flight; its end (dropping this) restarts the idle clock.
+#[derive(Debug)]
+pub struct RequestInFlight {
+    activity: Arc<Activity>,
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -127,19 +164,76 @@ impl Drop for OpenConnection {
     }
 }
 
+/// The server's outermost layer: every request counts as in flight from its
+/// headers until its response is ready (a unary reply is assembled by then;
+/// only streaming its body remains).
+#[derive(Clone)]
+pub struct CountRequests<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> CountRequests<S> {
+    pub fn layer(activity: Arc<Activity>) -> impl tower::Layer<S, Service = Self> + Clone {
+        tower::layer::layer_fn(move |inner| CountRequests {
+            inner,
+            activity: Arc::clone(&activity),
+        })
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CountRequests<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let in_flight = self.activity.request();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn idle_only_without_connections() {
+    fn busy_only_while_a_request_is_in_flight() {
         let activity = Arc::new(Activity::default());
         let connection = activity.connection(Some(1000), 8).expect("under the limit");
+        let request = activity.request();
         assert_eq!(activity.idle_for(), None);
-        drop(connection);
-        assert!(activity
+        std::thread::sleep(Duration::from_millis(2));
+        let started = activity.last_ns.load(Ordering::SeqCst);
+        drop(request);
+        assert!(
+            activity.last_ns.load(Ordering::SeqCst) > started,
+            "its end restarts the clock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let idle = activity
             .idle_for()
-            .is_some_and(|idle| idle < Duration::from_secs(5)));
+            .expect("a connection between requests is idle");
+        assert!(idle >= Duration::from_millis(20));
+        let ended = activity.last_ns.load(Ordering::SeqCst);
+        drop(connection);
+        assert!(
+            activity.last_ns.load(Ordering::SeqCst) > ended,
+            "a close restarts it too"
+        );
         assert_eq!(activity.open_connections(), 0);
     }
 

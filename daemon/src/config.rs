@@ -196,8 +196,9 @@ settings_table! {
         reload: Live,
         arg: (long, value_name = "MS"),
     }
-    /// Exit 0 after this many seconds without connections or requests (for
-    /// socket-activated daemons: systemd starts it again on the next
+    /// Exit 0 after this many seconds without requests (connections left
+    /// open between requests do not count: their clients reconnect; for
+    /// socket-activated daemons, systemd starts it again on the next
     /// connection); 0: never.
     idle_exit: u64 {
         default: 0,

@@ -1,8 +1,12 @@
 //! One client connection as the HTTP/2 server sees it: a Unix stream that
 //! carries its peer's credentials (read once, at accept), counts itself as
-//! open for `--idle-exit` and `max_connections_per_peer`, and drops a peer
-//! that stalls in the middle of a frame. A connection refused at accept is
-//! answered with frames that name the limit.
+//! open for `max_connections_per_peer`, drops a peer that stalls in the
+//! middle of a frame, and gives the requests of standard gRPC clients an
+//! `:authority` h2 accepts (`authority.rs`). A connection refused at accept
+//! is answered with frames that name the limit.
+
+mod authority;
+mod hpack;
 
 use std::future::Future;
 use std::io;
@@ -15,9 +19,10 @@ use tonic::transport::server::Connected;
 
 use crate::activity::OpenConnection;
 use crate::policy::PeerInfo;
+use authority::AuthorityFix;
 
 /// A Unix stream with its peer's credentials read once, at accept, and the
-/// guard that counts it as open (for `--idle-exit`).
+/// guard that counts it as open (for `max_connections_per_peer`).
 pub struct PeerStream {
     stream: UnixStream,
     peer: PeerInfo,
@@ -26,7 +31,12 @@ pub struct PeerStream {
     /// preface or frame it has started and not finished.
     framing: Framing,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What h2 reads, when the peer's `:authority` needs rewriting.
+    authority: AuthorityFix,
 }
+
+/// Bytes read from the socket at a time while they pass through [`AuthorityFix`].
+const REWRITE_READ_BYTES: usize = 16 * 1024;
 
 /// How long a peer may take to finish the connection preface or a frame it
 /// has started. A peer idle between frames (a long-lived interpreter) is
@@ -103,6 +113,72 @@ impl PeerStream {
             _open: open,
             framing: Framing::Preface { seen: 0 },
             stall: None,
+            authority: AuthorityFix::default(),
+        }
+    }
+
+    /// Reads what the peer sent into @buf, dropping a peer stalled mid-frame.
+    fn poll_read_peer(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                self.framing.consume(&buf.filled()[before..]);
+                if !self.framing.mid_frame() {
+                    self.stall = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.framing.mid_frame() => {
+                // One deadline per preface or frame, not reset by a trickle.
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_TIMEOUT)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::info!(
+                    pid = self.peer.as_ref().and_then(|p| p.pid),
+                    timeout_secs = STALL_TIMEOUT.as_secs(),
+                    "peer stalled in the middle of a frame; connection dropped"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stalled in the middle of an HTTP/2 frame",
+                )))
+            }
+            other => other,
+        }
+    }
+
+    /// Reads through [`AuthorityFix`]: what it has ready, else more from the peer.
+    fn poll_read_rewritten(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let ready = self.authority.ready_len().min(buf.remaining());
+            if ready > 0 {
+                let n = self.authority.read_into(buf.initialize_unfilled_to(ready));
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; REWRITE_READ_BYTES];
+            let mut raw_buf = ReadBuf::new(&mut raw);
+            match self.poll_read_peer(cx, &mut raw_buf) {
+                Poll::Ready(Ok(())) if raw_buf.filled().is_empty() => {
+                    self.authority.finish();
+                    if self.authority.ready_len() == 0 {
+                        return Poll::Ready(Ok(())); // end of stream
+                    }
+                }
+                Poll::Ready(Ok(())) => self.authority.feed(raw_buf.filled())?,
+                other => return other,
+            }
         }
     }
 }
@@ -146,36 +222,11 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let this = &mut *self;
-                this.framing.consume(&buf.filled()[before..]);
-                if !this.framing.mid_frame() {
-                    this.stall = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if self.framing.mid_frame() => {
-                // One deadline per preface or frame, not reset by a trickle.
-                let stall = self
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_TIMEOUT)));
-                if stall.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                tracing::info!(
-                    pid = self.peer.as_ref().and_then(|p| p.pid),
-                    timeout_secs = STALL_TIMEOUT.as_secs(),
-                    "peer stalled in the middle of a frame; connection dropped"
-                );
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "peer stalled in the middle of an HTTP/2 frame",
-                )))
-            }
-            other => other,
+        let this = &mut *self;
+        if this.authority.bypassed() {
+            return this.poll_read_peer(cx, buf);
         }
+        this.poll_read_rewritten(cx, buf)
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::Stream;
 
-use crate::activity::Activity;
+use crate::activity::{Activity, CountRequests};
 use crate::config::{Config, ConfigSource, LiveLimits};
 use crate::connection::{self, PeerStream};
 use crate::genfile::{GenFile, GenFileError};
@@ -294,6 +294,7 @@ async fn serve(
             // connection only let one peer multiply what it holds.
             .max_concurrent_streams(config.values.max_streams_per_connection)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .layer(CountRequests::layer(Arc::clone(&activity)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -532,7 +533,8 @@ fn status_line(index: &Index) -> String {
     )
 }
 
-/// Resolves once nothing has been open for `idle_exit`; never without it.
+/// Resolves once nothing has happened for `idle_exit` (no request, no
+/// connection opened or closed; connections may stay open); never without it.
 async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Duration {
     let Some(limit) = idle_exit else {
         return std::future::pending().await;
@@ -541,7 +543,7 @@ async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Durat
         match activity.idle_for() {
             Some(idle) if idle >= limit => return idle,
             Some(idle) => tokio::time::sleep(limit - idle).await,
-            // Connections close without telling us; look again soon.
+            // Requests end without telling us; look again soon.
             None => tokio::time::sleep(limit.min(Duration::from_secs(1))).await,
         }
     }

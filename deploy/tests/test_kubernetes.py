@@ -133,6 +133,8 @@ def test_manifests_agree_with_each_other_and_the_image():
     pod_volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     pod_mounts = {m["mountPath"]: m for m in job["volumeMounts"]}
     assert env["FINDERD_SOCKET"] == socket
+    # The client trusts the socket's listener: the daemon's user is named.
+    assert env["FINDERD_DAEMON_USER"] == str(spec["securityContext"]["runAsUser"])
     assert pod_mounts[socket_dir].get("readOnly") is True
     assert pod_volumes[pod_mounts[socket_dir]["name"]]["hostPath"]["path"] == socket_dir
     assert any(job["command"][0].startswith(p + "/") for p in served), job["command"]

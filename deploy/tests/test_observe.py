@@ -17,10 +17,10 @@ def daemon(finderd_bin, tmp_path):
 
 
 def grpcurl(sock, *args, check=True):
-    # -authority: without it grpcurl sends the socket path as :authority,
-    # which the daemon's HTTP/2 server rejects (PROTOCOL_ERROR).
-    return run([tool("grpcurl"), "-plaintext", "-unix", "-authority", "localhost"] + list(args[:-1])
-               + [sock, args[-1]], check=check)
+    # No -authority: grpcurl sends the socket path as :authority, which the
+    # daemon accepts (daemon/src/connection/authority.rs).
+    return run([tool("grpcurl"), "-plaintext", "-unix"] + list(args[:-1]) + [sock, args[-1]],
+               check=check)
 
 
 def test_grpcurl_with_the_proto_file(daemon):

@@ -4,10 +4,12 @@ import glob
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,6 +70,16 @@ def venv_with_finderd(base_python, name="", packages=()):
 PATIENT_MS = 5000
 PATIENT_US = PATIENT_MS * 1000
 
+# For the programs of interpreters under test (prepend it to their code):
+# new_module(name, value) writes NAME.py with VALUE into argv[1] and imports it.
+NEW_MODULE = r"""
+import importlib, os, sys
+def new_module(name, value):
+    with open(os.path.join(sys.argv[1], name + ".py"), "w") as f:
+        f.write("VALUE = %r\n" % value)
+    return importlib.import_module(name).VALUE
+"""
+
 
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
@@ -102,11 +114,15 @@ def run_json(python, code, socket_path, **kwargs):
 
 class Daemon:
     """`finderd serve` on a socket in @workdir: the one way the Python tests
-    (tests/python, tests/reliability) and the benchmark start the real daemon.
+    (tests/python, tests/reliability) and the benchmark start the real daemon,
+    bound by itself (start) or socket-activated (activate).
 
     @wrap: a command prefix that execs it (setpriv, prlimit, unshare...),
     @env: more environment.
     """
+
+    # Like systemd's start limit: a daemon that keeps failing is not started forever.
+    MAX_ACTIVATIONS = 50
 
     def __init__(self, binary, workdir, wrap=(), env=None):
         self.binary = binary
@@ -117,19 +133,53 @@ class Daemon:
         self.env = env or {}
         self.proc = None
         self.args = ()
+        self.daemons = []         # every daemon process started, in order
+        self.listener = None      # the activating socket (activate)
+        self.activating = None    # the thread that starts daemons on it
 
     def argv(self, *extra_args):
         return self.wrap + [self.binary, "serve", "--socket", self.socket, *extra_args]
 
+    def _spawn(self, argv, log_level, pass_fds=()):
+        with open(self.log_path, "ab") as log:
+            env = dict(os.environ, RUST_LOG="finderd=%s" % log_level, **self.env)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env,
+                                         stdin=subprocess.DEVNULL, pass_fds=pass_fds)
+        self.daemons.append(self.proc)
+        return self.proc
+
     def start(self, *extra_args, log_level="info", wait=True):
         self.args = extra_args
-        log = open(self.log_path, "ab")
-        env = dict(os.environ, RUST_LOG="finderd=%s" % log_level, **self.env)
-        self.proc = subprocess.Popen(self.argv(*extra_args), stdout=log, stderr=log, env=env,
-                                     stdin=subprocess.DEVNULL)
-        log.close()
+        self._spawn(self.argv(*extra_args), log_level)
         if wait:
             self.wait_ready()
+        return self
+
+    def activate(self, *extra_args, log_level="info"):
+        """systemd's socket activation, again after every exit: hold the
+        listening socket and, whenever a connection waits and no daemon runs,
+        start one with the socket as descriptor 3 (LISTEN_FDS=1, LISTEN_PID),
+        as systemd does for finderd.socket. stop() ends it."""
+        self.args = extra_args
+        listener = self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.socket)
+        listener.listen(512)
+        fd = listener.fileno()
+        # bash gives the daemon its own pid as LISTEN_PID, then execs it.
+        argv = ["bash", "-c", 'exec 3<&%d; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"' % fd, "bash",
+                *self.argv(*extra_args)]
+
+        def activate():
+            # Until stop() takes the listener (it closes it once this returns).
+            while self.listener is listener and len(self.daemons) < self.MAX_ACTIVATIONS:
+                running = self.alive()
+                if running or not select.select([listener], [], [], 0.02)[0]:
+                    time.sleep(0.005 if running else 0)
+                    continue
+                self._spawn(argv, log_level, pass_fds=(fd,))
+
+        self.activating = threading.Thread(target=activate, daemon=True)
+        self.activating.start()
         return self
 
     def wait_ready(self, timeout=30):
@@ -152,7 +202,11 @@ class Daemon:
 
     def stop(self, timeout=15):
         """SIGTERM (after SIGCONT, should a test have stopped it); SIGKILL
-        after @timeout."""
+        after @timeout. Socket activation ends first: no daemon starts again."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            self.activating.join()
+            listener.close()
         if self.alive():
             try:
                 self.proc.send_signal(signal.SIGCONT)

@@ -348,3 +348,42 @@ def test_recording_and_replay_for_the_benchmark_bound(python, shared_daemon, tmp
                                               FINDERD_REPLAY=recording)
     assert state == "active: served by %s" % recording and lookups == 0
     assert origin == stock[2]
+
+
+RESTARTED = support.NEW_MODULE + r"""
+import json, threading, time
+finderd = sys.modules["finderd"]
+first = new_module("before_restart", 1)
+print(json.dumps({"ready": first, "state": finderd.state()}), flush=True)
+sys.stdin.readline()
+wrong = []
+def imports(who):
+    for i in range(5000):
+        if new_module("after_%s_%d" % (who, i), i) != i:
+            wrong.append((who, i))
+        if finderd.client().status()["reconnects"]:
+            return
+        time.sleep(0.01)
+thread = threading.Thread(target=imports, args=("thread",))
+thread.start()
+imports("main")
+thread.join()
+print(json.dumps({"wrong": wrong, "state": finderd.state()}), flush=True)
+"""
+
+
+def test_served_again_after_the_daemon_restarts(python, daemon, tmp):
+    """A running interpreter (two threads importing) whose daemon is restarted
+    on the same socket: every import right meanwhile, then served again."""
+    proc = subprocess.Popen([python, "-c", RESTARTED, tmp], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=support.clean_env(daemon.socket, PYTHONPATH=tmp))
+    ready = json.loads(proc.stdout.readline() or "{}")
+    assert ready.get("state") == "active: served by %s" % daemon.socket, proc.stderr.read()
+    daemon.stop()
+    daemon.start()
+    out, err = proc.communicate("go\n", timeout=120)
+    assert proc.returncode == 0, err
+    done = json.loads(out.splitlines()[-1])
+    assert done["wrong"] == []
+    assert done["state"].startswith("active: served by %s again (reconnected once" % daemon.socket), done

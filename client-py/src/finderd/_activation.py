@@ -135,14 +135,70 @@ def load_native():
     raise ImportError("finderd._native not found in %s: %s" % (here, failure))
 
 
+def daemon_user():
+    """Who besides root and this user may listen on the socket: FINDERD_DAEMON_USER.
+
+    Ignored under -E and -I, as PYTHON* variables are: an environment the
+    interpreter is told not to trust must not widen whom it trusts.
+    """
+    return "" if sys.flags.ignore_environment else _env("FINDERD_DAEMON_USER")
+
+
 def connect(socket):
     """A Client connected to @socket, following importlib.invalidate_caches()."""
-    return load_native().Client(
-        socket,
-        _ms_setting("FINDERD_CONNECT_TIMEOUT_MS", CONNECT_TIMEOUT_MS) * 1000,
-        _ms_setting("FINDERD_TIMEOUT_MS", CALL_TIMEOUT_MS) * 1000,
-        epoch_owner=_ext._NamespacePath,
-    )
+    native = load_native()
+    try:
+        return native.Client(
+            socket,
+            _ms_setting("FINDERD_CONNECT_TIMEOUT_MS", CONNECT_TIMEOUT_MS) * 1000,
+            _ms_setting("FINDERD_TIMEOUT_MS", CALL_TIMEOUT_MS) * 1000,
+            epoch_owner=_ext._NamespacePath,
+            daemon_user=daemon_user(),
+            debug=_env("FINDERD_DEBUG", "0") != "0",
+        )
+    except native.Error as exc:
+        if exc.args[0] == native.EUNTRUSTED:
+            raise native.Error(exc.args[0], untrusted_listener(native, socket)) from None
+        raise
+
+
+def untrusted_listener(native, socket):
+    """Who listens on @socket, and why this interpreter does not trust it."""
+    try:
+        pid, uid, _gid = native.socket_peer(socket)
+    except OSError as exc:
+        return "cannot tell who listens on %s: %s" % (socket, exc)
+    configured = daemon_user()
+    if sys.flags.ignore_environment and _env("FINDERD_DAEMON_USER"):
+        daemon = "FINDERD_DAEMON_USER ignored under -E/-I"
+    elif configured:
+        daemon = "not the daemon user FINDERD_DAEMON_USER=%s" % configured
+    else:
+        daemon = "FINDERD_DAEMON_USER is unset"
+    return ("%s is held by uid %d (pid %d): not root, not this user (uid %d), %s; "
+            "not trusted" % (socket, uid, pid, sys.modules["os"].geteuid(), daemon))
+
+
+def _times(n):
+    return "once" if n == 1 else "%d times" % n
+
+
+def describe(socket, status):
+    """finderd.state() of an interpreter whose client is @status (Client.status())."""
+    if status["state"] == "served":
+        if not status["reconnects"]:
+            return "active: served by %s" % (socket,)
+        return "active: served by %s again (reconnected %s; lost it last: %s)" % (
+            socket, _times(status["reconnects"]), status["lost_reason"])
+    when = "the next import"
+    if status["retry_in_s"] > 0:
+        when = "the first import after %.1f s" % status["retry_in_s"]
+    tried = ""
+    if status["attempts"]:
+        tried = " (tried %s so far, the last failed: %s)" % (
+            _times(status["attempts"]), status["reason"])
+    return "fell back to stock: lost the daemon at %s (%s); reconnecting at %s%s" % (
+        socket, status["lost_reason"], when, tried)
 
 
 def speed_up_misses(client):

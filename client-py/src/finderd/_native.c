@@ -69,6 +69,11 @@ typedef struct {
 	 */
 	PyObject *epoch_owner;
 	PyObject *epoch_seen;
+	/* FINDERD_DEBUG: say on stderr when the client falls back, fails to
+	 * reconnect, and is served again. */
+	int debug;
+	PyObject *socket;               /* the socket path, fs-encoded bytes */
+	struct finderd_client_status seen; /* as last reported */
 } ClientObject;
 
 static PyObject *epoch_name; /* interned "_epoch" */
@@ -93,6 +98,52 @@ static void follow_invalidations(ClientObject *self)
 	}
 	PyErr_Clear();
 	Py_DECREF(epoch);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Losing the daemon and coming back, told on stderr with FINDERD_DEBUG      */
+/* ------------------------------------------------------------------------ */
+
+static struct finderd_client_status client_status(const ClientObject *self)
+{
+	struct finderd_client_status s;
+
+	memset(&s, 0, sizeof(s));
+	s.size = sizeof(s);
+	if (self->client)
+		finderd_client_status(self->client, &s);
+	return s;
+}
+
+/* One line per change since the last question: lost, an attempt failed, back. */
+static void tell_transitions(ClientObject *self)
+{
+	struct finderd_client_status now = client_status(self);
+	const char *sock = PyBytes_AS_STRING(self->socket);
+
+	if (now.fallbacks > self->seen.fallbacks)
+		PySys_FormatStderr("finderd: lost the daemon at %s: %s; imports go to the "
+				   "filesystem, reconnecting at the next import\n",
+				   sock, finderd_strerror(now.lost_error));
+	if (now.attempts > self->seen.attempts && now.state == FINDERD_CLIENT_FELL_BACK)
+		PySys_FormatStderr("finderd: reconnect to %s failed: %s; next attempt in %d ms\n",
+				   sock, finderd_strerror(now.error),
+				   (int)((now.retry_in_us + 999) / 1000));
+	if (now.reconnects > self->seen.reconnects)
+		PySys_FormatStderr("finderd: served again by %s (reconnect %d)\n", sock,
+				   (int)now.reconnects);
+	self->seen = now;
+}
+
+/*
+ * After a question that may have lost the daemon or reconnected to it, and
+ * after its answer was used: writing to sys.stderr may run Python code,
+ * which may ask the client again and so end the answer's life.
+ */
+static void after_question(ClientObject *self)
+{
+	if (self->debug && self->client)
+		tell_transitions(self);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -470,6 +521,7 @@ static PyObject *Client_stat(ClientObject *self, PyObject *const *args, Py_ssize
 		return PyObject_Vectorcall(state.posix_stat, args, (size_t)nargs, kwnames);
 	follow_invalidations(self);
 	rc = finderd_client_stat(self->client, data, (size_t)len, &st);
+	after_question(self);
 	Py_XDECREF(owner);
 	if (rc == 0)
 		return make_stat_result(&st);
@@ -506,7 +558,7 @@ static PyObject *Client_listdir(ClientObject *self, PyObject *const *args, Py_ss
 	const struct finderd_entry *entries;
 	const char *data;
 	Py_ssize_t len;
-	PyObject *owner;
+	PyObject *owner, *names;
 	size_t n;
 	int rc;
 
@@ -515,9 +567,11 @@ static PyObject *Client_listdir(ClientObject *self, PyObject *const *args, Py_ss
 		return PyObject_Vectorcall(state.posix_listdir, args, (size_t)nargs, kwnames);
 	follow_invalidations(self);
 	rc = finderd_client_listdir(self->client, data, (size_t)len, &entries, &n);
+	names = rc == 0 ? entry_names(entries, n, PyBytes_Check(args[0])) : NULL;
+	after_question(self);
 	Py_XDECREF(owner);
 	if (rc == 0)
-		return entry_names(entries, n, PyBytes_Check(args[0]));
+		return names;
 	if (rc == -ENOENT || rc == -ENOTDIR)
 		return raise_errno(rc, args[0]);
 	return PyObject_Vectorcall(state.posix_listdir, args, (size_t)nargs, kwnames);
@@ -569,25 +623,20 @@ static int has_name(const struct finderd_entry *entries, size_t n, const char *n
 	return 0;
 }
 
-/* Could the finder of @self find module @tail (fs-encoded)? 1: maybe, 0: no, -1: unknown. */
-static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
-{
-	const struct finderd_entry *entries;
-	char candidate[512];
-	Py_ssize_t i;
-	size_t n;
+#define MAX_CANDIDATE 512
 
-	if (!self->client->client || tail_len >= sizeof(candidate) / 2)
-		return -1;
-	follow_invalidations(self->client);
-	if (finderd_client_listdir(self->client->client, PyBytes_AS_STRING(self->path),
-				   (size_t)PyBytes_GET_SIZE(self->path), &entries, &n) != 0)
-		return -1;
+/* Does a listing hold @tail, or @tail with one of @suffixes? 1: yes, 0: no, -1: unknown. */
+static int listing_has_module(const struct finderd_entry *entries, size_t n, PyObject *suffixes,
+			      const char *tail, size_t tail_len)
+{
+	char candidate[MAX_CANDIDATE];
+	Py_ssize_t i;
+
 	if (has_name(entries, n, tail, tail_len))
 		return 1;
 	memcpy(candidate, tail, tail_len);
-	for (i = 0; i < PyTuple_GET_SIZE(self->suffixes); i++) {
-		PyObject *suffix = PyTuple_GET_ITEM(self->suffixes, i);
+	for (i = 0; i < PyTuple_GET_SIZE(suffixes); i++) {
+		PyObject *suffix = PyTuple_GET_ITEM(suffixes, i);
 		size_t slen = (size_t)PyBytes_GET_SIZE(suffix);
 
 		if (tail_len + slen > sizeof(candidate))
@@ -597,6 +646,23 @@ static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
 			return 1;
 	}
 	return 0;
+}
+
+/* Could the finder of @self find module @tail (fs-encoded)? 1: maybe, 0: no, -1: unknown. */
+static int may_have(FastFindObject *self, const char *tail, size_t tail_len)
+{
+	const struct finderd_entry *entries;
+	size_t n;
+	int verdict = -1;
+
+	if (!self->client->client || tail_len >= MAX_CANDIDATE / 2)
+		return -1;
+	follow_invalidations(self->client);
+	if (finderd_client_listdir(self->client->client, PyBytes_AS_STRING(self->path),
+				   (size_t)PyBytes_GET_SIZE(self->path), &entries, &n) == 0)
+		verdict = listing_has_module(entries, n, self->suffixes, tail, tail_len);
+	after_question(self->client);
+	return verdict;
 }
 
 static PyObject *FastFind_call(PyObject *callable, PyObject *const *args, size_t nargsf,
@@ -714,11 +780,12 @@ out:
 static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"socket_path", "connect_timeout_us", "call_timeout_us",
-				 "epoch_owner", NULL};
+				 "epoch_owner", "daemon_user", "debug", NULL};
 	struct finderd_options opts;
 	PyObject *path_obj = NULL, *epoch_owner = NULL;
 	unsigned int connect_us = 0, call_us = 0;
-	int rc;
+	const char *daemon_user = "";
+	int debug = 0, rc;
 
 	/*
 	 * This module keeps one interpreter's objects (posix functions, the
@@ -729,8 +796,9 @@ static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 		PyErr_SetString(PyExc_RuntimeError, "finderd serves the main interpreter only");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|IIO", kwlist, PyUnicode_FSConverter,
-					 &path_obj, &connect_us, &call_us, &epoch_owner))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|IIOsp", kwlist, PyUnicode_FSConverter,
+					 &path_obj, &connect_us, &call_us, &epoch_owner,
+					 &daemon_user, &debug))
 		return -1;
 	if (epoch_owner && epoch_owner != Py_None) {
 		Py_XSETREF(self->epoch_owner, Py_NewRef(epoch_owner));
@@ -746,10 +814,12 @@ static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 	opts.socket_path = PyBytes_AS_STRING(path_obj);
 	opts.connect_timeout_us = connect_us;
 	opts.call_timeout_us = call_us;
+	opts.daemon_user = daemon_user; /* never NULL: the caller read the environment */
 	Py_BEGIN_ALLOW_THREADS
 	rc = finderd_client_new(&opts, &self->client);
 	Py_END_ALLOW_THREADS
-	Py_DECREF(path_obj);
+	self->debug = debug;
+	Py_XSETREF(self->socket, path_obj);
 	if (rc < 0 && rc > -4096) {
 		errno = -rc;
 		PyErr_SetFromErrno(PyExc_OSError);
@@ -764,6 +834,7 @@ static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
 
 static void Client_dealloc(ClientObject *self)
 {
+	Py_XDECREF(self->socket);
 	Py_XDECREF(self->epoch_owner);
 	Py_XDECREF(self->epoch_seen);
 	finderd_client_free(self->client);
@@ -849,8 +920,9 @@ static PyObject *Client_snapshot(ClientObject *self, PyObject *args, PyObject *k
 	req.bytecode_bytes = bytecode;
 	/* The GIL stays held: the snapshot runs while imports wait for it anyway. */
 	rc = finderd_client_snapshot(self->client, &req);
+	after_question(self);
 	if (rc < 0)
-		raise_finderd(rc, finderd_client_conn(self->client));
+		raise_finderd(rc, fdi_client_last_conn(self->client));
 	else
 		result = Py_NewRef(Py_None);
 out:
@@ -913,6 +985,23 @@ static PyObject *Client_counters(ClientObject *self, PyObject *Py_UNUSED(ignored
 			     fdi_client_dead(self->client) ? Py_True : Py_False);
 }
 
+/* status() -> dict: served or fell back, why, and when the next attempt is due. */
+static PyObject *Client_status(ClientObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct finderd_client_status s = client_status(self);
+
+	if (!self->client)
+		return raise_finderd(FINDERD_ECLOSED, NULL);
+	return Py_BuildValue("{sssisssssKsKsKsd}", "state",
+			     s.state == FINDERD_CLIENT_SERVED ? "served" : "fell back", "error",
+			     s.error, "reason", s.error ? finderd_strerror(s.error) : "",
+			     "lost_reason", s.lost_error ? finderd_strerror(s.lost_error) : "",
+			     "fallbacks", (unsigned long long)s.fallbacks, "reconnects",
+			     (unsigned long long)s.reconnects, "attempts",
+			     (unsigned long long)s.attempts, "retry_in_s",
+			     (double)s.retry_in_us / 1e6);
+}
+
 static PyObject *Client_daemon_stats(ClientObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct finderd_stats s;
@@ -923,7 +1012,8 @@ static PyObject *Client_daemon_stats(ClientObject *self, PyObject *Py_UNUSED(ign
 	memset(&s, 0, sizeof(s));
 	rc = finderd_stats(finderd_client_conn(self->client), &s);
 	if (rc < 0)
-		return raise_finderd(rc, finderd_client_conn(self->client));
+		return raise_finderd(rc == -EINVAL ? FINDERD_ECLOSED : rc,
+				     fdi_client_last_conn(self->client));
 	return Py_BuildValue(
 		"{sssKsIsKsKsKsKsKsKsKsKsKsKsK}", "daemon_version", s.daemon_version,
 		"uptime_ms", (unsigned long long)s.uptime_ms, "pid", (unsigned int)s.pid,
@@ -970,10 +1060,11 @@ static PyObject *Client_open_code(ClientObject *self, PyObject *const *args, Py_
 		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
 	follow_invalidations(self);
 	rc = finderd_client_cached_file(self->client, path, (size_t)len, &data);
+	bytes = rc == 0 ? PyBytes_FromStringAndSize(data.data, (Py_ssize_t)data.len) : NULL;
+	after_question(self);
 	Py_XDECREF(owner);
 	if (rc != 0)
 		return PyObject_Vectorcall(state.io_open_code, args, (size_t)nargs, kwnames);
-	bytes = PyBytes_FromStringAndSize(data.data, (Py_ssize_t)data.len);
 	if (!bytes)
 		return NULL;
 	result = PyObject_CallOneArg(state.bytes_io, bytes);
@@ -1001,7 +1092,7 @@ static PyObject *Client_report(ClientObject *self, PyObject *arg)
 	rc = finderd_client_report(self->client, PyBytes_AS_STRING(arg),
 				   (size_t)PyBytes_GET_SIZE(arg));
 	if (rc < 0)
-		return raise_finderd(rc, finderd_client_conn(self->client));
+		return raise_finderd(rc, fdi_client_last_conn(self->client));
 	Py_RETURN_NONE;
 }
 
@@ -1062,6 +1153,10 @@ static PyMethodDef Client_methods[] = {
 	{"counters", (PyCFunction)Client_counters, METH_NOARGS,
 	 "counters() -> dict: answered, not_served, lookups, revalidations, and gave_up "
 	 "(the client stopped asking the daemon after an error)."},
+	{"status", (PyCFunction)Client_status, METH_NOARGS,
+	 "status() -> dict: state ('served' or 'fell back'), error and reason (why it fell "
+	 "back), lost_reason (why it lost the daemon the last time), fallbacks, reconnects, "
+	 "attempts, retry_in_s (when the next import may reconnect)."},
 	{"daemon_stats", (PyCFunction)Client_daemon_stats, METH_NOARGS,
 	 "daemon_stats() -> dict of the daemon's Stats RPC."},
 	{"fast_find_spec", (PyCFunction)Client_fast_find_spec, METH_O,
@@ -1094,10 +1189,12 @@ static PyTypeObject ClientType = {
 	.tp_basicsize = sizeof(ClientObject),
 	.tp_dealloc = (destructor)Client_dealloc,
 	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "Client(socket_path, connect_timeout_us=0, call_timeout_us=0, epoch_owner=None): "
-		  "a connection to finderd and the listings it answered. When epoch_owner's "
-		  "_epoch attribute changes, every listing is revalidated before use. Not "
-		  "thread-safe beyond the GIL.",
+	.tp_doc = "Client(socket_path, connect_timeout_us=0, call_timeout_us=0, epoch_owner=None, "
+		  "daemon_user='', debug=False): a connection to finderd and the listings it "
+		  "answered. When epoch_owner's _epoch attribute changes, every listing is "
+		  "revalidated before use. daemon_user: who besides root and this user may listen "
+		  "on the socket (a name or uid). debug: say on stderr when the daemon is lost and "
+		  "when it serves again. Not thread-safe beyond the GIL.",
 	.tp_methods = Client_methods,
 	.tp_init = (initproc)Client_init,
 	.tp_new = PyType_GenericNew,
@@ -1156,6 +1253,32 @@ static PyObject *native_replay(PyObject *Py_UNUSED(module), PyObject *arg)
 	return (PyObject *)self;
 }
 
+/* socket_peer(path) -> (pid, uid, gid) of the process listening on @path. */
+static PyObject *native_socket_peer(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+	struct finderd_options opts;
+	struct finderd_peer peer;
+	PyObject *path = NULL;
+	int rc;
+
+	if (!PyUnicode_FSConverter(arg, &path))
+		return NULL;
+	finderd_options_init(&opts);
+	opts.socket_path = PyBytes_AS_STRING(path);
+	Py_BEGIN_ALLOW_THREADS
+	rc = finderd_socket_peer(&opts, &peer);
+	Py_END_ALLOW_THREADS
+	if (rc < 0) {
+		errno = rc > -4096 ? -rc : EIO;
+		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+		Py_DECREF(path);
+		return NULL;
+	}
+	Py_DECREF(path);
+	return Py_BuildValue("(iII)", (int)peer.pid, (unsigned int)peer.uid,
+			     (unsigned int)peer.gid);
+}
+
 static PyObject *native_strerror(PyObject *Py_UNUSED(module), PyObject *arg)
 {
 	long code = PyLong_AsLong(arg);
@@ -1169,6 +1292,9 @@ static PyMethodDef module_methods[] = {
 	{"socket_path", native_socket_path, METH_NOARGS,
 	 "The socket libfinderd would use: FINDERD_SOCKET, the per-user socket, the system one."},
 	{"strerror", native_strerror, METH_O, "Describe a libfinderd error code."},
+	{"socket_peer", native_socket_peer, METH_O,
+	 "socket_peer(path) -> (pid, uid, gid) of the process listening on the socket: who "
+	 "a refused connect (EUNTRUSTED) met. Sends nothing."},
 	{"replay", native_replay, METH_O,
 	 "replay(path) -> Client answering from a recording made by Client.save(), with no "
 	 "daemon and no freshness checks: for the benchmark's bound only."},
@@ -1228,7 +1354,8 @@ PyMODINIT_FUNC PyInit__native(void)
 	if (!state.error || PyModule_AddObject(m, "Error", Py_NewRef(state.error)) < 0 ||
 	    PyModule_AddObject(m, "Client", Py_NewRef((PyObject *)&ClientType)) < 0 ||
 	    PyModule_AddStringConstant(m, "LIBRARY_VERSION", finderd_version()) < 0 ||
-	    PyModule_AddIntConstant(m, "PROTOCOL_VERSION", FINDERD_PROTOCOL_VERSION) < 0) {
+	    PyModule_AddIntConstant(m, "PROTOCOL_VERSION", FINDERD_PROTOCOL_VERSION) < 0 ||
+	    PyModule_AddIntConstant(m, "EUNTRUSTED", FINDERD_EUNTRUSTED) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}
