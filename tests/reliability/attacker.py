@@ -195,21 +195,21 @@ def hold(socket_path, step):
         connections.append(conn)
     print(json.dumps({"held": sent}), flush=True)
     sys.stdin.read()
-    refused = 0
-    for conn in connections:
+    refused = set()
+    for number, conn in enumerate(connections):
         conn.sock.settimeout(0.2)
         try:
             while True:
                 got = conn.read_frame()
                 if got is None:
                     break
-                kind, flags, _, payload = got
+                kind, flags, stream, _ = got
                 if kind == rawh2.RST_STREAM or (kind == rawh2.HEADERS and flags & rawh2.END_STREAM):
-                    refused += 1
+                    refused.add((number, stream))
         except OSError:
             pass
         conn.close()
-    return {"held": sent, "refused": refused}
+    return {"held": sent, "refused": len(refused)}
 
 
 def run(ch, step):

@@ -417,8 +417,8 @@ where
             "/finderd.v1.Finder/Report" => {
                 Box::pin(async move { Ok(service.unary("Report", report, request).await) })
             }
-            // Not reached through the route table, which routes declared
-            // methods only; kept for a caller that serves this service alone.
+            // Any other path gets what the route table gives an unknown
+            // one (the table itself routes only the four above here).
             unknown => {
                 let status = routes::unknown_method(unknown, Self::NAME);
                 Box::pin(async move { Ok(status.into_http()) })
