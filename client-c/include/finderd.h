@@ -57,7 +57,7 @@ extern "C" {
 
 /** Library version this header describes (semantic versioning). */
 #define FINDERD_VERSION_MAJOR 0
-#define FINDERD_VERSION_MINOR 2
+#define FINDERD_VERSION_MINOR 3
 #define FINDERD_VERSION_PATCH 0
 /** The version as one comparable number: major * 10000 + minor * 100 + patch. */
 #define FINDERD_VERSION_NUMBER \
@@ -218,6 +218,29 @@ void finderd_options_init(struct finderd_options *opts);
  * Return: 0, or -ENAMETOOLONG when @buf is too small.
  */
 int finderd_socket_path(char *buf, size_t size);
+
+/**
+ * FINDERD_SOCKET_PATH_NO_ENV - finderd_socket_path_flags(): skip step 1,
+ * $FINDERD_SOCKET. For an embedder that runs with its own environment
+ * variables ignored (python -E and -I ignore PYTHON*; finderd-python then
+ * ignores FINDERD_* too). $XDG_RUNTIME_DIR still counts: it says where this
+ * user's runtime files are, not how finderd behaves. Since 0.3.
+ */
+#define FINDERD_SOCKET_PATH_NO_ENV 0x1u
+
+/**
+ * finderd_socket_path_flags() - finderd_socket_path() with flags.
+ * @buf: receives the NUL-terminated path.
+ * @size: size of @buf in bytes.
+ * @flags: 0 (exactly finderd_socket_path()), or FINDERD_SOCKET_PATH_NO_ENV.
+ *
+ * No system call. Reads the environment: not safe against a concurrent
+ * setenv(). Since 0.3 (symbol version FINDERD_0.3).
+ *
+ * Return: 0, -ENAMETOOLONG when @buf is too small, -EINVAL for an unknown
+ * flag.
+ */
+int finderd_socket_path_flags(char *buf, size_t size, uint32_t flags);
 
 /* ------------------------------------------------------------------------ */
 /* Byte strings and request/reply shapes                                    */
@@ -747,6 +770,33 @@ int finderd_client_cached_file(struct finderd_client *client, const char *path, 
  * Since 0.2.
  */
 int finderd_client_report(struct finderd_client *client, const char *program_key, size_t len);
+
+/**
+ * FINDERD_CLIENT_NO_ROUND_TRIPS - finderd_client_set_flags(): answer only
+ * from what the client holds and trusts now. A question that would need a
+ * round trip (a directory not held, a listing to revalidate) gets
+ * FINDERD_ENOTSERVED instead, so the caller asks the filesystem, and
+ * nothing is given up: once the flag is cleared, the same question costs
+ * its Lookup as usual. Since 0.3.
+ *
+ * For questions asked where a stat() costs less than a round trip would:
+ * an interpreter's own C-level probes while it starts (CPython's path
+ * calculation checks a dozen landmarks in directories the start-up answer
+ * holds), or any code that must not wait on the daemon.
+ */
+#define FINDERD_CLIENT_NO_ROUND_TRIPS 0x1u
+
+/**
+ * finderd_client_set_flags() - change how @client answers from now on.
+ * @flags: FINDERD_CLIENT_* flags to hold from now on (those not given are
+ *         cleared); 0 restores the default behaviour.
+ *
+ * Costs no system call. Since 0.3 (symbol version FINDERD_0.3).
+ *
+ * Return: 0, -EINVAL for a NULL @client or an unknown flag (nothing
+ * changes then).
+ */
+int finderd_client_set_flags(struct finderd_client *client, uint32_t flags);
 
 /** Counters of a resolver, for debugging and benchmarks. */
 struct finderd_client_counters {

@@ -112,6 +112,7 @@ struct finderd_client {
 	uint64_t replies_absorbed;
 	int dead;                  /* a transport error happened: serve nothing */
 	int offline;               /* no connection, ever (fdi_client_new_offline) */
+	uint32_t flags;            /* FINDERD_CLIENT_*: finderd_client_set_flags() */
 	int trust_all;             /* replaying a recording: no freshness checks */
 	struct finderd_client_counters counters;
 };
@@ -508,7 +509,7 @@ static int lookup_paths(struct finderd_client *c, const struct finderd_str *path
 	struct finderd_reply *reply = NULL;
 	int err;
 
-	if (c->offline)
+	if (c->offline || (c->flags & FINDERD_CLIENT_NO_ROUND_TRIPS))
 		return FINDERD_ENOTSERVED; /* only this question goes to the filesystem */
 	c->counters.lookups++;
 	if (!known)
@@ -533,6 +534,8 @@ static int revalidate_untrusted(struct finderd_client *c)
 	size_t i, n = 0;
 	int err;
 
+	if (c->flags & FINDERD_CLIENT_NO_ROUND_TRIPS)
+		return FINDERD_ENOTSERVED; /* only this question goes to the filesystem */
 	paths = fdi_malloc(&c->alloc, (c->dirs.count + 1) * sizeof(*paths));
 	known = fdi_malloc(&c->alloc, (c->dirs.count + 1) * sizeof(*known));
 	if (!paths || !known) {
@@ -1376,6 +1379,14 @@ int finderd_client_report(struct finderd_client *c, const char *program_key, siz
 	fdi_free(&c->alloc, dirs);
 	fdi_free(&c->alloc, files);
 	return err;
+}
+
+int finderd_client_set_flags(struct finderd_client *c, uint32_t flags)
+{
+	if (!c || (flags & ~FINDERD_CLIENT_NO_ROUND_TRIPS))
+		return -EINVAL;
+	c->flags = flags;
+	return 0;
 }
 
 void finderd_client_invalidate(struct finderd_client *c)
