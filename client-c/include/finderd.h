@@ -624,6 +624,10 @@ struct finderd_stat {
  *        handshake and reports what the server says.
  * @clientp: receives the client; free it with finderd_client_free().
  *
+ * With no daemon, the connect() that fails is the only system call made
+ * (the caller's mount namespace is looked up once connected), so an
+ * embedder can call this first thing at every start.
+ *
  * Return: 0, -EINVAL, -ENOMEM, or a socket error of finderd_connect()
  * (-ENOENT, -ECONNREFUSED, ...).
  */
@@ -762,7 +766,8 @@ int finderd_client_cached_file(struct finderd_client *client, const char *path, 
 /**
  * finderd_client_report() - at the end of a run, tell the daemon what it
  * used, if that differs from what the start-up answer's plan held: a Lookup
- * was needed, a planned directory went unused, or a compiled file under a
+ * was needed, a planned directory went unused, a prefetched directory was
+ * used (the daemon had no plan yet; since 0.3), or a compiled file under a
  * slow filesystem was read from disk. Otherwise sends nothing.
  * @program_key: as in the run's snapshot request, @len bytes.
  *

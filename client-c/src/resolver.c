@@ -917,8 +917,6 @@ int finderd_client_new(const struct finderd_options *opts, struct finderd_client
 		memcpy(&c->connect, opts, FDI_MIN(opts->size, sizeof(c->connect)));
 	c->connect.size = sizeof(c->connect);
 	c->connect.flags |= FINDERD_CONNECT_LAZY;
-	if (!c->connect.mount_namespace)
-		c->connect.mount_namespace = own_mount_namespace();
 	len = strlen(resolved.socket_path ? resolved.socket_path : path);
 	c->socket_path = fdi_malloc(&c->alloc, len + 1);
 	if (!c->socket_path) {
@@ -931,6 +929,11 @@ int finderd_client_new(const struct finderd_options *opts, struct finderd_client
 	if (err) {
 		finderd_client_free(c);
 		return err;
+	}
+	/* Only once connected: with no daemon, the connect() is all it costs. */
+	if (!c->connect.mount_namespace) {
+		c->connect.mount_namespace = own_mount_namespace();
+		fdi_conn_set_mount_namespace(c->conn, c->connect.mount_namespace);
 	}
 	*clientp = c;
 	return 0;
@@ -1308,7 +1311,13 @@ int fdi_client_reads_compiled_files(const struct finderd_client *c)
 	return 0;
 }
 
-/* Did this run use something its start-up answer did not plan for? */
+/*
+ * Did this run use something its start-up answer did not plan for? A
+ * directory fetched by a Lookup, a planned one left unused, a compiled file
+ * read from disk, or a prefetched directory used (the daemon had no plan,
+ * guessed, and guessed right: the plan it learns now replaces the guess, so
+ * the next start gets exactly what was used instead of the whole guess).
+ */
 static int run_differs_from_plan(const struct finderd_client *c)
 {
 	size_t i;
@@ -1319,6 +1328,8 @@ static int run_differs_from_plan(const struct finderd_client *c)
 		const struct dir_rec *r = table_at(c, i);
 
 		if (r && r->planned && !r->used)
+			return 1;
+		if (r && r->used && !r->planned && !r->entry)
 			return 1;
 	}
 	return 0;
