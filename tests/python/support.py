@@ -58,8 +58,10 @@ def venv_with_finderd(base_python, name="", packages=()):
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([base_python, "-m", "venv", venv], check=True)
     python = os.path.join(venv, "bin", "python")
+    # FINDERD_WERROR: the launcher's C sources build without a warning.
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    os.path.join(ROOT, "client-py"), *packages], check=True)
+                    os.path.join(ROOT, "client-py"), *packages], check=True,
+                   env=dict(os.environ, FINDERD_WERROR="1"))
     return python
 
 

@@ -4,10 +4,9 @@
 for this interpreter) in place of the venv's python, python3 and python3.X;
 `disable` puts back exactly what was there. Names that are symlinks to one
 of the others (python -> python3.11) are left alone: they reach the
-launcher through it. What was replaced is kept in VENV/.finderd-launcher/
-(state.json, and the replaced regular files themselves), so that disable
-can restore each name as it was: the same symlink target, owner and times,
-or the very same file (renamed back). A symlink to the base interpreter
+launcher through it. What was replaced is moved into VENV/.finderd-launcher/
+(beside state.json, which says what each was), so that disable renames each
+back: the very same symlink or file, inode, owner, mode and times. A symlink to the base interpreter
 that the launcher replaces is also written into the launcher copy's layout
 record, so that CPython's path calculation, which follows the executable's
 symlinks to find sys._base_executable, finds the same one as before.
@@ -196,10 +195,8 @@ def enable(venv):
         os.makedirs(os.path.join(venv, STATE_DIR, ORIGINALS), mode=0o755, exist_ok=True)
         # The record first, then the moves: an interrupted enable can be disabled.
         write_json(state_path(venv), state)
-        for name, original in replaced.items():
-            if original["kind"] == "file":
-                os.replace(os.path.join(bindir, name),
-                           os.path.join(venv, STATE_DIR, ORIGINALS, name))
+        for name in replaced:  # renamed, so disable gives back the very same inode
+            os.replace(os.path.join(bindir, name), os.path.join(venv, STATE_DIR, ORIGINALS, name))
     links = {n: o["target"] for n, o in state["names"].items() if o["kind"] == "symlink"}
     with open(binary, "rb") as f:
         data = patched(f.read(), links)
@@ -231,7 +228,9 @@ def disable(venv):
         if os.path.lexists(path) and not current_is_launcher:
             left.append(name)
             continue
-        if original["kind"] == "symlink":
+        if os.path.lexists(backup):
+            os.replace(backup, path)  # the very symlink or file, as it was
+        elif original["kind"] == "symlink":  # a backup lost: the same link, owner and times
             tmp = os.path.join(bindir, ".%s.finderd-tmp" % name)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
@@ -239,10 +238,10 @@ def disable(venv):
             _restore_owner_and_times(tmp, original)
             os.replace(tmp, path)
         else:
-            os.replace(backup, path)  # the very file, as it was
+            raise LauncherError("%s is gone: cannot restore %s" % (backup, path))
     for name in left:
         backup = os.path.join(venv, STATE_DIR, ORIGINALS, name)
-        if os.path.exists(backup):  # keep what cannot be put back, beside the venv's files
+        if os.path.lexists(backup):  # keep what cannot be put back, beside the venv's files
             os.replace(backup, os.path.join(bindir, "%s.finderd-original" % name))
     os.unlink(state_path(venv))
     try:
