@@ -65,6 +65,24 @@ def venv_with_finderd(base_python, name="", packages=()):
     return python
 
 
+def plain_venv(base_python, path, copies=False):
+    """A fresh venv of @base_python at @path, nothing installed (--copies: no symlinks)."""
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([base_python, "-m", "venv", "--without-pip"] + (["--copies"] if copies else [])
+                   + [path], check=True)
+    return path
+
+
+def launcher(finderd_python, action, venv, check=True):
+    """`python -m finderd launcher ACTION VENV` with the finderd of @finderd_python."""
+    proc = subprocess.run([finderd_python, "-m", "finderd", "launcher", action, venv],
+                          capture_output=True, text=True, env=clean_env("/nonexistent"))
+    if check and proc.returncode != 0:
+        raise AssertionError("launcher %s %s failed:\n%s%s" % (action, venv, proc.stdout,
+                                                                proc.stderr))
+    return proc
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 

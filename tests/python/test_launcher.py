@@ -124,29 +124,8 @@ def launcher_bases():
     return [p for p in support.target_pythons() if support.python_version(p) >= (3, 11)]
 
 
-@pytest.fixture(scope="session")
-def finderd_home(base_python):
-    """A venv of @base_python with finderd (and so its launcher) installed."""
-    if support.python_version(base_python) < (3, 11):
-        pytest.skip("the launcher needs CPython 3.11 or later "
-                    "(test_launcher_is_not_built_before_3_11 checks what 3.9/3.10 say)")
-    return support.venv_with_finderd(base_python, "-launcher-home")
-
-
-def make_venv(base_python, path, copies=False):
-    shutil.rmtree(path, ignore_errors=True)
-    subprocess.run([base_python, "-m", "venv", "--without-pip"] + (["--copies"] if copies else [])
-                   + [path], check=True)
-    return path
-
-
-def launcher(finderd_python, action, venv, check=True):
-    proc = subprocess.run([finderd_python, "-m", "finderd", "launcher", action, venv],
-                          capture_output=True, text=True, env=support.clean_env("/nonexistent"))
-    if check and proc.returncode != 0:
-        raise AssertionError("launcher %s %s failed:\n%s%s" % (action, venv, proc.stdout,
-                                                                proc.stderr))
-    return proc
+make_venv = support.plain_venv
+launcher = support.launcher
 
 
 def bin_state(venv):
