@@ -126,6 +126,15 @@ def undefined_symbols(library):
 # ------------------------------------------------------------------ ELF
 
 
+def elf_type(path):
+    """e_type of an ELF file: 2 for a fixed-address executable, 3 for PIE or a library."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    if head[:4] != b"\x7fELF" or len(head) < 18:
+        raise NotBuilt("%s is not an ELF file" % path)
+    return struct.unpack_from("<H", head, 16)[0]
+
+
 def _elf(data):
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise NotBuilt("not a 64-bit little-endian ELF file")
@@ -253,10 +262,13 @@ def build(root, client_c, build_temp, out_dir, cc=None):
         objects.append(obj)
     exe = os.path.join(work, NAME)
     if static:
+        # Linked as the interpreter's own executable is: position-independent
+        # or not (Debian's is not, and its libpython3.X.a is not PIC).
         libs = []
         for var in ("LIBS", "SYSLIBS", "MODLIBS"):
             libs += shlex.split(sysconfig.get_config_var(var) or "")
-        link = cc + ["-pie", "-o", exe] + objects + [library] + libs + shlex.split(
+        pie = ["-pie"] if elf_type(os.path.realpath(sys.executable)) == 3 else ["-no-pie"]
+        link = cc + pie + ["-o", exe] + objects + [library] + libs + shlex.split(
             sysconfig.get_config_var("LINKFORSHARED") or "") + ["-ldl", "-lm"]
         run(link)
         replace = {}
