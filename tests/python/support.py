@@ -83,6 +83,10 @@ def launcher(finderd_python, action, venv, check=True):
     return proc
 
 
+def glob_files(root, pattern):
+    return sorted(glob.glob(os.path.join(root, pattern)))
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 

@@ -32,7 +32,9 @@ import pytest
 
 import support
 from test_compat import (  # noqa: F401  the compatibility cases, re-run under the launcher
-    test_flags_and_environment as test_compat_flags_and_environment,
+    BASIC,
+    observe,
+    same_as_stock,
     test_pycache_prefix as test_compat_pycache_prefix,
     test_pyc_invalidation_modes as test_compat_pyc_invalidation_modes,
     test_resources_and_metadata_of_served_packages as test_compat_resources_and_metadata,
@@ -399,6 +401,24 @@ def test_enable_refuses_what_it_cannot_serve(finderd_home, base_python, tmp):
         assert refused.returncode == 2 and "built for CPython" in refused.stderr
 
 
+def test_the_venvs_pth_is_parked_while_enabled(finderd_home):
+    """The launcher serves the venv from its first lookup; finderd.pth would only cost
+    its compilation at every start. Parked while enabled, the same file back after."""
+    venv = os.path.dirname(os.path.dirname(finderd_home))
+    pth = support.glob_files(venv, "lib/python*/site-packages/finderd.pth")
+    assert len(pth) == 1, pth
+    before = os.stat(pth[0])
+    launcher(finderd_home, "enable", venv)
+    try:
+        assert not os.path.exists(pth[0])
+        assert launcher(finderd_home, "status", venv).returncode == 0
+    finally:
+        launcher(finderd_home, "disable", venv)
+    after = os.stat(pth[0])
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns,
+                                                                 before.st_size)
+
+
 def test_an_edited_name_is_left_alone_by_disable(finderd_home, base_python, tmp):
     venv = make_venv(base_python, os.path.join(tmp, "venv"))
     launcher(finderd_home, "enable", venv)
@@ -536,6 +556,33 @@ def test_launcher_is_not_built_before_3_11(base_python):
 
 
 # ------------------------------------------------------------------ the compatibility cases
+
+
+@pytest.mark.parametrize("args,env", [
+    ((), {}),
+    (("-B",), {}),
+    ((), {"PYTHONDONTWRITEBYTECODE": "1"}),
+    ((), {"PYTHONCASEOK": "1"}),
+    (("-X", "frozen_modules=off"), {}),
+], ids=["plain", "-B", "dontwritebytecode", "caseok", "frozen-off"])
+def test_compat_flags_and_environment(python, shared_daemon, tree_factory, args, env):
+    """test_compat.py's case under the launcher (its -I case: the next test)."""
+    same_as_stock(python, shared_daemon.socket, lambda: tree_factory(BASIC),
+                  ["mod", "pkg", "pkg.sub", "missing", "Mod"], args=args, **env)
+
+
+def test_compat_isolated_is_stock_and_not_served(python, shared_daemon, tree_factory):
+    """-I: the launcher ignores FINDERD_SOCKET, as CPython ignores PYTHON*, and the
+    venv's finderd.pth is parked while the launcher is enabled: a stock run."""
+    names = ["mod", "pkg", "pkg.sub", "missing", "Mod"]
+    results = []
+    for stock in (True, False):
+        root = tree_factory(BASIC)
+        out = observe(python, shared_daemon.socket, root, names, stock, args=("-I",))
+        out["modules"] = json.loads(json.dumps(out["modules"]).replace(root, "<root>"))
+        results.append(out)
+    assert results[0] == results[1] and not results[1]["active"]
+
 
 
 @pytest.fixture

@@ -10,9 +10,16 @@ back: the very same symlink or file, inode, owner, mode and times. A symlink to 
 that the launcher replaces is also written into the launcher copy's layout
 record, so that CPython's path calculation, which follows the executable's
 symlinks to find sys._base_executable, finds the same one as before.
+
+The venv's finderd.pth, when the finderd package is installed in it, goes
+into VENV/.finderd-launcher/ too while the launcher is enabled: the launcher
+serves the venv from its first lookup, so the .pth line would only cost its
+compilation at every start (and would serve `-E`/`-I` runs, which the
+launcher leaves stock as CPython leaves PYTHON* unread). disable puts it back.
 """
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -175,6 +182,30 @@ def original_of(bindir, name, names):
             "uid": st.st_uid, "gid": st.st_gid, "times_ns": times}
 
 
+def pth_files(venv):
+    """The venv's finderd.pth (site-packages under lib/, or lib64/ on some builds; a
+    lib64 symlink to lib names the same file twice: kept once, by its first name)."""
+    out, seen = [], set()
+    for path in sorted(glob.glob(os.path.join(venv, "lib*", "python*", "site-packages",
+                                              "finderd.pth"))):
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
+def park_pth(venv, state):
+    """Move the venv's finderd.pth beside the originals (see the module's docstring)."""
+    parked = state.setdefault("parked_pth", [])
+    for path in pth_files(venv):
+        rel = os.path.relpath(path, venv)
+        target = os.path.join(venv, STATE_DIR, ORIGINALS, rel.replace("/", "%"))
+        os.replace(path, target)
+        if rel not in parked:
+            parked.append(rel)
+
+
 def enable(venv):
     binary, meta = build_info()
     if not binary:
@@ -209,6 +240,8 @@ def enable(venv):
         os.replace(tmp, path)
     state["launcher_sha256"] = hashlib.sha256(data).hexdigest()
     state["launcher_python"] = meta["python"]
+    write_json(state_path(venv), state)  # first: an interrupted move can be undone
+    park_pth(venv, state)
     write_json(state_path(venv), state)
     return state
 
@@ -239,6 +272,13 @@ def disable(venv):
             os.replace(tmp, path)
         else:
             raise LauncherError("%s is gone: cannot restore %s" % (backup, path))
+    for rel in state.get("parked_pth", []):
+        parked = os.path.join(venv, STATE_DIR, ORIGINALS, rel.replace("/", "%"))
+        if os.path.lexists(parked):
+            if os.path.lexists(os.path.join(venv, rel)):  # reinstalled meanwhile: that one stays
+                os.unlink(parked)
+            else:
+                os.replace(parked, os.path.join(venv, rel))
     for name in left:
         backup = os.path.join(venv, STATE_DIR, ORIGINALS, name)
         if os.path.lexists(backup):  # keep what cannot be put back, beside the venv's files
@@ -296,6 +336,9 @@ def status(venv):
             else "a regular file"
         print("  %-12s %s (was %s)" % (name, "launcher" if ours else "CHANGED since enable", was))
         current = current and ours
+    for path in pth_files(venv):
+        print("  %s is back (reinstalled?): run enable again to park it" % path)
+        current = False
     if binary:
         with open(binary, "rb") as f:
             links = {n: o["target"] for n, o in state["names"].items() if o["kind"] == "symlink"}
