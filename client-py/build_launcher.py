@@ -212,10 +212,17 @@ def patch_needed(path, replace):
 # ------------------------------------------------------------------ build
 
 
-def build(root, client_c, build_temp, out_dir, cc=None):
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer"]
+
+
+def build(root, client_c, build_temp, out_dir, cc=None, sanitize=False):
     """Build the launcher into @out_dir; returns the metadata written beside it.
 
-    @root: client-py; @client_c: libfinderd's sources. Raises NotBuilt.
+    @root: client-py; @client_c: libfinderd's sources. @sanitize: with ASan
+    and UBSan (the tests' check of the launcher's own C code; the
+    interpreter's leaks at exit are its own: run with detect_leaks=0).
+    Raises NotBuilt.
     """
     reason = unsupported()
     if reason:
@@ -246,7 +253,8 @@ def build(root, client_c, build_temp, out_dir, cc=None):
         interposed.append("LAUNCHER_INTERPOSE")
     warnings = ["-Wall", "-Wextra"] + (["-Werror"] if os.environ.get("FINDERD_WERROR") else [])
     common = ["-O2", "-g", "-fPIE", "-fvisibility=hidden", "-I" + os.path.join(client_c, "include"),
-              "-I" + os.path.join(client_c, "src")] + warnings
+              "-I" + os.path.join(client_c, "src")] + warnings + (SANITIZE if sanitize else [])
+    cc = cc + (SANITIZE if sanitize else [])
     python_flags = ["-std=gnu11", "-D_GNU_SOURCE", "-I" + sysconfig.get_path("include"),
                     "-I" + sysconfig.get_path("platinclude"), "-I" + work,
                     "-I" + os.path.join(root, "launcher")] + ["-D" + d for d in interposed]
@@ -298,6 +306,8 @@ def build(root, client_c, build_temp, out_dir, cc=None):
     # It must run: with finderd off it is Py_BytesMain().
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FINDERD"))}
     env["FINDERD"] = "off"
+    if sanitize:
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
     smoke = subprocess.run([exe, "-c", "import sys; print(sys.version)"], env=env,
                            capture_output=True, text=True)
     if smoke.returncode != 0 or smoke.stdout.strip() != sys.version:

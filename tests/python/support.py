@@ -73,9 +73,9 @@ def plain_venv(base_python, path, copies=False):
     return path
 
 
-def launcher(finderd_python, action, venv, check=True):
+def launcher(finderd_python, action, venv, check=True, args=()):
     """`python -m finderd launcher ACTION VENV` with the finderd of @finderd_python."""
-    proc = subprocess.run([finderd_python, "-m", "finderd", "launcher", action, venv],
+    proc = subprocess.run([finderd_python, "-m", "finderd", "launcher", *args, action, venv],
                           capture_output=True, text=True, env=clean_env("/nonexistent"))
     if check and proc.returncode != 0:
         raise AssertionError("launcher %s %s failed:\n%s%s" % (action, venv, proc.stdout,
@@ -96,7 +96,8 @@ def clean_env(socket_path, **extra):
     a slow first crawl into a fallback (tests of the deadline set their own).
     """
     env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
+           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "ASAN_OPTIONS",
+                    "UBSAN_OPTIONS")}
     env["FINDERD_SOCKET"] = socket_path
     env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = "5000"
     env.update({k: v for k, v in extra.items() if v is not None})

@@ -205,7 +205,7 @@ def served_flag(result):
 
 
 def compare_layout(finderd_python, venv, argv0, daemon, tmp, programs, path_env=None,
-                   relocate_to=None):
+                   relocate_to=None, enable_args=()):
     """Stock results (launcher disabled) against each launcher variant, program by program.
 
     The venv is enabled first, so that a relocated venv moves with the launcher
@@ -216,7 +216,7 @@ def compare_layout(finderd_python, venv, argv0, daemon, tmp, programs, path_env=
         env=support.clean_env("/nonexistent", FINDERD="off", PATH=path_env or os.environ["PATH"]),
         check=True).stdout)
     cwd = prepare_cwd(tmp)
-    launcher(finderd_python, "enable", venv)
+    launcher(finderd_python, "enable", venv, args=enable_args)
     if relocate_to:
         shutil.rmtree(relocate_to, ignore_errors=True)
         shutil.move(venv, relocate_to)
@@ -335,6 +335,32 @@ def test_relocated_venv_is_exactly_stock(finderd_home, base_python, shared_daemo
                                shared_daemon, tmp, programs,
                                relocate_to=os.path.join(tmp, "moved-there"))
     assert served["c"], served
+
+
+def test_the_launchers_c_code_is_asan_and_ubsan_clean(finderd_home, base_python, shared_daemon,
+                                                      tmp, monkeypatch):
+    """The launcher built with ASan and UBSan (client-py/build_launcher.py,
+    sanitize=True) runs the default layout's programs exactly as stock, and the
+    sanitizers report nothing (the interpreter's own leaks at exit aside)."""
+    if support.python_version(base_python) != (3, 11) and not os.environ.get(
+            "FINDERD_TEST_ALL_SUITES"):
+        pytest.skip("the sanitizer build is checked on 3.11 by default; "
+                    "FINDERD_TEST_ALL_SUITES=1 checks all")
+    out = os.path.join(tmp, "asan")
+    build = ("import sys; sys.path.insert(0, %r); import build_launcher as b; "
+             "b.build(%r, %r, %r, %r, sanitize=True)" % (
+                 os.path.join(support.ROOT, "client-py"), os.path.join(support.ROOT, "client-py"),
+                 os.path.join(support.ROOT, "client-c"), os.path.join(tmp, "asan-build"), out))
+    subprocess.run([finderd_home, "-c", build], check=True, capture_output=True,
+                   env=dict(os.environ, FINDERD_WERROR="1"), timeout=900)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=0:halt_on_error=1:exitcode=99")
+    monkeypatch.setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1:exitcode=98")
+    venv = make_venv(base_python, os.path.join(tmp, "venv"))
+    programs = [p for p in PROGRAMS if p[0] not in ("importtime",)]
+    served, _ = compare_layout(finderd_home, venv, os.path.join(venv, "bin", "python"),
+                               shared_daemon, tmp, programs,
+                               enable_args=("--binary", os.path.join(out, "finderd-python")))
+    assert served["c"] and served["m"], served
 
 
 def test_python_found_on_path_is_exactly_stock(finderd_home, base_python, shared_daemon, tmp):

@@ -111,6 +111,8 @@ def main(argv=None):
     launch.add_argument("action", choices=["enable", "disable", "status"])
     launch.add_argument("venv", nargs="?", help="the venv (default: this interpreter's, %s)"
                         % sys.prefix)
+    launch.add_argument("--binary", help="enable: this launcher build instead of the package's "
+                        "(built for this same interpreter)")
     launch.set_defaults(run=launcher)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -206,10 +206,17 @@ def park_pth(venv, state):
             parked.append(rel)
 
 
-def enable(venv):
-    binary, meta = build_info()
-    if not binary:
+def enable(venv, binary=None):
+    """@binary: a launcher built for this interpreter elsewhere (a sanitizer build, a
+    package's), instead of this package's own."""
+    own, meta = build_info()
+    if binary is None and not own:
         raise LauncherError("no launcher to enable: %s" % meta.get("reason", "not built"))
+    if binary is None:
+        binary = own
+    elif not meta.get("built"):
+        meta = dict(meta, python="%d.%d.%d" % sys.version_info[:3],
+                    base_executable=os.path.realpath(sys._base_executable))
     version = check_venv(venv, meta)
     names = names_for(version)
     bindir = os.path.join(venv, "bin")
@@ -353,7 +360,7 @@ def main(args):
     venv = os.path.abspath(args.venv or sys.prefix)
     try:
         if args.action == "enable":
-            state = enable(venv)
+            state = enable(venv, getattr(args, "binary", None))
             print("enabled in %s: %s" % (venv, ", ".join(sorted(state["names"]))))
             return 0
         if args.action == "disable":
