@@ -350,11 +350,11 @@ def launcher_remains(sid, s):
                      "to read them remain; `site`'s own reads of `.pth` files too")
     elif sid == "S4":
         parts.append("the Python loop over 200 FileFinders per import remains (each answered in "
-                     "C by FastFind from the listing): a name index over all served entries "
-                     "(DESIGN.md) is not built")
+                     "C by FastFind from the listing): a name index over all served entries, "
+                     "one dictionary lookup per top-level name, is not built")
     else:
-        parts.append("on a hot local disk the lookups stock makes are 1-3.5% of its time "
-                     "(DESIGN.md), so removing them all leaves the loading itself")
+        parts.append("on a hot local disk the lookups stock makes are 1-3.5% of its time, so "
+                     "removing them all leaves the loading itself")
     return "; ".join(parts) + "."
 
 
