@@ -596,7 +596,11 @@ class Bench:
             importtime(*stock, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]),
             importtime(*finderd, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]))
 
-        result = self.assemble(sid, title, command, times, counts, presite)
+        # The launcher's own lookups after site: minus its own `-S -c pass`.
+        presites = {"launcher": harness.strace_counts(
+            *under_ptrace(([launcher_py, "-S", "-c", "pass"], launcher[1], cwd)))} \
+            if launcher else {}
+        result = self.assemble(sid, title, command, times, counts, presite, presites=presites)
         result["first_run"] = {
             "runs": len(first["finderd_ms"]),
             "stock_median_ms": round(statistics.median(first["stock_ms"]), 3),
@@ -618,8 +622,7 @@ class Bench:
         result["fallback"] = {"first": first_fallback, "warm": warm_fallback}
         if launcher:
             result["launcher"] = self.launcher_summary(
-                sid, result, counts, first, launcher_requests, launcher_fallback,
-                harness.strace_counts([stock_py, "-S", "-c", "pass"], stock[1], cwd))
+                sid, result, counts, first, launcher_requests, launcher_fallback, presite)
         result["bound"] = "measured" if bound else "not measured: " + bound_reason
         result["importtime"] = profile
         result["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
@@ -664,13 +667,13 @@ class Bench:
         return out
 
     def assemble(self, sid, title, command, times, counts, presite, baseline="stock",
-                 subject="finderd"):
+                 subject="finderd", presites=None):
         variants = {}
         for name in times["wall"]:
             v = {"wall": summarize(times["wall"][name]), "cpu": summarize(times["cpu"][name])}
             if name in counts:
                 v["counts"] = counts[name].as_dict()
-                post = counts[name].minus(presite)
+                post = counts[name].minus((presites or {}).get(name, presite))
                 v["post_site"] = {k: post[k] for k in post.KINDS}
                 v["post_site_lookups"] = post.lookups
             if name != baseline:
