@@ -340,6 +340,12 @@ def launcher_remains(sid, s):
                  "file's mapping; fewer failed opens)" % other)
     if "finderd" in v:
         parts.append("the `.pth` client beside it: %.3f" % v["finderd"]["wall_ratio"]["ratio"])
+    if sid in ("S3p", "S5p"):
+        suite = sum(n for key, n in lz["remaining_lookups"] if "/suite" in key)
+        parts.append("%d of the launcher's %d whole-run lookups are pytest's own walk of the "
+                     "suite (its `os.stat`, `os.scandir` and `os.path.isfile` calls while it "
+                     "collects: the table above), which no import resolver answers" % (
+                         suite, lz["whole_run_lookups"]))
     if sid in ("S1",):
         parts.append("`-c pass` imports nothing after `site`: the round trip (connect + Snapshot, "
                      "S6) and getpath's own bytecode, which the launcher runs unchanged (its "

@@ -534,17 +534,19 @@ def test_finderd_package_adopts_the_launchers_client(finderd_home, shared_daemon
     venv = os.path.dirname(os.path.dirname(finderd_home))
     launcher(finderd_home, "enable", venv)
     try:
-        out = support.run_json(finderd_home, "import json, sys, finderd; c = finderd.client(); "
+        out = support.run_json(finderd_home, "import importlib.util, json, sys, finderd; "
+                               "c = finderd.client(); "
                                "print(json.dumps([finderd.state(), c.counters()['answered'] > 0,"
-                               " sorted(m for m in sys.modules if m.startswith('finderd'))]))",
+                               " sorted(m for m in sys.modules if m.startswith('finderd')),"
+                               " importlib.util.find_spec('finderd._launcher').origin]))",
                                shared_daemon.socket, cwd=tmp)
         status = support.run(finderd_home, None, shared_daemon.socket, cwd=tmp,
                              args=("-m", "finderd", "status"))
     finally:
         launcher(finderd_home, "disable", venv)
-    state, answered, modules = out
+    state, answered, modules, origin = out
     assert state == "active: served by %s (the finderd-python launcher)" % shared_daemon.socket
-    assert answered
+    assert answered and origin == "finderd-python"
     # finderd.pth saw the launcher and did not install a second client.
     assert "finderd._activation" not in modules and "finderd._launcher" in modules
     assert "state: active: served by" in status.stdout

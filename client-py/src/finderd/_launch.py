@@ -35,6 +35,12 @@ _stock_io = None
 proxy = None  # what importlib calls posix from now on (finderd/__init__.py adopts it)
 state = "starting"
 
+# A module the launcher made, not an import: a spec saying so, for code that
+# walks sys.modules and asks each module for its spec.
+__spec__ = _bootstrap.ModuleSpec(__name__, None, origin="finderd-python")
+__package__ = "finderd"
+__loader__ = None
+
 
 def between_phases():
     """Core phase done, main phase next: install the resolver before anything is imported."""
