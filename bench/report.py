@@ -155,7 +155,6 @@ def render(meta, sc, plots, here):
             continue
         g = s["goals"]
         if sid == "absent":
-            pth = s["variants"]["pth"]
             w("| absent | finderd installed, no daemon | %s | %s | %.3f (%.3f-%.3f); vs one-line "
               "`.pth`: %.3f (%.3f-%.3f) | ≤ %.2f and ≤ the `.pth` | %s | %d → %d | %+d vs "
               "`.pth` | equal | %s | - | - |" % (

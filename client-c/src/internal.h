@@ -17,6 +17,9 @@
 #define FDI_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FDI_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define FDI_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* A compile-time check at file scope (C99 has no _Static_assert): a false
+ * @cond makes an array of negative size. */
+#define FDI_STATIC_ASSERT(cond, name) typedef char fdi_static_assert_##name[(cond) ? 1 : -1]
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                               */

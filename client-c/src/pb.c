@@ -5,7 +5,15 @@
 #include <errno.h>
 #include <string.h>
 
+#include "finderd_fields.h"
 #include "pb.h"
+
+FDI_STATIC_ASSERT(FINDERD_HEALTH_UNKNOWN == FDI_VALUE_SERVING_STATUS_UNKNOWN, health_unknown);
+FDI_STATIC_ASSERT(FINDERD_HEALTH_SERVING == FDI_VALUE_SERVING_STATUS_SERVING, health_serving);
+FDI_STATIC_ASSERT(FINDERD_HEALTH_NOT_SERVING == FDI_VALUE_SERVING_STATUS_NOT_SERVING,
+		  health_not_serving);
+FDI_STATIC_ASSERT(FINDERD_HEALTH_SERVICE_UNKNOWN == FDI_VALUE_SERVING_STATUS_SERVICE_UNKNOWN,
+		  health_service_unknown);
 
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                  */
@@ -253,12 +261,15 @@ static int encode(struct fdi_buf *b, const struct fdi_alloc *a, encode_fn fn, co
 /* finderd.v1.Interpreter */
 static void w_interpreter_fields(struct pbw *w, const struct finderd_interpreter *in)
 {
-	w_opt_cstr(w, 1, in->implementation);
-	w_opt_cstr(w, 2, in->version);
-	w_opt_cstr(w, 3, in->cache_tag);
-	w_strs(w, 4, in->source_suffixes, in->n_source_suffixes);
-	w_strs(w, 5, in->bytecode_suffixes, in->n_bytecode_suffixes);
-	w_strs(w, 6, in->extension_suffixes, in->n_extension_suffixes);
+	w_opt_cstr(w, FDI_FIELD_INTERPRETER_IMPLEMENTATION, in->implementation);
+	w_opt_cstr(w, FDI_FIELD_INTERPRETER_VERSION, in->version);
+	w_opt_cstr(w, FDI_FIELD_INTERPRETER_CACHE_TAG, in->cache_tag);
+	w_strs(w, FDI_FIELD_INTERPRETER_SOURCE_SUFFIXES, in->source_suffixes,
+	       in->n_source_suffixes);
+	w_strs(w, FDI_FIELD_INTERPRETER_BYTECODE_SUFFIXES, in->bytecode_suffixes,
+	       in->n_bytecode_suffixes);
+	w_strs(w, FDI_FIELD_INTERPRETER_EXTENSION_SUFFIXES, in->extension_suffixes,
+	       in->n_extension_suffixes);
 }
 
 struct snapshot_args {
@@ -272,20 +283,21 @@ static void w_snapshot(struct pbw *w, const void *arg)
 	const struct snapshot_args *s = arg;
 	const struct finderd_snapshot_request *r = s->req;
 
-	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
+	w_opt_varint(w, FDI_FIELD_SNAPSHOT_REQUEST_PROTOCOL_VERSION, FINDERD_PROTOCOL_VERSION);
 	if (r->interpreter) {
 		struct pbw count = { NULL, 0 };
 
 		w_interpreter_fields(&count, r->interpreter);
-		w_tag(w, 2, FDI_PB_LEN);
+		w_tag(w, FDI_FIELD_SNAPSHOT_REQUEST_INTERPRETER, FDI_PB_LEN);
 		w_varint(w, count.n);
 		w_interpreter_fields(w, r->interpreter);
 	}
-	w_strs(w, 3, r->sys_path, r->n_sys_path);
-	w_opt_bytes(w, 4, r->program_key.data, r->program_key.len);
-	w_opt_varint(w, 5, r->prefetch_bytes);
-	w_opt_varint(w, 6, r->bytecode_bytes);
-	w_opt_varint(w, 7, s->mount_namespace);
+	w_strs(w, FDI_FIELD_SNAPSHOT_REQUEST_SYS_PATH, r->sys_path, r->n_sys_path);
+	w_opt_bytes(w, FDI_FIELD_SNAPSHOT_REQUEST_PROGRAM_KEY, r->program_key.data,
+		    r->program_key.len);
+	w_opt_varint(w, FDI_FIELD_SNAPSHOT_REQUEST_PREFETCH_BYTES, r->prefetch_bytes);
+	w_opt_varint(w, FDI_FIELD_SNAPSHOT_REQUEST_BYTECODE_BYTES, r->bytecode_bytes);
+	w_opt_varint(w, FDI_FIELD_SNAPSHOT_REQUEST_MOUNT_NAMESPACE, s->mount_namespace);
 }
 
 int fdi_pb_encode_snapshot(struct fdi_buf *b, const struct fdi_alloc *a,
@@ -310,20 +322,20 @@ static void w_lookup(struct pbw *w, const void *arg)
 	const struct fdi_lookup_args *l = arg;
 	size_t i;
 
-	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
-	w_strs(w, 2, l->paths, l->n);
+	w_opt_varint(w, FDI_FIELD_LOOKUP_REQUEST_PROTOCOL_VERSION, FINDERD_PROTOCOL_VERSION);
+	w_strs(w, FDI_FIELD_LOOKUP_REQUEST_PATHS, l->paths, l->n);
 	if (l->known && l->n) {
 		struct pbw count = { NULL, 0 };
 
 		for (i = 0; i < l->n; i++)
 			w_varint(&count, l->known[i]);
-		w_tag(w, 3, FDI_PB_LEN);
+		w_tag(w, FDI_FIELD_LOOKUP_REQUEST_KNOWN_GENERATIONS, FDI_PB_LEN);
 		w_varint(w, count.n);
 		for (i = 0; i < l->n; i++)
 			w_varint(w, l->known[i]);
 	}
-	w_opt_varint(w, 4, l->epoch);
-	w_opt_varint(w, 5, l->mount_namespace);
+	w_opt_varint(w, FDI_FIELD_LOOKUP_REQUEST_KNOWN_EPOCH, l->epoch);
+	w_opt_varint(w, FDI_FIELD_LOOKUP_REQUEST_MOUNT_NAMESPACE, l->mount_namespace);
 }
 
 int fdi_pb_encode_lookup(struct fdi_buf *b, const struct fdi_alloc *a,
@@ -343,12 +355,15 @@ struct report_args {
 static void w_report(struct pbw *w, const void *arg)
 {
 	const struct report_args *r = arg;
+	const struct finderd_report_request *req = r->req;
 
-	w_opt_varint(w, 1, FINDERD_PROTOCOL_VERSION);
-	w_opt_bytes(w, 2, r->req->program_key.data, r->req->program_key.len);
-	w_strs(w, 3, r->req->directories, r->req->n_directories);
-	w_strs(w, 4, r->req->bytecode_files, r->req->n_bytecode_files);
-	w_opt_varint(w, 5, r->mount_namespace);
+	w_opt_varint(w, FDI_FIELD_REPORT_REQUEST_PROTOCOL_VERSION, FINDERD_PROTOCOL_VERSION);
+	w_opt_bytes(w, FDI_FIELD_REPORT_REQUEST_PROGRAM_KEY, req->program_key.data,
+		    req->program_key.len);
+	w_strs(w, FDI_FIELD_REPORT_REQUEST_DIRECTORIES, req->directories, req->n_directories);
+	w_strs(w, FDI_FIELD_REPORT_REQUEST_BYTECODE_FILES, req->bytecode_files,
+	       req->n_bytecode_files);
+	w_opt_varint(w, FDI_FIELD_REPORT_REQUEST_MOUNT_NAMESPACE, r->mount_namespace);
 }
 
 int fdi_pb_encode_report(struct fdi_buf *b, const struct fdi_alloc *a,
@@ -366,7 +381,7 @@ int fdi_pb_encode_report(struct fdi_buf *b, const struct fdi_alloc *a,
 /* grpc.health.v1.HealthCheckRequest */
 static void w_health(struct pbw *w, const void *arg)
 {
-	w_opt_cstr(w, 1, arg);
+	w_opt_cstr(w, FDI_FIELD_HEALTH_CHECK_REQUEST_SERVICE, arg);
 }
 
 int fdi_pb_encode_health(struct fdi_buf *b, const struct fdi_alloc *a, const char *service)
@@ -381,7 +396,13 @@ int fdi_pb_encode_health(struct fdi_buf *b, const struct fdi_alloc *a, const cha
 /* finderd.v1.Histogram */
 static int decode_histogram(const struct fdi_pb_field *outer, struct finderd_histogram *h)
 {
-	uint64_t *slot[6] = { NULL, &h->count, &h->sum_us, &h->max_us, &h->p50_us, &h->p99_us };
+	uint64_t *slot[FDI_FIELD_HISTOGRAM_P99_US + 1] = {
+		[FDI_FIELD_HISTOGRAM_COUNT] = &h->count,
+		[FDI_FIELD_HISTOGRAM_SUM_US] = &h->sum_us,
+		[FDI_FIELD_HISTOGRAM_MAX_US] = &h->max_us,
+		[FDI_FIELD_HISTOGRAM_P50_US] = &h->p50_us,
+		[FDI_FIELD_HISTOGRAM_P99_US] = &h->p99_us,
+	};
 	const uint8_t *p, *end;
 	struct fdi_pb_field f;
 	int ret;
@@ -391,7 +412,8 @@ static int decode_histogram(const struct fdi_pb_field *outer, struct finderd_his
 	p = outer->p;
 	end = p + outer->len;
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
-		if (f.num < 6 && (ret = fdi_pb_get_u64(&f, slot[f.num])))
+		if (f.num < FDI_ARRAY_SIZE(slot) && slot[f.num] &&
+		    (ret = fdi_pb_get_u64(&f, slot[f.num])))
 			return ret;
 	}
 	return ret;
@@ -399,19 +421,34 @@ static int decode_histogram(const struct fdi_pb_field *outer, struct finderd_his
 
 static int stats_field(const struct fdi_pb_field *f, struct finderd_stats *s)
 {
-	uint64_t *u64[22] = {
-		NULL, NULL, &s->uptime_ms, NULL, &s->roots, &s->directories, &s->entries,
-		&s->index_bytes, &s->watches, &s->inotify_events, &s->overflows,
-		&s->degraded_roots, &s->snapshot_requests, &s->lookup_requests,
-		&s->directories_served, &s->directories_not_served,
-		&s->directories_unchanged, &s->hits, &s->misses, &s->rejected_requests,
-		&s->crawls_sync, &s->crawls_uring,
+	/* Sized by the highest of these fields: a renumbered one that does not
+	 * fit is a compile error. */
+	uint64_t *u64[FDI_FIELD_STATS_REPLY_CRAWLS_URING + 1] = {
+		[FDI_FIELD_STATS_REPLY_UPTIME_MS] = &s->uptime_ms,
+		[FDI_FIELD_STATS_REPLY_ROOTS] = &s->roots,
+		[FDI_FIELD_STATS_REPLY_DIRECTORIES] = &s->directories,
+		[FDI_FIELD_STATS_REPLY_ENTRIES] = &s->entries,
+		[FDI_FIELD_STATS_REPLY_INDEX_BYTES] = &s->index_bytes,
+		[FDI_FIELD_STATS_REPLY_WATCHES] = &s->watches,
+		[FDI_FIELD_STATS_REPLY_INOTIFY_EVENTS] = &s->inotify_events,
+		[FDI_FIELD_STATS_REPLY_OVERFLOWS] = &s->overflows,
+		[FDI_FIELD_STATS_REPLY_DEGRADED_ROOTS] = &s->degraded_roots,
+		[FDI_FIELD_STATS_REPLY_SNAPSHOT_REQUESTS] = &s->snapshot_requests,
+		[FDI_FIELD_STATS_REPLY_LOOKUP_REQUESTS] = &s->lookup_requests,
+		[FDI_FIELD_STATS_REPLY_DIRECTORIES_SERVED] = &s->directories_served,
+		[FDI_FIELD_STATS_REPLY_DIRECTORIES_NOT_SERVED] = &s->directories_not_served,
+		[FDI_FIELD_STATS_REPLY_DIRECTORIES_UNCHANGED] = &s->directories_unchanged,
+		[FDI_FIELD_STATS_REPLY_HITS] = &s->hits,
+		[FDI_FIELD_STATS_REPLY_MISSES] = &s->misses,
+		[FDI_FIELD_STATS_REPLY_REJECTED_REQUESTS] = &s->rejected_requests,
+		[FDI_FIELD_STATS_REPLY_CRAWLS_SYNC] = &s->crawls_sync,
+		[FDI_FIELD_STATS_REPLY_CRAWLS_URING] = &s->crawls_uring,
 	};
 	struct finderd_str v;
 	int ret;
 
 	switch (f->num) {
-	case 1:
+	case FDI_FIELD_STATS_REPLY_DAEMON_VERSION:
 		ret = fdi_pb_get_str(f, &v);
 		if (!ret) {
 			size_t n = FDI_MIN(v.len, sizeof(s->daemon_version) - 1);
@@ -420,13 +457,13 @@ static int stats_field(const struct fdi_pb_field *f, struct finderd_stats *s)
 			s->daemon_version[n] = '\0';
 		}
 		return ret;
-	case 3:
+	case FDI_FIELD_STATS_REPLY_PID:
 		return fdi_pb_get_u32(f, &s->pid);
-	case 22:
+	case FDI_FIELD_STATS_REPLY_BARRIER_LATENCY:
 		return decode_histogram(f, &s->barrier_latency);
-	case 23:
+	case FDI_FIELD_STATS_REPLY_REFRESH_LATENCY:
 		return decode_histogram(f, &s->refresh_latency);
-	case 24:
+	case FDI_FIELD_STATS_REPLY_REQUEST_LATENCY:
 		return decode_histogram(f, &s->request_latency);
 	}
 	if (f->num < FDI_ARRAY_SIZE(u64) && u64[f->num])
@@ -457,11 +494,12 @@ int fdi_pb_decode_health(const uint8_t *p, size_t len, int *status)
 	int ret;
 
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
-		if (f.num == 1 && (ret = fdi_pb_get_u32(&f, &v)))
+		if (f.num == FDI_FIELD_HEALTH_CHECK_RESPONSE_STATUS &&
+		    (ret = fdi_pb_get_u32(&f, &v)))
 			return ret;
 	}
 	if (ret)
 		return ret;
-	*status = v <= 3 ? (int)v : FINDERD_HEALTH_UNKNOWN;
+	*status = v <= FDI_VALUE_SERVING_STATUS_SERVICE_UNKNOWN ? (int)v : FINDERD_HEALTH_UNKNOWN;
 	return 0;
 }

@@ -5,8 +5,21 @@
 #include <errno.h>
 #include <string.h>
 
+#include "finderd_fields.h"
 #include "pb.h"
 #include "reply.h"
+
+/* The public enums are the proto's values: the client hands them on as decoded. */
+FDI_STATIC_ASSERT(FINDERD_PROTOCOL_VERSION == FDI_VALUE_PROTOCOL_VERSION_1, protocol_version);
+FDI_STATIC_ASSERT(FINDERD_ENTRY_FILE == FDI_VALUE_ENTRY_KIND_FILE, entry_file);
+FDI_STATIC_ASSERT(FINDERD_ENTRY_DIR == FDI_VALUE_ENTRY_KIND_DIR, entry_dir);
+FDI_STATIC_ASSERT(FINDERD_ENTRY_SYMLINK_DIR == FDI_VALUE_ENTRY_KIND_SYMLINK_DIR, entry_symlink_dir);
+FDI_STATIC_ASSERT(FINDERD_ENTRY_OTHER == FDI_VALUE_ENTRY_KIND_OTHER, entry_other);
+FDI_STATIC_ASSERT(FINDERD_DIR_UNSPECIFIED == FDI_VALUE_DIRECTORY_STATUS_UNSPECIFIED, dir_unspecified);
+FDI_STATIC_ASSERT(FINDERD_DIR_SERVED == FDI_VALUE_DIRECTORY_STATUS_SERVED, dir_served);
+FDI_STATIC_ASSERT(FINDERD_DIR_NOT_SERVED == FDI_VALUE_DIRECTORY_STATUS_NOT_SERVED, dir_not_served);
+FDI_STATIC_ASSERT(FINDERD_DIR_ABSENT == FDI_VALUE_DIRECTORY_STATUS_ABSENT, dir_absent);
+FDI_STATIC_ASSERT(FINDERD_DIR_UNCHANGED == FDI_VALUE_DIRECTORY_STATUS_UNCHANGED, dir_unchanged);
 
 /* Where a directory's encoding lies, and its listing once decoded. */
 struct dir_raw {
@@ -34,8 +47,9 @@ struct finderd_reply {
 	struct finderd_cached_file *files;
 };
 
-/* Field numbers of the two reply messages (finderd.proto). */
+/* Field numbers of the two reply messages. */
 struct reply_fields {
+	uint32_t protocol_version;
 	uint32_t daemon_version; /* 0: absent */
 	uint32_t generations;
 	uint32_t directories;
@@ -44,8 +58,19 @@ struct reply_fields {
 };
 
 static const struct reply_fields fields_of[] = {
-	[FDI_REPLY_SNAPSHOT] = { 2, 3, 4, 5, 6 },
-	[FDI_REPLY_LOOKUP] = { 0, 2, 3, 0, 0 },
+	[FDI_REPLY_SNAPSHOT] = {
+		.protocol_version = FDI_FIELD_SNAPSHOT_REPLY_PROTOCOL_VERSION,
+		.daemon_version = FDI_FIELD_SNAPSHOT_REPLY_DAEMON_VERSION,
+		.generations = FDI_FIELD_SNAPSHOT_REPLY_GENERATIONS,
+		.directories = FDI_FIELD_SNAPSHOT_REPLY_DIRECTORIES,
+		.files = FDI_FIELD_SNAPSHOT_REPLY_FILES,
+		.planned = FDI_FIELD_SNAPSHOT_REPLY_PLANNED_DIRECTORIES,
+	},
+	[FDI_REPLY_LOOKUP] = {
+		.protocol_version = FDI_FIELD_LOOKUP_REPLY_PROTOCOL_VERSION,
+		.generations = FDI_FIELD_LOOKUP_REPLY_GENERATIONS,
+		.directories = FDI_FIELD_LOOKUP_REPLY_DIRECTORIES,
+	},
 };
 
 static const char empty[] = "";
@@ -67,10 +92,10 @@ static int decode_genfile(const struct fdi_pb_field *outer, struct finderd_genfi
 	end = p + outer->len;
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
 		switch (f.num) {
-		case 1: ret = fdi_pb_get_str(&f, &g->path); break;
-		case 2: ret = fdi_pb_get_u64(&f, &g->epoch); break;
-		case 3: ret = fdi_pb_get_u32(&f, &g->slots); break;
-		case 4: ret = fdi_pb_get_u64(&f, &g->lease_ns); break;
+		case FDI_FIELD_GENERATION_FILE_PATH: ret = fdi_pb_get_str(&f, &g->path); break;
+		case FDI_FIELD_GENERATION_FILE_EPOCH: ret = fdi_pb_get_u64(&f, &g->epoch); break;
+		case FDI_FIELD_GENERATION_FILE_SLOTS: ret = fdi_pb_get_u32(&f, &g->slots); break;
+		case FDI_FIELD_GENERATION_FILE_LEASE_NS: ret = fdi_pb_get_u64(&f, &g->lease_ns); break;
 		default: ret = 0; break;
 		}
 		if (ret)
@@ -83,17 +108,17 @@ static int directory_field(const struct fdi_pb_field *f, struct finderd_dir *d,
 			   struct dir_raw *raw)
 {
 	switch (f->num) {
-	case 1: return fdi_pb_get_str(f, &d->path);
-	case 2: return fdi_pb_get_u32(f, &d->status);
-	case 3: return fdi_pb_get_str(f, &d->reason);
-	case 4: return fdi_pb_get_i32(f, &d->error);
-	case 5: return fdi_pb_get_u64(f, &d->generation);
-	case 6: return fdi_pb_get_u32(f, &d->slot);
-	case 7: return fdi_pb_get_u32(f, &d->mode);
-	case 8: return fdi_pb_get_i64(f, &d->mtime_ns);
-	case 9: return fdi_pb_get_u64(f, &d->size);
-	case 11: return fdi_pb_get_u32(f, &d->slow_filesystem);
-	case 10:
+	case FDI_FIELD_DIRECTORY_PATH: return fdi_pb_get_str(f, &d->path);
+	case FDI_FIELD_DIRECTORY_STATUS: return fdi_pb_get_u32(f, &d->status);
+	case FDI_FIELD_DIRECTORY_REASON: return fdi_pb_get_str(f, &d->reason);
+	case FDI_FIELD_DIRECTORY_ERROR: return fdi_pb_get_i32(f, &d->error);
+	case FDI_FIELD_DIRECTORY_GENERATION: return fdi_pb_get_u64(f, &d->generation);
+	case FDI_FIELD_DIRECTORY_SLOT: return fdi_pb_get_u32(f, &d->slot);
+	case FDI_FIELD_DIRECTORY_MODE: return fdi_pb_get_u32(f, &d->mode);
+	case FDI_FIELD_DIRECTORY_MTIME_NS: return fdi_pb_get_i64(f, &d->mtime_ns);
+	case FDI_FIELD_DIRECTORY_SIZE: return fdi_pb_get_u64(f, &d->size);
+	case FDI_FIELD_DIRECTORY_SLOW_FILESYSTEM: return fdi_pb_get_u32(f, &d->slow_filesystem);
+	case FDI_FIELD_DIRECTORY_ENTRIES:
 		if (f->wt != FDI_PB_LEN)
 			return FINDERD_EPROTOBUF;
 		raw->n_entries++;
@@ -126,11 +151,11 @@ static int decode_directory(const struct fdi_pb_field *outer, struct finderd_dir
 static int entry_field(const struct fdi_pb_field *f, struct finderd_entry *e)
 {
 	switch (f->num) {
-	case 1: return fdi_pb_get_str(f, &e->name);
-	case 2: return fdi_pb_get_u32(f, &e->kind);
-	case 3: return fdi_pb_get_u32(f, &e->mode);
-	case 4: return fdi_pb_get_i64(f, &e->mtime_ns);
-	case 5: return fdi_pb_get_u64(f, &e->size);
+	case FDI_FIELD_ENTRY_NAME: return fdi_pb_get_str(f, &e->name);
+	case FDI_FIELD_ENTRY_KIND: return fdi_pb_get_u32(f, &e->kind);
+	case FDI_FIELD_ENTRY_MODE: return fdi_pb_get_u32(f, &e->mode);
+	case FDI_FIELD_ENTRY_MTIME_NS: return fdi_pb_get_i64(f, &e->mtime_ns);
+	case FDI_FIELD_ENTRY_SIZE: return fdi_pb_get_u64(f, &e->size);
 	}
 	return 0;
 }
@@ -166,10 +191,10 @@ static int decode_file(const struct fdi_pb_field *outer, struct finderd_cached_f
 	c->path.data = c->data.data = empty;
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
 		switch (f.num) {
-		case 1: ret = fdi_pb_get_str(&f, &c->path); break;
-		case 2: ret = fdi_pb_get_str(&f, &c->data); break;
-		case 3: ret = fdi_pb_get_i64(&f, &c->mtime_ns); break;
-		case 4: ret = fdi_pb_get_u64(&f, &c->size); break;
+		case FDI_FIELD_CACHED_FILE_PATH: ret = fdi_pb_get_str(&f, &c->path); break;
+		case FDI_FIELD_CACHED_FILE_DATA: ret = fdi_pb_get_str(&f, &c->data); break;
+		case FDI_FIELD_CACHED_FILE_MTIME_NS: ret = fdi_pb_get_i64(&f, &c->mtime_ns); break;
+		case FDI_FIELD_CACHED_FILE_SIZE: ret = fdi_pb_get_u64(&f, &c->size); break;
 		default: ret = 0; break;
 		}
 		if (ret)
@@ -196,7 +221,7 @@ static int decode_entries(const struct dir_raw *raw, struct finderd_entry *out)
 	int ret;
 
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
-		if (f.num != 10)
+		if (f.num != FDI_FIELD_DIRECTORY_ENTRIES)
 			continue;
 		/* Counted when the directory was decoded: same bytes, same count. */
 		ret = decode_entry(&f, &out[n]);
@@ -224,7 +249,7 @@ static int decode_top(struct finderd_reply *r, const uint8_t *p, const uint8_t *
 	int ret;
 
 	while ((ret = fdi_pb_next(&p, end, &f)) > 0) {
-		if (f.num == 1)
+		if (f.num == nums->protocol_version)
 			ret = fdi_pb_get_u32(&f, &r->protocol_version);
 		else if (f.num == nums->daemon_version)
 			ret = fdi_pb_get_str(&f, &r->daemon_version);

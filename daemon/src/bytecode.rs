@@ -2,90 +2,135 @@
 //!
 //! A learned plan names the compiled files its runs read under slow
 //! filesystems; a Snapshot with that plan carries their bytes
-//! (`CachedFile`), so a warm start opens no file for them. The bytes are
-//! kept here keyed by path *and* fingerprint (mtime ns, size): the
-//! fingerprint asked for always comes from the index's listing of the
-//! file's directory at the request's barrier, so a changed file is read
-//! again and its old bytes are never served.
+//! (`CachedFile`), so a warm start opens no file for them.
 //!
-//! A file is read with `openat`, `read`, `statx` and `close` through
-//! io_uring, every file of a batch in flight at once (on FUSE or NFS each
-//! operation is a round trip; many in flight win), or with plain system
-//! calls where io_uring is unavailable or `refresh_engine = sync`. Bytes
-//! are kept only when the file's `statx` after the read shows exactly the
-//! fingerprint asked for, so they are the bytes of that version. Symlinks
-//! are not followed (`O_NOFOLLOW`): a compiled file must be the regular
-//! file its directory lists, whose owner and mode decide who may read it.
+//! Bytes are kept per *identity*: the device, inode, ctime, mtime and size
+//! of the file as the current listing of its `__pycache__` names it (from
+//! the index, under the request's barrier). A rewritten, replaced,
+//! re-permissioned (ctime) or swapped file has another identity, so its old
+//! bytes are never served for it; two names of one inode share them.
+//!
+//! A file is read beneath the descriptor of the directory its listing was
+//! read from (checked to be that very inode), with `openat2` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` and
+//! `O_NOFOLLOW`: no symlink anywhere, no path resolved by name with the
+//! daemon's privileges. The bytes are kept only when `fstat` of the
+//! descriptor read shows a regular file of exactly the wanted identity,
+//! before and after the read, together with the file's own facts (owner,
+//! mode, ACL). Who may have them is the gate's decision
+//! (`crate::policy::gate::may_read`), made when answering.
+//!
+//! Files are read through io_uring, every file of a batch in flight at once
+//! (on FUSE or NFS each operation is a round trip; many in flight win), or
+//! with plain system calls where io_uring is unavailable or
+//! `refresh_engine = sync`.
 //!
 //! Memory is bounded by `max_cached_bytes`: past it the least recently
 //! served files are evicted down to 90%.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::policy::DirFacts;
+use crate::openat2::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
+use crate::policy::Facts;
+use crate::walk;
 
-const ACL_XATTR: &CStr = c"system.posix_acl_access";
 /// Files per io_uring submission.
 const RING_ENTRIES: u32 = 64;
-/// Bookkeeping counted per cached file besides its bytes and path.
-const ENTRY_OVERHEAD: u64 = 96;
+/// Bookkeeping counted per cached file besides its bytes.
+const ENTRY_OVERHEAD: u64 = 128;
+const OPEN_FLAGS: i32 =
+    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+const RESOLVE: u64 = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 
-/// A compiled file wanted at one fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    pub path: Bytes,
+/// Whether `name` in the directory `dir` is a file this daemon ever serves:
+/// `__pycache__/*.pyc`, nothing else.
+pub fn is_compiled_file(dir: &[u8], name: &[u8]) -> bool {
+    let in_pycache = dir
+        .rsplit(|&b| b == b'/')
+        .next()
+        .is_some_and(|last| last == b"__pycache__");
+    in_pycache && name.ends_with(b".pyc") && name.len() > 4 && !name.contains(&b'/')
+}
+
+/// Which version of which inode: the key of the kept bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i64,
     pub mtime_ns: i64,
     pub size: u64,
 }
 
-/// What the cache holds for a file at a fingerprint.
+impl Identity {
+    fn of_statx(stx: &libc::statx) -> Identity {
+        let ns = |t: &libc::statx_timestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
+        Identity {
+            dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+            ino: stx.stx_ino,
+            ctime_ns: ns(&stx.stx_ctime),
+            mtime_ns: ns(&stx.stx_mtime),
+            size: stx.stx_size,
+        }
+    }
+}
+
+/// A compiled file wanted at one identity: `name` in the directory whose
+/// listing named it (`dir`, its real path, and `dir_id`, the device and
+/// inode that listing was read from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub dir: Bytes,
+    pub dir_id: (u64, u64),
+    pub name: Bytes,
+    pub identity: Identity,
+}
+
+/// What the cache holds for an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Its bytes, and the owner and mode that decide who may read them.
-    Hit { data: Bytes, facts: DirFacts },
-    /// It could not be read at this fingerprint (too large, not a regular
-    /// file, a symlink, unreadable by the daemon): not tried again until
-    /// the fingerprint changes.
+    /// Its bytes, and the facts of the inode they were read from.
+    Hit { data: Bytes, facts: Facts },
+    /// It could not be read at this identity (too large, not a regular
+    /// file, unreadable by the daemon): not tried again until it changes.
     Unreadable,
-    /// Not read yet (or only at another fingerprint).
+    /// Not read yet.
     Missing,
 }
 
 #[derive(Debug, Clone)]
 enum Content {
-    Bytes { data: Bytes, facts: DirFacts },
+    Bytes { data: Bytes, facts: Facts },
     Unreadable,
 }
 
 #[derive(Debug)]
 struct Cached {
-    mtime_ns: i64,
-    size: u64,
     content: Content,
     last_used: u64,
 }
 
 impl Cached {
-    fn cost(&self, path: &[u8]) -> u64 {
+    fn cost(&self) -> u64 {
         let data = match &self.content {
             Content::Bytes { data, .. } => data.len() as u64,
             Content::Unreadable => 0,
         };
-        data + path.len() as u64 + ENTRY_OVERHEAD
+        data + ENTRY_OVERHEAD
     }
 }
 
 #[derive(Default)]
 struct Cache {
-    files: HashMap<Bytes, Cached>,
+    files: HashMap<Identity, Cached>,
     bytes: u64,
     clock: u64,
 }
@@ -95,7 +140,8 @@ struct Cache {
 pub struct FileCounters {
     pub read_uring: AtomicU64,
     pub read_sync: AtomicU64,
-    /// Reads whose file changed or vanished meanwhile (nothing kept).
+    /// Reads whose file was not the wanted identity (changed, vanished,
+    /// swapped): nothing kept.
     pub read_changed: AtomicU64,
     pub unreadable: AtomicU64,
     pub evictions: AtomicU64,
@@ -134,18 +180,14 @@ impl CompiledFiles {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the cache holds for `path` at this fingerprint; a hit counts as
-    /// a use (LRU).
-    pub fn lookup(&self, path: &[u8], mtime_ns: i64, size: u64) -> Lookup {
+    /// What the cache holds for `identity`; a hit counts as a use (LRU).
+    pub fn lookup(&self, identity: &Identity) -> Lookup {
         let mut cache = self.cache();
         cache.clock += 1;
         let now = cache.clock;
-        let Some(cached) = cache.files.get_mut(path) else {
+        let Some(cached) = cache.files.get_mut(identity) else {
             return Lookup::Missing;
         };
-        if cached.mtime_ns != mtime_ns || cached.size != size {
-            return Lookup::Missing;
-        }
         cached.last_used = now;
         match &cached.content {
             Content::Bytes { data, facts } => Lookup::Hit {
@@ -157,23 +199,24 @@ impl CompiledFiles {
     }
 
     /// Reads the files of `wanted` that the cache does not hold at their
-    /// fingerprint, and keeps what matches.
+    /// identity, and keeps what matches.
     pub fn fill(&self, wanted: &[Wanted]) {
         if !self.enabled() {
             return;
         }
-        let missing: Vec<&Wanted> = wanted
-            .iter()
-            .filter(|w| self.peek(w) == Lookup::Missing)
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let (too_large, readable): (Vec<&Wanted>, Vec<&Wanted>) = missing
-            .into_iter()
-            .partition(|w| w.size > self.max_file_bytes);
-        for wanted in too_large {
-            self.keep(wanted, Content::Unreadable);
+        let missing: Vec<&Wanted> = {
+            let cache = self.cache();
+            wanted
+                .iter()
+                .filter(|w| !cache.files.contains_key(&w.identity))
+                .collect()
+        };
+        let (refused, readable): (Vec<&Wanted>, Vec<&Wanted>) =
+            missing.into_iter().partition(|w| {
+                w.identity.size > self.max_file_bytes || !is_compiled_file(&w.dir, &w.name)
+            });
+        for wanted in refused {
+            self.keep(wanted.identity, Content::Unreadable);
         }
         let (results, used_uring) = self.reader.read_all(&readable);
         let counter = if used_uring {
@@ -185,49 +228,32 @@ impl CompiledFiles {
         for (wanted, result) in readable.into_iter().zip(results) {
             match result {
                 ReadResult::Read { data, facts } => {
-                    self.keep(wanted, Content::Bytes { data, facts })
+                    self.keep(wanted.identity, Content::Bytes { data, facts })
                 }
                 ReadResult::Unreadable => {
                     self.counters.unreadable.fetch_add(1, Ordering::Relaxed);
-                    self.keep(wanted, Content::Unreadable);
+                    self.keep(wanted.identity, Content::Unreadable);
                 }
-                ReadResult::Changed | ReadResult::Short => {
+                ReadResult::Changed => {
                     self.counters.read_changed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
 
-    /// [`lookup`](Self::lookup) without counting a use.
-    fn peek(&self, wanted: &Wanted) -> Lookup {
-        let cache = self.cache();
-        match cache.files.get(&wanted.path) {
-            Some(c) if c.mtime_ns == wanted.mtime_ns && c.size == wanted.size => match &c.content {
-                Content::Bytes { data, facts } => Lookup::Hit {
-                    data: data.clone(),
-                    facts: *facts,
-                },
-                Content::Unreadable => Lookup::Unreadable,
-            },
-            _ => Lookup::Missing,
-        }
-    }
-
-    fn keep(&self, wanted: &Wanted, content: Content) {
+    fn keep(&self, identity: Identity, content: Content) {
         let mut cache = self.cache();
         cache.clock += 1;
         let cached = Cached {
-            mtime_ns: wanted.mtime_ns,
-            size: wanted.size,
             content,
             last_used: cache.clock,
         };
-        let cost = cached.cost(&wanted.path);
+        let cost = cached.cost();
         if cost > self.max_bytes {
             return;
         }
-        if let Some(old) = cache.files.insert(wanted.path.clone(), cached) {
-            cache.bytes -= old.cost(&wanted.path);
+        if let Some(old) = cache.files.insert(identity, cached) {
+            cache.bytes -= old.cost();
         }
         cache.bytes += cost;
         if cache.bytes > self.max_bytes {
@@ -263,19 +289,19 @@ impl CompiledFiles {
 
 /// Evicts least recently used files until at most `target` bytes remain.
 fn evict(cache: &mut Cache, target: u64) -> u64 {
-    let mut order: Vec<(u64, Bytes)> = cache
+    let mut order: Vec<(u64, Identity)> = cache
         .files
         .iter()
-        .map(|(path, c)| (c.last_used, path.clone()))
+        .map(|(identity, c)| (c.last_used, *identity))
         .collect();
     order.sort_unstable_by_key(|(used, _)| *used);
     let mut evicted = 0;
-    for (_, path) in order {
+    for (_, identity) in order {
         if cache.bytes <= target {
             break;
         }
-        if let Some(old) = cache.files.remove(&path) {
-            cache.bytes -= old.cost(&path);
+        if let Some(old) = cache.files.remove(&identity) {
+            cache.bytes -= old.cost();
             evicted += 1;
         }
     }
@@ -287,13 +313,46 @@ fn evict(cache: &mut Cache, target: u64) -> u64 {
 enum ReadResult {
     Read {
         data: Bytes,
-        facts: DirFacts,
+        facts: Facts,
     },
+    /// Not a file this daemon serves at this identity (not regular, too
+    /// large, refused to the daemon): remembered, not tried again.
     Unreadable,
-    /// The file is not at the wanted fingerprint (changed, vanished): keep nothing.
+    /// Not the wanted identity (changed, vanished, swapped, its directory
+    /// gone): keep nothing.
     Changed,
-    /// Fewer bytes than its size came back from one read.
-    Short,
+}
+
+/// The directories of a batch, opened once each and checked to be the
+/// inodes their listings were read from.
+struct Directories {
+    opened: HashMap<Bytes, Option<OwnedFd>>,
+}
+
+impl Directories {
+    fn open(wanted: &[&Wanted]) -> Directories {
+        let mut opened = HashMap::new();
+        for w in wanted {
+            opened
+                .entry(w.dir.clone())
+                .or_insert_with(|| open_checked(&w.dir, w.dir_id));
+        }
+        Directories { opened }
+    }
+
+    fn fd(&self, wanted: &Wanted) -> Option<RawFd> {
+        self.opened
+            .get(&wanted.dir)
+            .and_then(|fd| fd.as_ref().map(AsRawFd::as_raw_fd))
+    }
+}
+
+/// The directory at the real path `dir` (no symlink followed), when it is
+/// still the inode `id`.
+fn open_checked(dir: &[u8], id: (u64, u64)) -> Option<OwnedFd> {
+    let fd = walk::open_directory(dir, libc::O_PATH).ok()?;
+    let st = walk::fstat(&fd).ok()?;
+    ((st.st_dev, st.st_ino) == id).then_some(fd)
 }
 
 /// Reads files through io_uring when it can, else with system calls.
@@ -329,12 +388,13 @@ impl Reader {
         if wanted.is_empty() {
             return (Vec::new(), false);
         }
+        let dirs = Directories::open(wanted);
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(uring) = ring.as_mut() {
             let mut results = Vec::with_capacity(wanted.len());
             let mut failed = None;
             for chunk in wanted.chunks(RING_ENTRIES as usize) {
-                match uring.read_batch(chunk) {
+                match uring.read_batch(chunk, &dirs) {
                     Ok(batch) => results.extend(batch),
                     Err(error) => {
                         failed = Some(error);
@@ -355,7 +415,14 @@ impl Reader {
             }
         }
         drop(ring);
-        (wanted.iter().map(|w| read_sync(w)).collect(), false)
+        let results = wanted
+            .iter()
+            .map(|w| match dirs.fd(w) {
+                Some(dir) => read_sync(dir, w),
+                None => ReadResult::Changed,
+            })
+            .collect();
+        (results, false)
     }
 }
 
@@ -365,7 +432,7 @@ impl Ring {
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe)?;
         let needed = [
-            opcode::OpenAt::CODE,
+            opcode::OpenAt2::CODE,
             opcode::Read::CODE,
             opcode::Statx::CODE,
             opcode::Close::CODE,
@@ -377,140 +444,146 @@ impl Ring {
         Ok(Ring { ring, xattr })
     }
 
-    /// Submits `requests` (each for one file: its index in the batch) and
-    /// waits for all of them; returns one result per file of `files`
-    /// (-EBADF where no request was made).
-    fn run(&mut self, requests: Vec<(usize, squeue::Entry)>, files: usize) -> io::Result<Vec<i32>> {
-        let mut results = vec![-libc::EBADF; files];
-        for chunk in requests.chunks(RING_ENTRIES as usize) {
-            {
-                let mut queue = self.ring.submission();
-                for (file, entry) in chunk {
-                    let entry = entry.clone().user_data(*file as u64);
-                    // SAFETY: every pointer in the entry outlives the request:
-                    // we wait for every completion below, or the caller leaks
-                    // the buffers and the ring on error.
-                    if unsafe { queue.push(&entry) }.is_err() {
-                        return Err(io::Error::from_raw_os_error(libc::EBUSY));
-                    }
-                }
-            }
-            let mut done = 0;
-            while done < chunk.len() {
-                match self.ring.submit_and_wait(chunk.len() - done) {
-                    Ok(_) => {}
-                    Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(error) => return Err(error),
-                }
-                for completion in self.ring.completion() {
-                    if let Some(slot) = results.get_mut(completion.user_data() as usize) {
-                        *slot = completion.result();
-                    }
-                    done += 1;
-                }
-            }
+    /// Runs one request per file (`None`: no request for that file);
+    /// results in order, `-EBADF` where no request was made.
+    fn run(&mut self, requests: Vec<Option<squeue::Entry>>) -> io::Result<Vec<i32>> {
+        let (at, entries): (Vec<usize>, Vec<squeue::Entry>) = requests
+            .into_iter()
+            .enumerate()
+            .filter_map(|(at, entry)| Some((at, entry?)))
+            .unzip();
+        let done = crate::uring::submit_all(&mut self.ring, &entries)?;
+        let mut results = vec![-libc::EBADF; at.iter().max().map_or(0, |m| m + 1)];
+        for (at, result) in at.into_iter().zip(done) {
+            results[at] = result;
         }
         Ok(results)
     }
 
-    /// open, read, statx (and the ACL probe), close: each phase in flight
-    /// for the whole batch at once.
-    fn read_batch(&mut self, wanted: &[&Wanted]) -> io::Result<Vec<ReadResult>> {
-        let paths: Vec<Option<CString>> = wanted
+    /// open, statx, read (only files of the wanted identity), statx again
+    /// (and the ACL probe), close: each phase in flight for the whole batch.
+    fn read_batch(
+        &mut self,
+        wanted: &[&Wanted],
+        dirs: &Directories,
+    ) -> io::Result<Vec<ReadResult>> {
+        let names: Vec<Option<CString>> = wanted
             .iter()
-            .map(|w| CString::new(w.path.as_ref()).ok())
+            .map(|w| CString::new(w.name.as_ref()).ok())
             .collect();
-        let opened = self.open_all(&paths)?;
-        let fds: Vec<Option<RawFd>> = opened.iter().map(|&r| (r >= 0).then_some(r)).collect();
-        let mut buffers: Vec<Vec<u8>> = wanted
+        let how = Box::new(
+            types::OpenHow::new()
+                .flags(OPEN_FLAGS as u64)
+                .resolve(RESOLVE),
+        );
+        let opens = wanted
             .iter()
-            .map(|w| Vec::with_capacity(w.size as usize + 1))
+            .zip(&names)
+            .map(|(w, name)| {
+                let (dir, name) = (dirs.fd(w)?, name.as_ref()?);
+                Some(opcode::OpenAt2::new(types::Fd(dir), name.as_ptr(), &*how).build())
+            })
             .collect();
-        let phases = self
-            .read_into(&fds, &mut buffers)
-            .and_then(|read| Ok((read, self.stat_all(&fds)?)));
-        let closed = self.close_all(&fds);
-        let (read, (stats, acls)) = match phases.and_then(|done| closed.map(|()| done)) {
-            Ok(done) => done,
+        let opened = match self.run(opens) {
+            Ok(opened) => pad(opened, wanted.len()),
             Err(error) => {
-                std::mem::forget(buffers);
+                // Opens may still be reading them.
+                std::mem::forget((names, how));
                 return Err(error);
             }
         };
+        let fds: Vec<Option<RawFd>> = opened.iter().map(|&r| (r >= 0).then_some(r)).collect();
+        let (before, buffers, read, after, acls) = match self.read_open(wanted, &fds) {
+            Ok(done) => done,
+            Err(error) => {
+                close_all(&fds);
+                return Err(error);
+            }
+        };
+        let closes = fds
+            .iter()
+            .map(|fd| Some(opcode::Close::new(types::Fd((*fd)?)).build()))
+            .collect();
+        if let Err(error) = self.run(closes) {
+            close_all(&fds);
+            return Err(error);
+        }
         Ok(wanted
             .iter()
-            .zip(buffers)
             .enumerate()
-            .map(|(at, (w, mut buffer))| {
+            .zip(buffers)
+            .map(|((at, w), buffer)| {
                 if opened[at] < 0 {
                     return open_failed(-opened[at]);
                 }
-                if read[at] >= 0 {
-                    // SAFETY: the kernel wrote `read[at]` bytes (at most the
-                    // capacity it was given) into the buffer.
-                    unsafe { buffer.set_len((read[at] as usize).min(buffer.capacity())) };
-                }
-                let Some(stat) = &stats[at] else {
+                let (Some(before), Some(after)) = (&before[at], &after[at]) else {
                     return ReadResult::Changed;
                 };
-                match checked(w, buffer, read[at], stat, acls[at]) {
-                    // A short read (some remote filesystems): once more, plainly.
-                    ReadResult::Short => read_sync(w),
-                    result => result,
-                }
+                checked(w, before, buffer, read[at], after, acls[at])
             })
             .collect())
     }
 
-    /// One `openat` per file: descriptors, or -errno.
-    fn open_all(&mut self, paths: &[Option<CString>]) -> io::Result<Vec<i32>> {
-        let requests = paths
+    /// The middle phases of [`read_batch`](Self::read_batch) on the open
+    /// files: their stats before, buffers, read results, stats after, ACLs.
+    #[allow(clippy::type_complexity)]
+    fn read_open(
+        &mut self,
+        wanted: &[&Wanted],
+        fds: &[Option<RawFd>],
+    ) -> io::Result<(
+        Vec<Option<libc::statx>>,
+        Vec<Vec<u8>>,
+        Vec<i32>,
+        Vec<Option<libc::statx>>,
+        Vec<bool>,
+    )> {
+        let before = self.stat_all(fds)?;
+        let mut buffers: Vec<Vec<u8>> = wanted
             .iter()
-            .enumerate()
-            .filter_map(|(at, path)| {
-                let path = path.as_ref()?;
-                let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-                    .flags(OPEN_FLAGS)
-                    .build();
-                Some((at, open))
+            .map(|w| Vec::with_capacity(w.identity.size as usize + 1))
+            .collect();
+        // Only what is the wanted regular file is read.
+        let readable: Vec<Option<RawFd>> = (0..wanted.len())
+            .map(|at| {
+                let stat = before[at].as_ref()?;
+                is_wanted_file(wanted[at], stat).then_some(fds[at]?)
             })
             .collect();
-        let mut results = self.run(requests, paths.len())?;
-        for (result, path) in results.iter_mut().zip(paths) {
-            if path.is_none() {
-                *result = -libc::ENOENT; // a NUL byte: no such file
-            }
-        }
-        Ok(results)
-    }
-
-    /// One read of size + 1 bytes per open file (the extra byte tells a
-    /// file that grew); results are byte counts or -errno.
-    fn read_into(
-        &mut self,
-        fds: &[Option<RawFd>],
-        buffers: &mut [Vec<u8>],
-    ) -> io::Result<Vec<i32>> {
-        let requests = fds
+        let reads = readable
             .iter()
             .zip(buffers.iter_mut())
-            .enumerate()
-            .filter_map(|(at, (fd, buffer))| {
+            .map(|(fd, buffer)| {
                 let len = u32::try_from(buffer.capacity()).unwrap_or(u32::MAX);
-                let read = opcode::Read::new(types::Fd((*fd)?), buffer.as_mut_ptr(), len)
-                    .offset(0)
-                    .build();
-                Some((at, read))
+                Some(
+                    opcode::Read::new(types::Fd((*fd)?), buffer.as_mut_ptr(), len)
+                        .offset(0)
+                        .build(),
+                )
             })
             .collect();
-        self.run(requests, fds.len())
+        let read = match self.run(reads) {
+            Ok(read) => pad(read, wanted.len()),
+            Err(error) => {
+                // Reads may still be writing into them.
+                std::mem::forget(buffers);
+                return Err(error);
+            }
+        };
+        for (buffer, &n) in buffers.iter_mut().zip(&read) {
+            if n >= 0 {
+                // SAFETY: the kernel wrote `n` bytes (at most the capacity
+                // it was given) into the buffer.
+                unsafe { buffer.set_len((n as usize).min(buffer.capacity())) };
+            }
+        }
+        let after = self.stat_all(fds)?;
+        let acls = self.acls(fds)?;
+        Ok((before, buffers, read, after, acls))
     }
 
-    /// `statx` of every open file (after its read), and whether it carries an ACL.
-    fn stat_all(
-        &mut self,
-        fds: &[Option<RawFd>],
-    ) -> io::Result<(Vec<Option<libc::statx>>, Vec<bool>)> {
+    /// `statx` of every open file.
+    fn stat_all(&mut self, fds: &[Option<RawFd>]) -> io::Result<Vec<Option<libc::statx>>> {
         let mut buffers: Vec<libc::statx> = (0..fds.len())
             // SAFETY: an all-zero statx is a valid value to be overwritten.
             .map(|_| unsafe { std::mem::zeroed() })
@@ -519,27 +592,31 @@ impl Ring {
         let requests = fds
             .iter()
             .zip(buffers.iter_mut())
-            .enumerate()
-            .filter_map(|(at, (fd, buffer))| {
-                let statx = opcode::Statx::new(
-                    types::Fd((*fd)?),
-                    empty.as_ptr(),
-                    (buffer as *mut libc::statx).cast::<types::statx>(),
+            .map(|(fd, buffer)| {
+                Some(
+                    opcode::Statx::new(
+                        types::Fd((*fd)?),
+                        empty.as_ptr(),
+                        (buffer as *mut libc::statx).cast::<types::statx>(),
+                    )
+                    .flags(libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT)
+                    .mask(libc::STATX_BASIC_STATS)
+                    .build(),
                 )
-                .flags(libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT)
-                .mask(libc::STATX_BASIC_STATS)
-                .build();
-                Some((at, statx))
             })
             .collect();
-        let results = self.run(requests, fds.len())?;
-        let acls = self.acls(fds)?;
-        let stats = buffers
+        let results = match self.run(requests) {
+            Ok(results) => pad(results, fds.len()),
+            Err(error) => {
+                std::mem::forget(buffers);
+                return Err(error);
+            }
+        };
+        Ok(buffers
             .into_iter()
             .zip(results)
             .map(|(buffer, result)| (result >= 0).then_some(buffer))
-            .collect();
-        Ok((stats, acls))
+            .collect())
     }
 
     /// Whether each open file carries a POSIX access ACL.
@@ -549,53 +626,72 @@ impl Ring {
         }
         let requests = fds
             .iter()
-            .enumerate()
-            .filter_map(|(at, fd)| {
-                let get = opcode::FGetXattr::new(
-                    types::Fd((*fd)?),
-                    ACL_XATTR.as_ptr(),
-                    std::ptr::null_mut(),
-                    0,
+            .map(|fd| {
+                Some(
+                    opcode::FGetXattr::new(
+                        types::Fd((*fd)?),
+                        ACL_XATTR.as_ptr(),
+                        std::ptr::null_mut(),
+                        0,
+                    )
+                    .build(),
                 )
-                .build();
-                Some((at, get))
             })
             .collect();
-        let results = self.run(requests, fds.len())?;
-        Ok(results.into_iter().map(|r| acl_present(r, -r)).collect())
-    }
-
-    fn close_all(&mut self, fds: &[Option<RawFd>]) -> io::Result<()> {
-        let requests = fds
-            .iter()
-            .enumerate()
-            .filter_map(|(at, fd)| Some((at, opcode::Close::new(types::Fd((*fd)?)).build())))
-            .collect();
-        self.run(requests, fds.len()).map(|_| ())
+        let results = pad(self.run(requests)?, fds.len());
+        Ok(results.into_iter().map(acl_present).collect())
     }
 }
 
-const OPEN_FLAGS: i32 =
-    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+const ACL_XATTR: &std::ffi::CStr = c"system.posix_acl_access";
 
-/// What a failed open means: gone or busy (try again later), or a file
-/// this daemon will not serve at this fingerprint.
+/// Closes descriptors with system calls (after the ring failed).
+fn close_all(fds: &[Option<RawFd>]) {
+    for fd in fds.iter().flatten() {
+        // SAFETY: a descriptor this batch opened and nothing else owns.
+        unsafe { libc::close(*fd) };
+    }
+}
+
+/// `results` extended with `-EBADF` to `len` (the last files had no request).
+fn pad(mut results: Vec<i32>, len: usize) -> Vec<i32> {
+    results.resize(len.max(results.len()), -libc::EBADF);
+    results
+}
+
+/// Whether an open file is the regular file of the wanted identity.
+fn is_wanted_file(wanted: &Wanted, stat: &libc::statx) -> bool {
+    u32::from(stat.stx_mode) & libc::S_IFMT == libc::S_IFREG
+        && Identity::of_statx(stat) == wanted.identity
+}
+
+/// What a failed open means: gone or swapped (try again later), or a file
+/// this daemon will not serve at this identity.
 fn open_failed(errno: i32) -> ReadResult {
     match errno {
-        libc::ELOOP | libc::EACCES | libc::EPERM | libc::ENXIO | libc::ENODEV | libc::EFBIG => {
+        libc::EACCES | libc::EPERM | libc::ENXIO | libc::ENODEV | libc::EFBIG => {
             ReadResult::Unreadable
         }
+        // ELOOP (a symlink), EXDEV (escapes its directory), ENOENT...: not
+        // the file the listing named; the event that changed it follows.
         _ => ReadResult::Changed,
     }
 }
 
-/// The bytes of one file, checked against the fingerprint it was wanted at.
-fn checked(wanted: &Wanted, data: Vec<u8>, read: i32, stat: &libc::statx, acl: bool) -> ReadResult {
-    if u32::from(stat.stx_mode) & libc::S_IFMT != libc::S_IFREG {
+/// The bytes of one file, checked against the identity it was wanted at,
+/// before the read (`before`) and after it (`after`).
+fn checked(
+    wanted: &Wanted,
+    before: &libc::statx,
+    data: Vec<u8>,
+    read: i32,
+    after: &libc::statx,
+    acl: bool,
+) -> ReadResult {
+    if u32::from(before.stx_mode) & libc::S_IFMT != libc::S_IFREG {
         return ReadResult::Unreadable;
     }
-    let mtime_ns = stat.stx_mtime.tv_sec * 1_000_000_000 + i64::from(stat.stx_mtime.tv_nsec);
-    if mtime_ns != wanted.mtime_ns || stat.stx_size != wanted.size {
+    if !is_wanted_file(wanted, before) || !is_wanted_file(wanted, after) {
         return ReadResult::Changed;
     }
     if read < 0 {
@@ -604,38 +700,58 @@ fn checked(wanted: &Wanted, data: Vec<u8>, read: i32, stat: &libc::statx, acl: b
             _ => ReadResult::Changed,
         };
     }
-    match (data.len() as u64).cmp(&wanted.size) {
-        std::cmp::Ordering::Less => ReadResult::Short,
-        std::cmp::Ordering::Greater => ReadResult::Changed,
-        std::cmp::Ordering::Equal => ReadResult::Read {
-            data: Bytes::from(data),
-            facts: DirFacts {
-                mode: u32::from(stat.stx_mode),
-                uid: stat.stx_uid,
-                gid: stat.stx_gid,
-                has_acl: acl,
-            },
-        },
+    if data.len() as u64 != wanted.identity.size {
+        // Short (some remote filesystems) or grown: not this version.
+        return ReadResult::Changed;
+    }
+    let facts = Facts {
+        dev: wanted.identity.dev,
+        ino: wanted.identity.ino,
+        mode: u32::from(after.stx_mode),
+        uid: after.stx_uid,
+        gid: after.stx_gid,
+        has_acl: acl,
+    };
+    ReadResult::Read {
+        data: Bytes::from(data),
+        facts,
     }
 }
 
 /// The same as one file of [`Ring::read_batch`], with system calls.
-fn read_sync(wanted: &Wanted) -> ReadResult {
-    let Ok(path) = CString::new(wanted.path.as_ref()) else {
+fn read_sync(dir: RawFd, wanted: &Wanted) -> ReadResult {
+    let Ok(name) = CString::new(wanted.name.as_ref()) else {
         return ReadResult::Changed;
     };
-    // SAFETY: a valid C string; the descriptor is owned right below.
-    let fd = unsafe { libc::open(path.as_ptr(), OPEN_FLAGS) };
-    if fd < 0 {
-        return open_failed(errno());
+    let file = match openat2(dir, &name, OPEN_FLAGS, RESOLVE) {
+        Ok(file) => file,
+        Err(error) => return open_failed(error.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    let Some(before) = statx_fd(&file) else {
+        return ReadResult::Changed;
+    };
+    if !is_wanted_file(wanted, &before) {
+        return checked(wanted, &before, Vec::new(), 0, &before, false);
     }
-    // SAFETY: `fd` is fresh and owned by nothing else.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut data = Vec::with_capacity(wanted.size as usize + 1);
-    let read = match read_to_limit(&file, &mut data, wanted.size as usize + 1) {
+    let mut data = Vec::with_capacity(wanted.identity.size as usize + 1);
+    let read = match read_to_limit(&file, &mut data, wanted.identity.size as usize + 1) {
         Ok(()) => 0,
         Err(error) => -error.raw_os_error().unwrap_or(libc::EIO),
     };
+    let Some(after) = statx_fd(&file) else {
+        return ReadResult::Changed;
+    };
+    checked(
+        wanted,
+        &before,
+        data,
+        read,
+        &after,
+        fd_has_acl(file.as_raw_fd()),
+    )
+}
+
+fn statx_fd(file: &OwnedFd) -> Option<libc::statx> {
     // SAFETY: an all-zero statx is valid to be overwritten.
     let mut stat: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH, an out pointer.
@@ -648,14 +764,7 @@ fn read_sync(wanted: &Wanted) -> ReadResult {
             &mut stat,
         )
     };
-    if stated < 0 {
-        return ReadResult::Changed;
-    }
-    match checked(wanted, data, read, &stat, fd_has_acl(file.as_raw_fd())) {
-        // Read until EOF already: the file is shorter than listed.
-        ReadResult::Short => ReadResult::Changed,
-        result => result,
-    }
+    (stated == 0).then_some(stat)
 }
 
 /// Reads until EOF or `limit` bytes.
@@ -682,22 +791,15 @@ fn read_to_limit(file: &OwnedFd, data: &mut Vec<u8>, limit: usize) -> io::Result
     Ok(())
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
 fn fd_has_acl(fd: RawFd) -> bool {
     // SAFETY: an open descriptor and a valid C string; size query only.
     let size = unsafe { libc::fgetxattr(fd, ACL_XATTR.as_ptr(), std::ptr::null_mut(), 0) };
-    acl_present(i32::try_from(size).unwrap_or(0), errno())
+    walk::acl_present(size)
 }
 
-/// Whether an xattr size query says an ACL is there: a size, or an error
-/// other than "none" or "not supported" (which only refuses more).
-fn acl_present(result: i32, errno: i32) -> bool {
-    result >= 0 || !matches!(errno, libc::ENODATA | libc::EOPNOTSUPP)
+/// Whether an io_uring `FGETXATTR` size query says an ACL is there.
+fn acl_present(result: i32) -> bool {
+    result >= 0 || !matches!(-result, libc::ENODATA | libc::EOPNOTSUPP)
 }
 
 #[cfg(test)]
@@ -705,18 +807,36 @@ mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
-    fn wanted(path: &std::path::Path) -> Wanted {
-        let metadata = std::fs::metadata(path).expect("stat");
+    fn pycache(tmp: &Path) -> std::path::PathBuf {
+        let dir = std::fs::canonicalize(tmp)
+            .expect("canonicalize")
+            .join("__pycache__");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+
+    fn wanted(path: &Path) -> Wanted {
+        let metadata = std::fs::symlink_metadata(path).expect("stat");
+        let dir = path.parent().expect("parent");
+        let dir_meta = std::fs::metadata(dir).expect("stat dir");
         Wanted {
-            path: Bytes::copy_from_slice(path.as_os_str().as_bytes()),
-            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
-            size: metadata.len(),
+            dir: Bytes::copy_from_slice(dir.as_os_str().as_bytes()),
+            dir_id: (dir_meta.dev(), dir_meta.ino()),
+            name: Bytes::copy_from_slice(path.file_name().expect("name").as_bytes()),
+            identity: Identity {
+                dev: metadata.dev(),
+                ino: metadata.ino(),
+                ctime_ns: metadata.ctime() * 1_000_000_000 + metadata.ctime_nsec(),
+                mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+                size: metadata.len(),
+            },
         }
     }
 
     fn hit(files: &CompiledFiles, w: &Wanted) -> Option<Bytes> {
-        match files.lookup(&w.path, w.mtime_ns, w.size) {
+        match files.lookup(&w.identity) {
             Lookup::Hit { data, .. } => Some(data),
             _ => None,
         }
@@ -725,7 +845,7 @@ mod tests {
     fn each_reader(check: impl Fn(CompiledFiles)) {
         let uring = CompiledFiles::new(1 << 20, 1 << 16, true);
         assert_eq!(
-            lock_ring(&uring).is_some(),
+            uring.reader.ring.lock().expect("lock").is_some(),
             Ring::new().is_ok(),
             "io_uring is used wherever it works"
         );
@@ -733,18 +853,24 @@ mod tests {
         check(CompiledFiles::new(1 << 20, 1 << 16, false));
     }
 
-    fn lock_ring(files: &CompiledFiles) -> Option<bool> {
-        let ring = files.reader.ring.lock().expect("lock");
-        ring.as_ref().map(|r| r.xattr)
+    #[test]
+    fn only_pycache_pyc_files_are_compiled_files() {
+        assert!(is_compiled_file(
+            b"/v/pkg/__pycache__",
+            b"m.cpython-311.pyc"
+        ));
+        assert!(!is_compiled_file(b"/v/pkg", b"m.pyc"));
+        assert!(!is_compiled_file(b"/v/__pycache__", b"m.py"));
+        assert!(!is_compiled_file(b"/v/__pycache__", b".pyc"));
+        assert!(!is_compiled_file(b"/v/x__pycache__", b"m.pyc"));
     }
 
     #[test]
-    fn bytes_are_kept_at_their_fingerprint_and_read_again_when_it_changes() {
+    fn bytes_are_kept_at_their_identity_and_read_again_when_it_changes() {
         each_reader(|files| {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let paths: Vec<_> = (0..100)
-                .map(|i| tmp.path().join(format!("m{i}.pyc")))
-                .collect();
+            let dir = pycache(tmp.path());
+            let paths: Vec<_> = (0..100).map(|i| dir.join(format!("m{i}.pyc"))).collect();
             for (i, path) in paths.iter().enumerate() {
                 std::fs::write(path, vec![i as u8; i * 10]).expect("write");
             }
@@ -754,86 +880,120 @@ mod tests {
             let reads = counters.read_uring.load(Ordering::Relaxed)
                 + counters.read_sync.load(Ordering::Relaxed);
             assert_eq!(reads, 100);
-            let uring_works = Ring::new().is_ok();
-            let uring_used = counters.read_uring.load(Ordering::Relaxed) == 100;
-            assert!(!uring_used || uring_works);
             for (i, w) in all.iter().enumerate() {
                 assert_eq!(
                     hit(&files, w).expect("cached").as_ref(),
                     vec![i as u8; i * 10]
                 );
-                let Lookup::Hit { facts, .. } = files.lookup(&w.path, w.mtime_ns, w.size) else {
+                let Lookup::Hit { facts, .. } = files.lookup(&w.identity) else {
                     panic!("hit");
                 };
                 assert_eq!(facts.mode & libc::S_IFMT, libc::S_IFREG);
             }
             std::fs::write(&paths[3], b"new bytes").expect("rewrite");
             let new = wanted(&paths[3]);
-            assert_eq!(
-                files.lookup(&new.path, new.mtime_ns, new.size),
-                Lookup::Missing
-            );
+            assert_eq!(files.lookup(&new.identity), Lookup::Missing);
             files.fill(std::slice::from_ref(&new));
             assert_eq!(hit(&files, &new).expect("re-read").as_ref(), b"new bytes");
         });
     }
 
     #[test]
-    fn changed_symlinked_large_and_missing_files_are_not_served() {
+    fn a_chmod_is_another_identity() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = pycache(tmp.path()).join("m.pyc");
+        std::fs::write(&path, b"abc").expect("write");
+        let files = CompiledFiles::new(1 << 20, 1 << 16, false);
+        let before = wanted(&path);
+        files.fill(std::slice::from_ref(&before));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let after = wanted(&path);
+        assert_ne!(before.identity, after.identity, "ctime moved");
+        assert_eq!(files.lookup(&after.identity), Lookup::Missing);
+        files.fill(std::slice::from_ref(&after));
+        let Lookup::Hit { facts, .. } = files.lookup(&after.identity) else {
+            panic!("re-read");
+        };
+        assert_eq!(facts.mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn swapped_symlinked_fifo_large_and_foreign_files_are_not_served() {
         each_reader(|files| {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let real = tmp.path().join("real.pyc");
+            let dir = pycache(tmp.path());
+            let real = dir.join("real.pyc");
             std::fs::write(&real, b"abc").expect("write");
-            let link = tmp.path().join("link.pyc");
+            let decoy = dir.join("decoy.pyc");
+            std::fs::write(&decoy, b"xyz").expect("write");
+            let link = dir.join("link.pyc");
             std::os::unix::fs::symlink(&real, &link).expect("symlink");
-            let large = tmp.path().join("large.pyc");
+            let large = dir.join("large.pyc");
             std::fs::write(&large, vec![0u8; 1 << 17]).expect("write");
-            // Listed at another fingerprint than the file has now.
-            let stale = Wanted {
-                size: 2,
-                ..wanted(&real)
-            };
-            let gone = Wanted {
-                path: Bytes::copy_from_slice(tmp.path().join("gone.pyc").as_os_str().as_bytes()),
-                ..wanted(&real)
-            };
+            let fifo = dir.join("fifo.pyc");
+            let c_fifo = CString::new(fifo.as_os_str().as_bytes()).expect("path");
+            // SAFETY: a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o644) }, 0);
+            let outside = std::fs::canonicalize(tmp.path())
+                .expect("canon")
+                .join("m.pyc");
+            std::fs::write(&outside, b"abc").expect("write");
+            // The listing named `real` at its identity; the name is now
+            // another file (a rename over it): not the wanted identity.
+            let mut swapped = wanted(&real);
+            swapped.name = Bytes::from_static(b"decoy.pyc");
             let through_link = Wanted {
-                path: Bytes::copy_from_slice(link.as_os_str().as_bytes()),
+                name: Bytes::from_static(b"link.pyc"),
                 ..wanted(&real)
+            };
+            let escaping = Wanted {
+                name: Bytes::from_static(b"../m.pyc"),
+                ..wanted(&outside)
             };
             let all = [
-                stale.clone(),
-                gone.clone(),
+                swapped.clone(),
                 through_link.clone(),
                 wanted(&large),
+                wanted(&fifo),
+                wanted(&outside),
+                escaping.clone(),
             ];
             files.fill(&all);
+            assert_eq!(files.lookup(&swapped.identity), Lookup::Missing, "a swap");
+            assert_eq!(files.lookup(&wanted(&large).identity), Lookup::Unreadable);
+            assert!(hit(&files, &wanted(&fifo)).is_none(), "a fifo");
             assert_eq!(
-                files.lookup(&stale.path, stale.mtime_ns, 2),
-                Lookup::Missing
+                files.lookup(&wanted(&outside).identity),
+                Lookup::Unreadable,
+                "not in __pycache__"
             );
-            assert_eq!(
-                files.lookup(&gone.path, gone.mtime_ns, gone.size),
-                Lookup::Missing
-            );
-            let link_lookup =
-                files.lookup(&through_link.path, through_link.mtime_ns, through_link.size);
-            assert_eq!(link_lookup, Lookup::Unreadable, "symlinks are not followed");
-            let large = wanted(&large);
-            assert_eq!(
-                files.lookup(&large.path, large.mtime_ns, large.size),
-                Lookup::Unreadable
-            );
+            files.fill(std::slice::from_ref(&wanted(&real)));
+            assert!(hit(&files, &wanted(&real)).is_some());
         });
+    }
+
+    #[test]
+    fn a_directory_that_is_not_the_listed_inode_is_not_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = pycache(tmp.path());
+        std::fs::write(dir.join("m.pyc"), b"abc").expect("write");
+        let mut moved = wanted(&dir.join("m.pyc"));
+        moved.dir_id.1 += 1;
+        let files = CompiledFiles::new(1 << 20, 1 << 16, false);
+        files.fill(std::slice::from_ref(&moved));
+        assert_eq!(files.lookup(&moved.identity), Lookup::Missing);
     }
 
     #[test]
     fn least_recently_served_files_are_evicted_past_the_bound() {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = pycache(tmp.path());
         let files = CompiledFiles::new(10_000, 10_000, true);
         let all: Vec<Wanted> = (0..10)
             .map(|i| {
-                let path = tmp.path().join(format!("f{i}.pyc"));
+                let path = dir.join(format!("f{i}.pyc"));
                 std::fs::write(&path, vec![1u8; 2000]).expect("write");
                 wanted(&path)
             })

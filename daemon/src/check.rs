@@ -1,10 +1,11 @@
 //! Freshness without inotify: directories on filesystems inotify cannot see
-//! (polled) and directories that got no watch (the watch limit: degraded)
-//! are checked by a `stat` of their path, at each request and in the
-//! background, and re-crawled when the directory's identity, mtime or ctime
-//! moved. Polled directories are also re-listed in the background every
+//! (polled) are checked by a `stat` of their path, at each request and in
+//! the background, and re-crawled when the directory's identity, mtime or
+//! ctime moved. They are also re-listed in the background every
 //! `poll_interval`, which catches a file rewritten in place (that changes
-//! no directory mtime).
+//! no directory mtime). A directory that got no watch (the watch limit) is
+//! not kept at all: it is read again for every request that asks for it, so
+//! running out of watches never makes an answer stale.
 //!
 //! The stamp is taken *before* the crawl reads anything, so a change made
 //! during the crawl is either in the listing or moves the stamp.
@@ -14,8 +15,6 @@ use std::ffi::CString;
 /// Why a directory is checked instead of watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {
-    /// No inotify watch could be had (`ENOSPC`, `max_watches`).
-    Degraded,
     /// Its filesystem does not report changes to inotify.
     Polled,
 }

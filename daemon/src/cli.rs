@@ -11,7 +11,6 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::{self, ConfigSource, Settings};
-use crate::wire::LearnedStats;
 
 /// How long `stats` and `health` wait for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,38 +135,61 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
 }
 
 pub async fn stats(args: &StatsArgs) -> anyhow::Result<()> {
-    use prost::Message as _;
-
     let socket = args.socket.path();
-    let mut grpc = tonic::client::Grpc::new(connect(&socket).await?);
-    grpc.ready().await.context("Stats RPC failed")?;
-    // Raw bytes: the plan fields ride along as fields the generated
-    // `StatsReply` does not know (see `wire::LearnedStats`).
-    let raw = grpc
-        .unary(
-            tonic::Request::new(bytes::Bytes::new()),
-            http::uri::PathAndQuery::from_static("/finderd.v1.Finder/Stats"),
-            RawCodec,
-        )
+    let mut client = pb::finder_client::FinderClient::new(connect(&socket).await?);
+    let reply = client
+        .stats(pb::StatsRequest {})
         .await
         .context("Stats RPC failed")?
         .into_inner();
-    let reply = pb::StatsReply::decode(raw.as_ref()).context("Stats reply does not decode")?;
-    let learned = LearnedStats::from_reply(&raw).context("Stats reply does not decode")?;
     if args.json {
         let mut json = stats_json(&reply);
-        add_learned_json(&mut json, &learned);
+        add_learned_json(&mut json, &reply);
         println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if reply.own_figures_only {
+        print!("{}", own_table(&reply));
     } else {
         print!("{}", stats_table(&reply));
-        print!("{}", learned_table(&learned));
+        print!("{}", learned_table(&reply));
     }
     Ok(())
 }
 
+/// The figures a peer other than root or the daemon's user gets: its own.
+fn own_table(r: &pb::StatsReply) -> String {
+    let mut out = format!(
+        "figures of peer uid {} only (root and the daemon's own user see the daemon's)\n\n",
+        r.peer_uid
+    );
+    for (name, value) in [
+        ("daemon version", r.daemon_version.clone()),
+        ("pid", r.pid.to_string()),
+        ("uptime", format!("{:.1} s", r.uptime_ms as f64 / 1000.0)),
+        ("requests", r.requests.to_string()),
+        ("rejected requests", r.rejected_requests.to_string()),
+        ("dirs served", r.directories_served.to_string()),
+        ("dirs not served", r.directories_not_served.to_string()),
+        ("dirs unchanged", r.directories_unchanged.to_string()),
+        ("directories kept", r.directories.to_string()),
+        ("entries kept", r.entries.to_string()),
+        ("index bytes", r.index_bytes.to_string()),
+        ("watches", r.watches.to_string()),
+        ("bytes in flight", r.inflight_bytes.to_string()),
+        ("evictions", r.evictions.to_string()),
+        ("over a limit", r.over_limit.to_string()),
+    ] {
+        out.push_str(&format!("{name:<20} {value}\n"));
+    }
+    out.push_str("\nlimits (0: none)\n");
+    for limit in &r.limits {
+        out.push_str(&format!("  {:<28} {}\n", limit.name, limit.value));
+    }
+    out
+}
+
 /// Plans, compiled files and deadlines in `--json`: a `plans` object, and
 /// `slow` on each filesystem.
-fn add_learned_json(json: &mut serde_json::Value, l: &LearnedStats) {
+fn add_learned_json(json: &mut serde_json::Value, l: &pb::StatsReply) {
     json["plans"] = serde_json::json!({
         "plans": l.plans, "plan_directories": l.plan_directories, "plan_files": l.plan_files,
         "reports": l.reports, "planned_snapshots": l.planned_snapshots,
@@ -190,7 +212,7 @@ fn add_learned_json(json: &mut serde_json::Value, l: &LearnedStats) {
     }
 }
 
-fn learned_table(l: &LearnedStats) -> String {
+fn learned_table(l: &pb::StatsReply) -> String {
     let slow: Vec<String> = l.slow_devices.iter().map(u64::to_string).collect();
     let rows: [(&str, String); 19] = [
         ("plans", l.plans.to_string()),
@@ -239,52 +261,6 @@ fn learned_table(l: &LearnedStats) -> String {
         out.push_str(&format!("  {name:<22} {value}\n"));
     }
     out
-}
-
-/// Bytes in, bytes out: for the Stats reply's extension fields.
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = bytes::Bytes;
-    type Decode = bytes::Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut as _;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        use bytes::Buf as _;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 pub async fn health(args: &SocketArg) -> anyhow::Result<()> {
@@ -354,6 +330,8 @@ fn stats_json(r: &pb::StatsReply) -> serde_json::Value {
         "barrier_latency": histogram_json(r.barrier_latency.as_ref()),
         "refresh_latency": histogram_json(r.refresh_latency.as_ref()),
         "request_latency": histogram_json(r.request_latency.as_ref()),
+        "own_figures_only": r.own_figures_only, "peer_uid": r.peer_uid, "requests": r.requests,
+        "inflight_bytes": r.inflight_bytes, "over_limit": r.over_limit,
     })
 }
 
@@ -455,23 +433,20 @@ mod tests {
 
     #[test]
     fn learned_fields_show_in_table_and_json() {
-        let learned = LearnedStats {
+        let reply = pb::StatsReply {
             plans: 4,
             slow_devices: vec![42],
-            ..Default::default()
-        };
-        let table = learned_table(&learned);
-        assert!(table.contains("plans                  4"), "{table}");
-        assert!(table.contains("slow devices           42"), "{table}");
-        let reply = pb::StatsReply {
             filesystems: vec![pb::FilesystemEngine {
                 device: 42,
                 ..Default::default()
             }],
             ..Default::default()
         };
+        let table = learned_table(&reply);
+        assert!(table.contains("plans                  4"), "{table}");
+        assert!(table.contains("slow devices           42"), "{table}");
         let mut json = stats_json(&reply);
-        add_learned_json(&mut json, &learned);
+        add_learned_json(&mut json, &reply);
         assert_eq!(json["plans"]["plans"], 4);
         assert_eq!(json["plans"]["slow_filesystems"], 1);
         assert_eq!(json["filesystems"][0]["slow"], true);

@@ -1,78 +1,365 @@
-//! Every limit and path the daemon uses, with its default; where they come
-//! from (defaults, then the TOML file, then command-line flags, the later
-//! winning); which of them SIGHUP can change while serving; where the
-//! socket lives.
+//! Every setting of `finderd serve`, in one table: its key (the TOML key;
+//! the flag is the key with `-` for `_`), type, default, check, whether
+//! SIGHUP applies it, and its documentation line. From the table come the
+//! flags and file keys ([`Settings`]), the layering (defaults, then the TOML
+//! file, then the flags, the later winning) into checked [`Values`], the
+//! limits SIGHUP changes at once ([`LiveLimits`]), the restart-only warning
+//! ([`Values::reloaded`]), the limits `finderd stats` reports, and the
+//! settings table of docs/operating.md (a test fails when it is stale).
 //!
-//! [`Settings`] is both the `finderd serve` flags and the file's keys (one
-//! struct, so the two never drift): every field is optional, and
-//! [`Config::resolve`] fills the gaps with the defaults below.
+//! A new limit is one row: `reload: Limit` makes it a field of
+//! [`LiveLimits`] that SIGHUP updates, read with [`LiveLimits::get`].
+
+#[macro_use]
+mod table;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Largest request body accepted, in bytes (tonic answers RESOURCE_EXHAUSTED).
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
-/// Most `sys_path` entries in one Snapshot.
-pub const DEFAULT_MAX_SYS_PATH_ENTRIES: usize = 4096;
-/// Most paths in one Lookup.
-pub const DEFAULT_MAX_LOOKUP_PATHS: usize = 4096;
-/// Requests one peer uid may have in flight at once.
-pub const DEFAULT_MAX_REQUESTS_PER_PEER: usize = 128;
-/// Connections one peer uid may hold open at once (one per running
-/// interpreter): well above any one user's interpreters, well below the
-/// descriptors the daemon may open (it raises its soft limit to the hard
-/// one; the units set `LimitNOFILE=65536`).
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 1024;
-/// Most entries in one directory listing; a larger directory is NOT_SERVED.
-pub const DEFAULT_MAX_ENTRIES_PER_DIRECTORY: usize = 1_000_000;
-/// Most entries across the whole index; past it, least-recently-used
-/// listings are evicted.
-pub const DEFAULT_MAX_INDEXED_ENTRIES: usize = 4_000_000;
-/// Slots in the generation file (8 bytes each: the default maps 2 MiB).
-pub const DEFAULT_GENERATION_SLOTS: u32 = 262_144;
-/// How long a client may trust its slots after the daemon last read its queue dry.
-pub const DEFAULT_LEASE: Duration = Duration::from_millis(200);
-/// A daemon that answered a request within this window keeps `dry_ns` fresh.
-pub const DEFAULT_ACTIVE_WINDOW: Duration = Duration::from_secs(10);
-/// How long SIGTERM waits for in-flight requests before exiting anyway.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often polled directories (filesystems inotify cannot see) are checked
-/// in the background; requests check them anyway.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1000);
-/// Entries per io_uring submission when crawling.
-pub const DEFAULT_URING_BATCH: usize = 64;
-/// How long an engine choice for a filesystem stands before it is measured again.
-pub const DEFAULT_RECALIBRATE: Duration = Duration::from_secs(3600);
-/// Async worker threads (0: one current-thread runtime; see `main.rs`).
-pub const DEFAULT_WORKER_THREADS: usize = 0;
-/// Learned plans kept (least recently used ones are evicted past it).
-pub const DEFAULT_MAX_PLANS: usize = 1024;
-/// Learned plans one peer uid may have (its own least recently used go first).
-pub const DEFAULT_MAX_PLANS_PER_UID: usize = 256;
-/// Directories one plan names.
-pub const DEFAULT_MAX_PLAN_DIRECTORIES: usize = 4096;
-/// Compiled files one plan names.
-pub const DEFAULT_MAX_PLAN_FILES: usize = 4096;
-/// A plan entry that this many consecutive Reports leave out drops out.
-pub const DEFAULT_PLAN_DROP_AFTER: u32 = 3;
-/// Longest program key accepted in a Snapshot or Report.
-pub const DEFAULT_MAX_PROGRAM_KEY_BYTES: usize = 64 * 1024;
-/// Most directories (and, apart, compiled files) in one Report.
-pub const DEFAULT_MAX_REPORT_PATHS: usize = 16 * 1024;
-/// Bytes of compiled files one Snapshot may carry for one plan.
-pub const DEFAULT_MAX_PLAN_BYTECODE_BYTES: u64 = 32 << 20;
-/// Bytes of compiled files the daemon keeps in memory in total.
-pub const DEFAULT_MAX_CACHED_BYTES: u64 = 256 << 20;
-/// A filesystem whose measured stat costs at least this much is slow.
-pub const DEFAULT_SLOW_STAT_NS: u64 = 20_000;
-/// The plan state file is written at most this often.
-pub const DEFAULT_STATE_WRITE_INTERVAL: Duration = Duration::from_millis(2000);
-/// A request with a grpc-timeout is answered by this share of it.
-pub const DEFAULT_DEADLINE_PERCENT: u32 = 75;
+pub use table::{at_least, between, raised_to, LiveValue, Reload, Reported, Setting};
+
+settings_table! {
+    /// The listening socket (ignored under socket activation, which passes
+    /// the socket).
+    socket: PathBuf {
+        shown: "`$FINDERD_SOCKET`, `$XDG_RUNTIME_DIR/finderd/finderd.sock`, `/run/finderd/finderd.sock` as root, else `/tmp/finderd-$UID/finderd.sock`",
+        reload: Restart,
+        arg: (long, value_name = "PATH"),
+    }
+    /// A log level or a `RUST_LOG` filter (it overrides `RUST_LOG`).
+    log_level: String {
+        shown: "`RUST_LOG`, else `info`",
+        reload: Live,
+        arg: (long, value_name = "LEVEL"),
+    }
+    /// Mode of the socket file, in octal.
+    socket_mode: Mode {
+        shown: "666 in `/run/finderd`, else 600",
+        reload: Restart,
+        arg: (long, value_name = "OCTAL", value_parser = parse_octal),
+    }
+    /// Mode of a socket directory the daemon creates, in octal; an existing
+    /// `/tmp/finderd-$UID` must be ours and not writable by others.
+    socket_dir_mode: Mode {
+        shown: "755 for `/run/finderd`, else 700",
+        reload: Restart,
+        arg: (long, value_name = "OCTAL", value_parser = parse_octal),
+    }
+    /// Largest request body, in bytes; a larger one is RESOURCE_EXHAUSTED
+    /// naming the limit.
+    max_request_bytes: usize {
+        default: 4 << 20,
+        reload: Limit,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Most `sys_path` entries in one Snapshot; more is RESOURCE_EXHAUSTED
+    /// naming the limit.
+    max_sys_path_entries: usize {
+        default: 4096,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Most paths in one Lookup; more is RESOURCE_EXHAUSTED naming the
+    /// limit.
+    max_lookup_paths: usize {
+        default: 4096,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Requests one peer uid may have in flight; the next is
+    /// RESOURCE_EXHAUSTED naming the limit, other uids are still served.
+    max_requests_per_peer: usize {
+        default: 128,
+        reload: Limit,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Connections one peer uid may hold open (one per running
+    /// interpreter); a further one gets a GOAWAY naming the limit and is
+    /// closed, so that uid's further interpreters run stock CPython while
+    /// others are still served. The daemon raises its soft descriptor limit
+    /// to the hard one at start.
+    max_connections_per_peer: usize {
+        default: 1024,
+        reload: Limit,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Most entries in a served directory; a larger one is NOT_SERVED, the
+    /// reason naming the limit.
+    max_entries_per_directory: usize {
+        default: 1_000_000,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Most entries across the index (about 0.6 GB at the default); past it
+    /// the least recently answered listings are evicted down to 90% (clients
+    /// revalidate them); a single larger directory is answered, not kept.
+    max_indexed_entries: usize {
+        default: 4_000_000,
+        reload: Limit,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Most inotify watches this daemon holds; past it (or when the kernel
+    /// refuses one) a directory is served without being kept: read again
+    /// for every request that asks for it.
+    max_watches: usize {
+        shown: "the kernel's `fs.inotify.max_user_watches`",
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Index nodes (listings and absences, each holding a generation slot)
+    /// kept for one peer uid; past it that uid's own least recently used are
+    /// evicted. What the index keeps is charged to the uid last served it.
+    max_nodes_per_uid: u64 {
+        default: 65_536,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Listing entries kept for one peer uid; past it its own least recently
+    /// used listings are evicted.
+    max_indexed_entries_per_uid: u64 {
+        default: 1_000_000,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Heap bytes of the index (listings, and the lookups that keep them
+    /// fresh) kept for one peer uid; past it its own least recently used
+    /// are evicted.
+    max_index_bytes_per_uid: u64 {
+        default: 64 << 20,
+        reload: Limit,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Inotify watches one peer uid's crawls may hold; past it its crawls
+    /// are answered without being kept (read again at every request).
+    max_watches_per_uid: u64 {
+        default: 0,
+        shown: "a quarter of the daemon's watches",
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
+    /// Bytes one peer uid may have in flight (request bodies being
+    /// received, requests being answered, replies being sent); more is
+    /// RESOURCE_EXHAUSTED naming the limit.
+    max_inflight_bytes_per_uid: u64 {
+        default: 64 << 20,
+        reload: Limit,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Largest reply; a requested directory that would not fit is
+    /// NOT_SERVED, planned and prefetched ones are left out.
+    max_reply_bytes: u64 {
+        default: 48 << 20,
+        reload: Limit,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Requests one connection may have in flight at once (HTTP/2 streams).
+    max_streams_per_connection: u32 {
+        default: 16,
+        reload: Restart,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Slots in the generation file (8 bytes each); further directories get
+    /// no slot and clients revalidate them with a Lookup.
+    generation_slots: u32 {
+        default: 262_144,
+        reload: Restart,
+        check: at_least(2),
+        arg: (long, value_name = "N"),
+    }
+    /// How long running clients trust the generation file after the daemon
+    /// last read its change queue, in milliseconds.
+    lease_ms: u64 {
+        default: 200,
+        reload: Restart,
+        arg: (long, value_name = "MS"),
+    }
+    /// After a request, how long the daemon keeps the lease fresh, in
+    /// seconds.
+    active_window_secs: u64 {
+        default: 10,
+        reload: Limit,
+        arg: (long, value_name = "SECS"),
+    }
+    /// On SIGTERM, how long to wait for requests in flight before exiting
+    /// anyway, in milliseconds.
+    drain_timeout_ms: u64 {
+        default: 5000,
+        reload: Live,
+        arg: (long, value_name = "MS"),
+    }
+    /// Exit 0 after this many seconds without connections or requests (for
+    /// socket-activated daemons: systemd starts it again on the next
+    /// connection); 0: never.
+    idle_exit: u64 {
+        default: 0,
+        shown: "0 (never)",
+        reload: Live,
+        arg: (long, value_name = "SECS"),
+    }
+    /// How often directories on filesystems inotify cannot see are checked
+    /// in the background, in milliseconds (at least 10); requests check
+    /// them anyway.
+    poll_interval_ms: u64 {
+        default: 1000,
+        reload: Limit,
+        check: raised_to(10),
+        arg: (long, value_name = "MS"),
+    }
+    /// More filesystem types to poll (a name as in /proc/filesystems, e.g.
+    /// `overlay`, or a statfs magic such as `0x794c7630`); the flag is
+    /// repeatable, the key a list.
+    poll_filesystems: Vec<String> {
+        default: Vec::new(),
+        shown: "nfs, cifs/smb, fuse, 9p, afs, ceph, lustre, gpfs and others",
+        reload: Restart,
+        arg: (long = "poll-filesystem", value_name = "TYPE"),
+    }
+    /// How crawls stat directory entries: `auto` measures per filesystem
+    /// and keeps the faster, `sync` uses system calls, `uring` io_uring.
+    refresh_engine: Engine {
+        default: Engine::Auto,
+        reload: Restart,
+        arg: (long, value_enum, value_name = "ENGINE"),
+    }
+    /// Entries per io_uring submission.
+    uring_batch: usize {
+        default: 64,
+        reload: Restart,
+        check: between(1, 4096),
+        arg: (long, value_name = "N"),
+    }
+    /// Upper bound of the interval after which `auto` measures a filesystem
+    /// again (10 s, 20 s, 40 s... up to this), in seconds.
+    recalibrate_secs: u64 {
+        default: 3600,
+        reload: Restart,
+        arg: (long, value_name = "SECS"),
+    }
+    /// Async worker threads serving the wire; 0: one current-thread runtime
+    /// (crawls use the blocking pool either way).
+    worker_threads: usize {
+        default: 0,
+        reload: Restart,
+        arg: (long, value_name = "N"),
+    }
+    /// Where `plans.state` (learned plans) is kept; "" keeps plans in
+    /// memory only, as does a daemon on a socket of its own by default.
+    state_dir: PathBuf {
+        shown: "`$STATE_DIRECTORY` (the units set it); else, on the default socket only, `/var/lib/finderd` as root or `$XDG_STATE_HOME/finderd` or `~/.local/state/finderd`",
+        reload: Restart,
+        arg: (long, value_name = "DIR"),
+    }
+    /// How often changed plans are written (and at shutdown), in
+    /// milliseconds.
+    state_write_interval_ms: u64 {
+        default: 2000,
+        reload: Restart,
+        check: raised_to(10),
+        arg: (long, value_name = "MS"),
+    }
+    /// Learned plans kept in total; the least recently used are evicted; 0
+    /// learns none.
+    max_plans: usize {
+        default: 1024,
+        reload: Restart,
+        arg: (long, value_name = "N"),
+    }
+    /// Learned plans one peer uid may have; its least recently used go
+    /// first.
+    max_plans_per_uid: usize {
+        default: 256,
+        reload: Restart,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Bytes of learned plans one peer uid may have; its least recently
+    /// used plans go first, then new entries are not learned.
+    max_plan_bytes_per_uid: u64 {
+        default: 8 << 20,
+        reload: Restart,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Largest plan state file; past it every uid keeps a fair share of its
+    /// most recently used plans.
+    max_state_bytes: u64 {
+        default: 64 << 20,
+        reload: Restart,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Directories one plan names; new ones past it are not learned.
+    max_plan_directories: usize {
+        default: 4096,
+        reload: Restart,
+        arg: (long, value_name = "N"),
+    }
+    /// Compiled files one plan names; new ones past it are not learned.
+    max_plan_files: usize {
+        default: 4096,
+        reload: Restart,
+        arg: (long, value_name = "N"),
+    }
+    /// A plan entry left out of this many consecutive Reports drops out.
+    plan_drop_after: u32 {
+        default: 3,
+        reload: Restart,
+        check: at_least(1),
+        arg: (long, value_name = "N"),
+    }
+    /// Longest program key accepted; a longer one in a Report is
+    /// RESOURCE_EXHAUSTED naming the limit.
+    max_program_key_bytes: usize {
+        default: 64 * 1024,
+        reload: Restart,
+        check: at_least(1),
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Most directories, and most compiled files, in one Report; more is
+    /// RESOURCE_EXHAUSTED naming the limit.
+    max_report_paths: usize {
+        default: 16 * 1024,
+        reload: Restart,
+        arg: (long, value_name = "N"),
+    }
+    /// Bytes of compiled files one Snapshot may carry for a plan.
+    max_plan_bytecode_bytes: u64 {
+        default: 32 << 20,
+        reload: Restart,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// Bytes of compiled files kept in memory in total (the least recently
+    /// served are evicted); 0 serves none.
+    max_cached_bytes: u64 {
+        default: 256 << 20,
+        reload: Restart,
+        arg: (long, value_name = "BYTES"),
+    }
+    /// A filesystem whose measured stat costs at least this many
+    /// nanoseconds is slow: compiled files there are served from memory
+    /// (polled filesystems always are).
+    slow_stat_ns: u64 {
+        default: 20_000,
+        reload: Restart,
+        arg: (long, value_name = "NS"),
+    }
+    /// A request carrying a `grpc-timeout` is answered by this percentage of
+    /// it; directories not indexed by then are NOT_SERVED "being indexed"
+    /// and their crawl goes on.
+    deadline_percent: u32 {
+        default: 75,
+        reload: Restart,
+        check: between(1, 100),
+        arg: (long, value_name = "PERCENT"),
+    }
+}
+
 /// The configuration file read when it exists and no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/finderd/finderd.toml";
 
@@ -92,7 +379,7 @@ pub enum ConfigError {
     Invalid {
         key: &'static str,
         value: String,
-        why: &'static str,
+        why: String,
     },
 }
 
@@ -119,188 +406,43 @@ impl Engine {
     }
 }
 
-/// The `finderd serve` flags and the config file's keys. `None`: not given.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Unix socket [default: $FINDERD_SOCKET, $XDG_RUNTIME_DIR/finderd/finderd.sock,
-    /// /run/finderd/finderd.sock as root, else /tmp/finderd-$UID/finderd.sock;
-    /// under socket activation: the socket systemd passed]
-    #[arg(long, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Log level or filter (as RUST_LOG; overrides it) [default: RUST_LOG, else info]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Socket file mode, octal [default: 666 in /run/finderd, else 600]
-    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
-    #[serde(deserialize_with = "octal_mode")]
-    pub socket_mode: Option<u32>,
-    /// Mode of a socket directory the daemon creates, octal [default: 755 for
-    /// /run/finderd, else 700]
-    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
-    #[serde(deserialize_with = "octal_mode")]
-    pub socket_dir_mode: Option<u32>,
-    /// Largest request accepted, in bytes [default: 4194304]
-    #[arg(long, value_name = "BYTES")]
-    pub max_request_bytes: Option<usize>,
-    /// Most sys.path entries in one Snapshot [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_sys_path_entries: Option<usize>,
-    /// Most paths in one Lookup [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_lookup_paths: Option<usize>,
-    /// Requests one peer uid may have in flight; more are RESOURCE_EXHAUSTED [default: 128]
-    #[arg(long, value_name = "N")]
-    pub max_requests_per_peer: Option<usize>,
-    /// Connections one peer uid may hold open; more are closed at once with
-    /// a GOAWAY that names the limit [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_peer: Option<usize>,
-    /// Most entries in a served directory; larger ones are NOT_SERVED [default: 1000000]
-    #[arg(long, value_name = "N")]
-    pub max_entries_per_directory: Option<usize>,
-    /// Most entries across the index; least-recently-used listings are evicted
-    /// past it [default: 4000000]
-    #[arg(long, value_name = "N")]
-    pub max_indexed_entries: Option<usize>,
-    /// Most inotify watches this daemon holds; past it directories are
-    /// checked by mtime [default: the kernel's fs.inotify.max_user_watches]
-    #[arg(long, value_name = "N")]
-    pub max_watches: Option<usize>,
-    /// Slots in the generation file (restart to change) [default: 262144]
-    #[arg(long, value_name = "N")]
-    pub generation_slots: Option<u32>,
-    /// How long clients may trust the generation file after the daemon last
-    /// read its change queue, in milliseconds (restart to change) [default: 200]
-    #[arg(long, value_name = "MS")]
-    pub lease_ms: Option<u64>,
-    /// Keep the generation file's lease fresh for this long after a request,
-    /// in seconds [default: 10]
-    #[arg(long, value_name = "SECS")]
-    pub active_window_secs: Option<u64>,
-    /// On SIGTERM, wait at most this long for in-flight requests, in
-    /// milliseconds [default: 5000]
-    #[arg(long, value_name = "MS")]
-    pub drain_timeout_ms: Option<u64>,
-    /// Exit 0 after this many seconds without connections or requests (for
-    /// socket-activated daemons; systemd starts it again on the next
-    /// connection); 0: never [default: never]
-    #[arg(long, value_name = "SECS")]
-    pub idle_exit: Option<u64>,
-    /// Background check interval of polled directories (filesystems
-    /// inotify cannot see), in milliseconds [default: 1000]
-    #[arg(long, value_name = "MS")]
-    pub poll_interval_ms: Option<u64>,
-    /// Also poll this filesystem type (a name as in /proc/filesystems, e.g.
-    /// `overlay`, or a statfs magic such as 0x794c7630); repeatable [default:
-    /// nfs, cifs/smb, fuse, 9p, afs, ceph, lustre, gpfs and others]
-    #[arg(long = "poll-filesystem", value_name = "TYPE")]
-    pub poll_filesystems: Option<Vec<String>>,
-    /// How crawls stat directory entries [default: auto]
-    #[arg(long, value_enum)]
-    pub refresh_engine: Option<Engine>,
-    /// Entries per io_uring submission [default: 64]
-    #[arg(long, value_name = "N")]
-    pub uring_batch: Option<usize>,
-    /// Re-measure a filesystem's engine choice after this many seconds [default: 3600]
-    #[arg(long, value_name = "SECS")]
-    pub recalibrate_secs: Option<u64>,
-    /// Async worker threads serving the wire; 0: one current-thread runtime
-    /// (restart to change) [default: 0]
-    #[arg(long, value_name = "N")]
-    pub worker_threads: Option<usize>,
-    /// Directory of the learned-plan state file; "" keeps plans in memory
-    /// only [default: $STATE_DIRECTORY; else, on the default socket only,
-    /// /var/lib/finderd as root, $XDG_STATE_HOME/finderd or
-    /// ~/.local/state/finderd]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Write the plan state file at most this often, in milliseconds [default: 2000]
-    #[arg(long, value_name = "MS")]
-    pub state_write_interval_ms: Option<u64>,
-    /// Learned plans kept; 0: learn none [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub max_plans: Option<usize>,
-    /// Learned plans one peer uid may have [default: 256]
-    #[arg(long, value_name = "N")]
-    pub max_plans_per_uid: Option<usize>,
-    /// Directories one plan names [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_plan_directories: Option<usize>,
-    /// Compiled files one plan names [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_plan_files: Option<usize>,
-    /// A plan entry left out of this many consecutive Reports drops out [default: 3]
-    #[arg(long, value_name = "N")]
-    pub plan_drop_after: Option<u32>,
-    /// Longest program key accepted [default: 65536]
-    #[arg(long, value_name = "BYTES")]
-    pub max_program_key_bytes: Option<usize>,
-    /// Most directories, and most compiled files, in one Report [default: 16384]
-    #[arg(long, value_name = "N")]
-    pub max_report_paths: Option<usize>,
-    /// Bytes of compiled files one Snapshot may carry for a plan [default: 33554432]
-    #[arg(long, value_name = "BYTES")]
-    pub max_plan_bytecode_bytes: Option<u64>,
-    /// Bytes of compiled files kept in memory in total; 0: none [default: 268435456]
-    #[arg(long, value_name = "BYTES")]
-    pub max_cached_bytes: Option<u64>,
-    /// A filesystem is slow when a measured stat costs at least this many
-    /// nanoseconds (polled filesystems always are) [default: 20000]
-    #[arg(long, value_name = "NS")]
-    pub slow_stat_ns: Option<u64>,
-    /// A request carrying a grpc-timeout is answered by this percentage of
-    /// it; what is not indexed by then is NOT_SERVED "being indexed" [default: 75]
-    #[arg(long, value_name = "PERCENT")]
-    pub deadline_percent: Option<u32>,
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-fn parse_octal(text: &str) -> Result<u32, String> {
+/// A file mode, given in octal: `600` or `0o600` on the command line; a
+/// TOML integer (`0o600`) or string (`"600"`) in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+fn parse_octal(text: &str) -> Result<Mode, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     u32::from_str_radix(digits, 8)
         .ok()
         .filter(|mode| *mode <= 0o777)
+        .map(Mode)
         .ok_or_else(|| format!("{text:?} is not an octal file mode (e.g. 600)"))
 }
 
-/// A mode as a TOML integer (`0o600`) or an octal string (`"600"`).
-fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mode {
-        Number(u32),
-        Text(String),
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Number(u32),
+            Text(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Number(n) if n <= 0o777 => Ok(Mode(n)),
+            Given::Number(n) => Err(serde::de::Error::custom(format!("mode {n:o} is over 777"))),
+            Given::Text(text) => parse_octal(&text).map_err(serde::de::Error::custom),
+        }
     }
-    let mode = match Mode::deserialize(d)? {
-        Mode::Number(n) if n <= 0o777 => n,
-        Mode::Number(n) => return Err(serde::de::Error::custom(format!("mode {n:o} is over 777"))),
-        Mode::Text(text) => parse_octal(&text).map_err(serde::de::Error::custom)?,
-    };
-    Ok(Some(mode))
-}
-
-macro_rules! layer_fields {
-    ($base:ident, $over:ident; $($field:ident),*) => {
-        Settings { $($field: $over.$field.or($base.$field)),* }
-    };
 }
 
 impl Settings {
-    /// `over`'s values where given, else these.
-    pub fn layered(self, over: Settings) -> Settings {
-        let base = self;
-        layer_fields!(base, over; socket, log_level, socket_mode, socket_dir_mode,
-            max_request_bytes, max_sys_path_entries, max_lookup_paths, max_requests_per_peer,
-            max_connections_per_peer,
-            max_entries_per_directory, max_indexed_entries, max_watches, generation_slots,
-            lease_ms, active_window_secs, drain_timeout_ms, idle_exit, poll_interval_ms,
-            poll_filesystems, refresh_engine, uring_batch, recalibrate_secs, worker_threads,
-            state_dir, state_write_interval_ms, max_plans, max_plans_per_uid,
-            max_plan_directories, max_plan_files, plan_drop_after, max_program_key_bytes,
-            max_report_paths, max_plan_bytecode_bytes, max_cached_bytes, slow_stat_ns,
-            deadline_percent)
-    }
-
     /// Parses the TOML text of a config file.
     pub fn from_toml(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         toml::from_str(text).map_err(|error| ConfigError::Parse {
@@ -341,55 +483,18 @@ pub struct ConfigSource {
 
 impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
+        Ok(Config::from_values(self.values()?))
+    }
+
+    /// The file's values under the flags', defaults filled in, checked.
+    pub fn values(&self) -> Result<Values, ConfigError> {
         let file = read_file(self.file.as_deref())?;
-        Config::resolve(file.layered(self.flags.clone()))
+        Values::resolve(file.layered(self.flags.clone()))
     }
 }
 
-/// Limits on what a request or a peer may ask, enforced at the wire and at
-/// accept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestLimits {
-    pub max_request_bytes: usize,
-    pub max_sys_path_entries: usize,
-    pub max_lookup_paths: usize,
-    pub max_requests_per_peer: usize,
-    pub max_connections_per_peer: usize,
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_sys_path_entries: DEFAULT_MAX_SYS_PATH_ENTRIES,
-            max_lookup_paths: DEFAULT_MAX_LOOKUP_PATHS,
-            max_requests_per_peer: DEFAULT_MAX_REQUESTS_PER_PEER,
-            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        }
-    }
-}
-
-/// Limits on what the index holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexLimits {
-    pub max_entries_per_directory: usize,
-    pub max_indexed_entries: usize,
-    /// Inotify watches this daemon may hold; `None`: only the kernel's
-    /// `fs.inotify.max_user_watches` limits it.
-    pub max_watches: Option<usize>,
-}
-
-impl Default for IndexLimits {
-    fn default() -> Self {
-        Self {
-            max_entries_per_directory: DEFAULT_MAX_ENTRIES_PER_DIRECTORY,
-            max_indexed_entries: DEFAULT_MAX_INDEXED_ENTRIES,
-            max_watches: None,
-        }
-    }
-}
-
-/// How directories are read and kept fresh where inotify cannot help.
+/// How directories are read and kept fresh where inotify cannot help (the
+/// refresh engines' part of the values).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshConfig {
     pub engine: Engine,
@@ -402,35 +507,12 @@ pub struct RefreshConfig {
 
 impl Default for RefreshConfig {
     fn default() -> Self {
-        Self {
-            engine: Engine::Auto,
-            uring_batch: DEFAULT_URING_BATCH,
-            recalibrate: DEFAULT_RECALIBRATE,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            poll_filesystems: Vec::new(),
-        }
+        Values::default().refresh()
     }
 }
 
-/// The shared generation file and how clients may use it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Freshness {
-    pub slots: u32,
-    pub lease: Duration,
-    pub active_window: Duration,
-}
-
-impl Default for Freshness {
-    fn default() -> Self {
-        Self {
-            slots: DEFAULT_GENERATION_SLOTS,
-            lease: DEFAULT_LEASE,
-            active_window: DEFAULT_ACTIVE_WINDOW,
-        }
-    }
-}
-
-/// Learned plans, compiled files served from memory, request deadlines.
+/// Learned plans, compiled files served from memory, request deadlines (the
+/// plans' part of the values).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanConfig {
     /// Where the plan state file lives; `None`: plans are not persisted.
@@ -439,6 +521,8 @@ pub struct PlanConfig {
     /// 0: no plan is learned.
     pub max_plans: usize,
     pub max_plans_per_uid: usize,
+    pub max_plan_bytes_per_uid: u64,
+    pub max_state_bytes: u64,
     pub max_plan_directories: usize,
     pub max_plan_files: usize,
     pub drop_after: u32,
@@ -452,229 +536,104 @@ pub struct PlanConfig {
 
 impl Default for PlanConfig {
     fn default() -> Self {
-        Self {
-            state_dir: None,
-            state_write_interval: DEFAULT_STATE_WRITE_INTERVAL,
-            max_plans: DEFAULT_MAX_PLANS,
-            max_plans_per_uid: DEFAULT_MAX_PLANS_PER_UID,
-            max_plan_directories: DEFAULT_MAX_PLAN_DIRECTORIES,
-            max_plan_files: DEFAULT_MAX_PLAN_FILES,
-            drop_after: DEFAULT_PLAN_DROP_AFTER,
-            max_program_key_bytes: DEFAULT_MAX_PROGRAM_KEY_BYTES,
-            max_report_paths: DEFAULT_MAX_REPORT_PATHS,
-            max_plan_bytecode_bytes: DEFAULT_MAX_PLAN_BYTECODE_BYTES,
-            max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
-            slow_stat_ns: DEFAULT_SLOW_STAT_NS,
-            deadline_percent: DEFAULT_DEADLINE_PERCENT,
-        }
+        Values::default().plans(None)
     }
 }
 
-impl PlanConfig {
-    fn resolve(s: &Settings, on_default_socket: bool) -> Result<PlanConfig, ConfigError> {
-        let state_dir = match &s.state_dir {
+impl Values {
+    fn refresh(&self) -> RefreshConfig {
+        RefreshConfig {
+            engine: self.refresh_engine,
+            uring_batch: self.uring_batch,
+            recalibrate: Duration::from_secs(self.recalibrate_secs),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            poll_filesystems: self.poll_filesystems.clone(),
+        }
+    }
+
+    fn plans(&self, state_dir: Option<PathBuf>) -> PlanConfig {
+        PlanConfig {
+            state_dir,
+            state_write_interval: Duration::from_millis(self.state_write_interval_ms),
+            max_plans: self.max_plans,
+            max_plans_per_uid: self.max_plans_per_uid,
+            max_plan_bytes_per_uid: self.max_plan_bytes_per_uid,
+            max_state_bytes: self.max_state_bytes,
+            max_plan_directories: self.max_plan_directories,
+            max_plan_files: self.max_plan_files,
+            drop_after: self.plan_drop_after,
+            max_program_key_bytes: self.max_program_key_bytes,
+            max_report_paths: self.max_report_paths,
+            max_plan_bytecode_bytes: self.max_plan_bytecode_bytes,
+            max_cached_bytes: self.max_cached_bytes,
+            slow_stat_ns: self.slow_stat_ns,
+            deadline_percent: self.deadline_percent,
+        }
+    }
+
+    /// The state directory: the given one ("" for none), else the default.
+    fn state_dir(&self, on_default_socket: bool) -> Option<PathBuf> {
+        match &self.state_dir {
             Some(dir) if dir.as_os_str().is_empty() => None,
             Some(dir) => Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
             None => default_state_dir_from_env(on_default_socket),
-        };
-        let drop_after = s.plan_drop_after.unwrap_or(DEFAULT_PLAN_DROP_AFTER);
-        if drop_after == 0 {
-            return Err(ConfigError::Invalid {
-                key: "plan_drop_after",
-                value: "0".to_string(),
-                why: "must be at least 1",
-            });
         }
-        let deadline_percent = s.deadline_percent.unwrap_or(DEFAULT_DEADLINE_PERCENT);
-        if !(1..=100).contains(&deadline_percent) {
-            return Err(ConfigError::Invalid {
-                key: "deadline_percent",
-                value: deadline_percent.to_string(),
-                why: "must be between 1 and 100",
-            });
-        }
-        Ok(PlanConfig {
-            state_dir,
-            state_write_interval: s
-                .state_write_interval_ms
-                .map_or(DEFAULT_STATE_WRITE_INTERVAL, Duration::from_millis)
-                .max(Duration::from_millis(10)),
-            max_plans: s.max_plans.unwrap_or(DEFAULT_MAX_PLANS),
-            max_plans_per_uid: at_least(
-                "max_plans_per_uid",
-                s.max_plans_per_uid.unwrap_or(DEFAULT_MAX_PLANS_PER_UID),
-                1,
-            )?,
-            max_plan_directories: s
-                .max_plan_directories
-                .unwrap_or(DEFAULT_MAX_PLAN_DIRECTORIES),
-            max_plan_files: s.max_plan_files.unwrap_or(DEFAULT_MAX_PLAN_FILES),
-            drop_after,
-            max_program_key_bytes: at_least(
-                "max_program_key_bytes",
-                s.max_program_key_bytes
-                    .unwrap_or(DEFAULT_MAX_PROGRAM_KEY_BYTES),
-                1,
-            )?,
-            max_report_paths: s.max_report_paths.unwrap_or(DEFAULT_MAX_REPORT_PATHS),
-            max_plan_bytecode_bytes: s
-                .max_plan_bytecode_bytes
-                .unwrap_or(DEFAULT_MAX_PLAN_BYTECODE_BYTES),
-            max_cached_bytes: s.max_cached_bytes.unwrap_or(DEFAULT_MAX_CACHED_BYTES),
-            slow_stat_ns: s.slow_stat_ns.unwrap_or(DEFAULT_SLOW_STAT_NS),
-            deadline_percent,
-        })
     }
 }
 
-/// Everything `finderd serve` needs.
+/// Everything `finderd serve` needs: the values, and what is derived from
+/// them once at start (all from restart-only rows, so a reload keeps them).
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub values: Values,
+    /// The socket, absolute (`values.socket` or the default); under socket
+    /// activation, the one systemd passed.
     pub socket: PathBuf,
     /// The listening socket came from systemd (socket activation).
     pub activated: bool,
-    /// Mode of the socket file; `None`: 0666 in the system directory, else 0600.
-    pub socket_mode: Option<u32>,
-    pub socket_dir_mode: Option<u32>,
-    pub log_level: Option<String>,
-    pub requests: RequestLimits,
-    pub index: IndexLimits,
     pub refresh: RefreshConfig,
-    pub freshness: Freshness,
-    pub drain_timeout: Duration,
-    /// Exit (status 0) after this long with no connection open and no
-    /// request; `None`: never. For socket-activated per-user daemons.
-    pub idle_exit: Option<Duration>,
-    /// Async worker threads; 0: a current-thread runtime.
-    pub worker_threads: usize,
     pub plans: PlanConfig,
-}
-
-fn at_least(key: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
-    if value < min {
-        return Err(ConfigError::Invalid {
-            key,
-            value: value.to_string(),
-            why: "must be at least 1",
-        });
-    }
-    Ok(value)
 }
 
 impl Config {
     /// Fills what `settings` leaves out with the defaults.
+    #[cfg(test)]
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
-        let s = settings;
-        let default_socket = default_socket_path_from_env();
-        let socket = s.socket.clone().unwrap_or_else(|| default_socket.clone());
-        let socket = std::path::absolute(&socket).unwrap_or(socket);
-        let plans = PlanConfig::resolve(&s, socket == default_socket)?;
-        let slots = s.generation_slots.unwrap_or(DEFAULT_GENERATION_SLOTS);
-        if slots < 2 {
-            return Err(ConfigError::Invalid {
-                key: "generation_slots",
-                value: slots.to_string(),
-                why: "must be at least 2 (slot 0 means none)",
-            });
-        }
-        Ok(Config {
-            socket,
-            activated: false,
-            socket_mode: s.socket_mode,
-            socket_dir_mode: s.socket_dir_mode,
-            log_level: s.log_level,
-            requests: RequestLimits {
-                max_request_bytes: s.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-                max_sys_path_entries: s
-                    .max_sys_path_entries
-                    .unwrap_or(DEFAULT_MAX_SYS_PATH_ENTRIES),
-                max_lookup_paths: s.max_lookup_paths.unwrap_or(DEFAULT_MAX_LOOKUP_PATHS),
-                max_requests_per_peer: at_least(
-                    "max_requests_per_peer",
-                    s.max_requests_per_peer
-                        .unwrap_or(DEFAULT_MAX_REQUESTS_PER_PEER),
-                    1,
-                )?,
-                max_connections_per_peer: at_least(
-                    "max_connections_per_peer",
-                    s.max_connections_per_peer
-                        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_PEER),
-                    1,
-                )?,
-            },
-            index: IndexLimits {
-                max_entries_per_directory: s
-                    .max_entries_per_directory
-                    .unwrap_or(DEFAULT_MAX_ENTRIES_PER_DIRECTORY),
-                max_indexed_entries: at_least(
-                    "max_indexed_entries",
-                    s.max_indexed_entries.unwrap_or(DEFAULT_MAX_INDEXED_ENTRIES),
-                    1,
-                )?,
-                max_watches: s.max_watches,
-            },
-            refresh: RefreshConfig {
-                engine: s.refresh_engine.unwrap_or_default(),
-                uring_batch: at_least(
-                    "uring_batch",
-                    s.uring_batch.unwrap_or(DEFAULT_URING_BATCH),
-                    1,
-                )?
-                .min(4096),
-                recalibrate: s
-                    .recalibrate_secs
-                    .map_or(DEFAULT_RECALIBRATE, Duration::from_secs),
-                poll_interval: s
-                    .poll_interval_ms
-                    .map_or(DEFAULT_POLL_INTERVAL, Duration::from_millis)
-                    .max(Duration::from_millis(10)),
-                poll_filesystems: s.poll_filesystems.unwrap_or_default(),
-            },
-            freshness: Freshness {
-                slots,
-                lease: s.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis),
-                active_window: s
-                    .active_window_secs
-                    .map_or(DEFAULT_ACTIVE_WINDOW, Duration::from_secs),
-            },
-            drain_timeout: s
-                .drain_timeout_ms
-                .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_millis),
-            idle_exit: s
-                .idle_exit
-                .filter(|&secs| secs > 0)
-                .map(Duration::from_secs),
-            worker_threads: s.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS),
-            plans,
-        })
+        Ok(Config::from_values(Values::resolve(settings)?))
     }
 
-    /// The settings a running daemon cannot change without a restart, that
-    /// differ between `self` and `new` (for the reload log).
-    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        if !self.activated && self.socket != new.socket {
-            changed.push("socket");
+    /// The config of checked values: the socket and the refresh and plan
+    /// settings derived from them.
+    pub fn from_values(values: Values) -> Config {
+        let default_socket = default_socket_path_from_env();
+        let socket = values
+            .socket
+            .clone()
+            .unwrap_or_else(|| default_socket.clone());
+        let socket = std::path::absolute(&socket).unwrap_or(socket);
+        let plans = values.plans(values.state_dir(socket == default_socket));
+        Config {
+            refresh: values.refresh(),
+            plans,
+            socket,
+            activated: false,
+            values,
         }
-        if self.socket_mode != new.socket_mode {
-            changed.push("socket_mode");
+    }
+
+    /// The config a SIGHUP with `new` leaves running, and the restart-only
+    /// keys whose change waits for the next start (for the reload log).
+    pub fn reloaded(&self, new: Values) -> (Config, Vec<&'static str>) {
+        let (values, mut waiting) = self.values.reloaded(new);
+        if self.activated {
+            // Under socket activation the configured socket means nothing.
+            waiting.retain(|key| *key != "socket");
         }
-        if self.socket_dir_mode != new.socket_dir_mode {
-            changed.push("socket_dir_mode");
-        }
-        if self.freshness.slots != new.freshness.slots {
-            changed.push("generation_slots");
-        }
-        if self.freshness.lease != new.freshness.lease {
-            changed.push("lease_ms");
-        }
-        if self.worker_threads != new.worker_threads {
-            changed.push("worker_threads");
-        }
-        if self.plans != new.plans {
-            changed.push("plan settings (state_dir, max_plans, ...)");
-        }
-        changed
+        let config = Config {
+            values,
+            ..self.clone()
+        };
+        (config, waiting)
     }
 
     /// The generation file lives beside the socket: `<socket>.gen`.
@@ -690,95 +649,44 @@ impl Config {
     /// Mode for the socket file: the system socket is open to all (the
     /// per-peer policy protects what it answers), any other is private.
     pub fn effective_socket_mode(&self) -> u32 {
-        self.socket_mode.unwrap_or(if self.is_system_socket() {
+        let default = if self.is_system_socket() {
             0o666
         } else {
             0o600
-        })
+        };
+        self.values.socket_mode.map_or(default, |mode| mode.0)
     }
 
     /// Mode for a socket directory the daemon creates.
     pub fn socket_dir_mode(&self) -> u32 {
-        self.socket_dir_mode.unwrap_or(if self.is_system_socket() {
+        let default = if self.is_system_socket() {
             0o755
         } else {
             0o700
-        })
+        };
+        self.values.socket_dir_mode.map_or(default, |mode| mode.0)
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.values.lease_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.values.drain_timeout_ms)
+    }
+
+    /// Exit (status 0) after this long with no connection open and no
+    /// request; `None`: never.
+    pub fn idle_exit(&self) -> Option<Duration> {
+        Some(self.values.idle_exit)
+            .filter(|&secs| secs > 0)
+            .map(Duration::from_secs)
     }
 
     /// Every limit by its config key, as reported in stats (0: no limit).
     pub fn limits(&self) -> Vec<(&'static str, u64)> {
-        let n = |v: usize| v as u64;
-        vec![
-            ("max_request_bytes", n(self.requests.max_request_bytes)),
-            (
-                "max_sys_path_entries",
-                n(self.requests.max_sys_path_entries),
-            ),
-            ("max_lookup_paths", n(self.requests.max_lookup_paths)),
-            (
-                "max_requests_per_peer",
-                n(self.requests.max_requests_per_peer),
-            ),
-            (
-                "max_connections_per_peer",
-                n(self.requests.max_connections_per_peer),
-            ),
-            (
-                "max_entries_per_directory",
-                n(self.index.max_entries_per_directory),
-            ),
-            ("max_indexed_entries", n(self.index.max_indexed_entries)),
-            ("max_watches", self.index.max_watches.map_or(0, n)),
-            ("generation_slots", u64::from(self.freshness.slots)),
-            ("lease_ms", self.freshness.lease.as_millis() as u64),
-            ("active_window_secs", self.freshness.active_window.as_secs()),
-            ("drain_timeout_ms", self.drain_timeout.as_millis() as u64),
-            ("idle_exit", self.idle_exit.map_or(0, |d| d.as_secs())),
-            (
-                "poll_interval_ms",
-                self.refresh.poll_interval.as_millis() as u64,
-            ),
-            ("uring_batch", n(self.refresh.uring_batch)),
-            ("recalibrate_secs", self.refresh.recalibrate.as_secs()),
-            ("worker_threads", n(self.worker_threads)),
-            ("max_plans", n(self.plans.max_plans)),
-            ("max_plans_per_uid", n(self.plans.max_plans_per_uid)),
-            ("max_plan_directories", n(self.plans.max_plan_directories)),
-            ("max_plan_files", n(self.plans.max_plan_files)),
-            ("plan_drop_after", u64::from(self.plans.drop_after)),
-            ("max_program_key_bytes", n(self.plans.max_program_key_bytes)),
-            ("max_report_paths", n(self.plans.max_report_paths)),
-            (
-                "max_plan_bytecode_bytes",
-                self.plans.max_plan_bytecode_bytes,
-            ),
-            ("max_cached_bytes", self.plans.max_cached_bytes),
-            ("slow_stat_ns", self.plans.slow_stat_ns),
-            (
-                "state_write_interval_ms",
-                self.plans.state_write_interval.as_millis() as u64,
-            ),
-            ("deadline_percent", u64::from(self.plans.deadline_percent)),
-        ]
+        self.values.limits()
     }
-}
-
-/// The limits a SIGHUP may change, read by request handlers and the index
-/// without a lock.
-#[derive(Debug, Default)]
-pub struct LiveLimits {
-    pub max_request_bytes: AtomicUsize,
-    pub max_sys_path_entries: AtomicUsize,
-    pub max_lookup_paths: AtomicUsize,
-    pub max_requests_per_peer: AtomicUsize,
-    pub max_connections_per_peer: AtomicUsize,
-    pub max_entries_per_directory: AtomicUsize,
-    pub max_indexed_entries: AtomicUsize,
-    /// `usize::MAX`: no limit of our own.
-    pub max_watches: AtomicUsize,
-    pub poll_interval_ms: AtomicU64,
-    pub active_window_ms: AtomicU64,
 }
 
 impl LiveLimits {
@@ -790,38 +698,7 @@ impl LiveLimits {
 
     /// Publishes the limits of `config`.
     pub fn store(&self, config: &Config) {
-        let set = |a: &AtomicUsize, v: usize| a.store(v, Ordering::Relaxed);
-        set(&self.max_request_bytes, config.requests.max_request_bytes);
-        set(
-            &self.max_sys_path_entries,
-            config.requests.max_sys_path_entries,
-        );
-        set(&self.max_lookup_paths, config.requests.max_lookup_paths);
-        set(
-            &self.max_requests_per_peer,
-            config.requests.max_requests_per_peer,
-        );
-        set(
-            &self.max_connections_per_peer,
-            config.requests.max_connections_per_peer,
-        );
-        set(
-            &self.max_entries_per_directory,
-            config.index.max_entries_per_directory,
-        );
-        set(&self.max_indexed_entries, config.index.max_indexed_entries);
-        set(
-            &self.max_watches,
-            config.index.max_watches.unwrap_or(usize::MAX),
-        );
-        self.poll_interval_ms.store(
-            config.refresh.poll_interval.as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        self.active_window_ms.store(
-            config.freshness.active_window.as_millis() as u64,
-            Ordering::Relaxed,
-        );
+        self.store_values(&config.values);
     }
 
     pub fn get(value: &AtomicUsize) -> usize {
@@ -835,6 +712,44 @@ impl LiveLimits {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.load(Ordering::Relaxed))
     }
+
+    /// After a request, how long the lease is kept fresh.
+    pub fn active_window(&self) -> Duration {
+        Duration::from_secs(self.active_window_secs.load(Ordering::Relaxed))
+    }
+}
+
+/// The settings table of docs/operating.md: every row with its flag, file
+/// key, default, what SIGHUP does, and its documentation line.
+#[cfg(test)]
+pub fn markdown_table() -> String {
+    use clap::Args as _;
+    let flags = Settings::augment_args(clap::Command::new("serve"));
+    let mut out = String::from(
+        "| flag / key | default | SIGHUP | what it bounds, what happens past it |\n\
+         | --- | --- | --- | --- |\n\
+         | `--config PATH` | `/etc/finderd/finderd.toml` when it exists | re-read | the TOML file (flag only) |\n",
+    );
+    for row in table() {
+        let arg = flags
+            .get_arguments()
+            .find(|arg| arg.get_id() == row.key)
+            .expect("every row is a flag");
+        let long = arg.get_long().unwrap_or(row.key);
+        let flag = match arg.get_value_names() {
+            Some([name, ..]) => format!("--{long} {name}"),
+            _ => format!("--{long}"),
+        };
+        let reload = match row.reload {
+            Reload::Limit | Reload::Live => "applied",
+            Reload::Restart => "restart",
+        };
+        out.push_str(&format!(
+            "| `{flag}` / `{}` | {} | {reload} | {} |\n",
+            row.key, row.default, row.doc
+        ));
+    }
+    out
 }
 
 /// `<socket>.gen`.
@@ -1010,6 +925,13 @@ mod tests {
         assert_eq!(config.plans.max_plans, 7);
         assert_eq!(config.plans.drop_after, 2);
         assert_eq!(config.plans.slow_stat_ns, 5);
+        let error =
+            Config::resolve(Settings::from_toml("deadline_percent = 101\n", path).expect("parses"))
+                .expect_err("out of range");
+        assert_eq!(
+            error.to_string(),
+            "deadline_percent = 101 is out of range: must be between 1 and 100"
+        );
         for bad in [
             "plan_drop_after = 0\n",
             "deadline_percent = 0\n",
@@ -1030,9 +952,9 @@ mod tests {
 
     #[test]
     fn octal_modes() {
-        assert_eq!(parse_octal("600"), Ok(0o600));
-        assert_eq!(parse_octal("0666"), Ok(0o666));
-        assert_eq!(parse_octal("0o640"), Ok(0o640));
+        assert_eq!(parse_octal("600"), Ok(Mode(0o600)));
+        assert_eq!(parse_octal("0666"), Ok(Mode(0o666)));
+        assert_eq!(parse_octal("0o640"), Ok(Mode(0o640)));
         assert!(parse_octal("888").is_err());
         assert!(parse_octal("7777").is_err());
     }
@@ -1052,17 +974,18 @@ mod tests {
             ..Settings::default()
         };
         let config = Config::resolve(file.layered(flags)).expect("valid");
-        assert_eq!(config.socket_mode, Some(0o640));
+        assert_eq!(config.effective_socket_mode(), 0o640);
         assert_eq!(config.socket_dir_mode(), 0o750);
-        assert_eq!(config.requests.max_lookup_paths, 9, "the flag wins");
-        assert_eq!(config.requests.max_requests_per_peer, 3);
-        assert_eq!(config.requests.max_connections_per_peer, 5);
+        assert_eq!(config.values.max_lookup_paths, 9, "the flag wins");
+        assert_eq!(config.values.max_requests_per_peer, 3);
+        assert_eq!(config.values.max_connections_per_peer, 5);
         assert_eq!(config.refresh.engine, Engine::Sync);
         assert_eq!(config.refresh.poll_filesystems, ["overlay", "0x1234"]);
-        assert_eq!(config.idle_exit, Some(Duration::from_secs(30)));
+        assert_eq!(config.idle_exit(), Some(Duration::from_secs(30)));
         assert_eq!(
-            config.requests.max_sys_path_entries,
-            DEFAULT_MAX_SYS_PATH_ENTRIES
+            config.values.max_sys_path_entries,
+            Values::default().max_sys_path_entries,
+            "the default"
         );
     }
 
@@ -1080,5 +1003,119 @@ mod tests {
             error.to_string().contains("max_requests_per_peer"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_reload_applies_live_values_and_names_the_restart_only_ones() {
+        let running = Config::resolve(Settings::default()).expect("defaults");
+        let changed = Settings::from_toml(
+            "max_lookup_paths = 7\nuring_batch = 8\nlease_ms = 9\nidle_exit = 3\n",
+            Path::new("f.toml"),
+        )
+        .expect("parses");
+        let (reloaded, waiting) = running.reloaded(Values::resolve(changed).expect("valid"));
+        assert_eq!(waiting, ["lease_ms", "uring_batch"], "in table order");
+        assert_eq!(reloaded.values.max_lookup_paths, 7, "a limit applies");
+        assert_eq!(reloaded.idle_exit(), Some(Duration::from_secs(3)), "live");
+        assert_eq!(reloaded.values.uring_batch, running.values.uring_batch);
+        assert_eq!(reloaded.lease(), running.lease(), "restart-only: kept");
+        assert_eq!(reloaded.refresh, running.refresh);
+    }
+
+    #[test]
+    fn live_limits_are_the_limit_rows() {
+        let settings = Settings::from_toml(
+            "max_watches = 5\nactive_window_secs = 2\npoll_interval_ms = 1\n",
+            Path::new("f.toml"),
+        )
+        .expect("parses");
+        let limits = LiveLimits::new(&Config::resolve(settings).expect("valid"));
+        assert_eq!(limits.max_watches(), Some(5));
+        assert_eq!(limits.active_window(), Duration::from_secs(2));
+        assert_eq!(limits.poll_interval(), Duration::from_millis(10), "raised");
+        let defaults = LiveLimits::new(&Config::resolve(Settings::default()).expect("ok"));
+        assert_eq!(defaults.max_watches(), None);
+    }
+
+    #[test]
+    fn the_flags_help_shows_the_default_and_restart_only() {
+        use clap::Args as _;
+        let command = Settings::augment_args(clap::Command::new("serve"));
+        let help = |id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id);
+            arg.and_then(|a| a.get_help()).map(|h| h.to_string())
+        };
+        let lease = help("lease_ms").expect("lease_ms");
+        assert!(
+            lease.ends_with("(restart to change) [default: 200]"),
+            "{lease}"
+        );
+        let requests = help("max_request_bytes").expect("max_request_bytes");
+        assert!(
+            requests.ends_with("naming the limit. [default: 4194304]"),
+            "{requests}"
+        );
+    }
+
+    /// The repository's copy of `relative`, checked against `fresh`: when
+    /// they differ, the fresh text is written and the test fails.
+    fn current_or_rewritten(relative: &str, fresh: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative);
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        if checked_in != fresh {
+            std::fs::write(&path, fresh).expect("rewrite");
+            panic!("{relative} did not match the settings table in config.rs; rewritten: review and commit it");
+        }
+    }
+
+    #[test]
+    fn the_docs_settings_table_is_the_tables() {
+        const BEGIN: &str = "<!-- settings table: generated from daemon/src/config.rs by `cargo test -p finderd`; do not edit -->\n";
+        const END: &str = "<!-- end of the settings table -->\n";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md");
+        let docs = std::fs::read_to_string(&path).expect("docs/operating.md");
+        let (before, rest) = docs.split_once(BEGIN).expect("the table's begin marker");
+        let (_, after) = rest.split_once(END).expect("the table's end marker");
+        let fresh = format!("{before}{BEGIN}{}{END}{after}", markdown_table());
+        current_or_rewritten("docs/operating.md", &fresh);
+    }
+
+    #[test]
+    fn the_example_config_file_shows_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/finderd.toml");
+        let example = std::fs::read_to_string(path).expect("deploy/systemd/finderd.toml");
+        let shown: Vec<&str> = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# ")?.split_once(" = "))
+            .map(|(key, _)| key)
+            .collect();
+        let keys: Vec<&str> = table().iter().map(|row| row.key).collect();
+        assert_eq!(shown, keys, "every key once, in table order");
+        let plain = |row: &&Setting| row.default.chars().all(|c| c.is_ascii_alphanumeric());
+        for row in table().iter().filter(plain) {
+            let line = example
+                .lines()
+                .find(|line| line.starts_with(&format!("# {} = ", row.key)))
+                .expect("shown");
+            assert!(
+                line.contains(&row.default),
+                "{line} lacks the default {}",
+                row.default
+            );
+        }
+    }
+
+    #[test]
+    fn every_setting_sighup_applies_has_a_test_that_it_changes_behaviour() {
+        let tests = include_str!("../tests/reload.rs");
+        for row in table().iter().filter(|row| row.reload != Reload::Restart) {
+            let name = format!("fn sighup_changes_{}(", row.key);
+            assert!(
+                tests.contains(&name),
+                "daemon/tests/reload.rs has no `{name}`"
+            );
+        }
     }
 }

@@ -57,6 +57,7 @@ pub struct GenFile {
 // SAFETY: the mapping is only accessed through atomics (slots, dry_ns) or
 // written once before the value is shared (the rest of the header).
 unsafe impl Send for GenFile {}
+// SAFETY: as for Send: shared access goes through atomics only.
 unsafe impl Sync for GenFile {}
 
 struct SlotPool {
@@ -209,8 +210,10 @@ fn create_fresh(path: &Path, len: usize) -> io::Result<File> {
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     let file = unsafe { File::from_raw_fd(fd) };
-    // The umask must not make the file unreadable for clients of other users.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    // The umask must not make the file unreadable for clients of other
+    // users; set on the descriptor, never again by path (which could name
+    // another file by now).
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     file.set_len(len as u64)?;
     Ok(file)
 }
@@ -234,6 +237,11 @@ fn map_shared(file: &File, len: usize) -> io::Result<NonNull<u8>> {
 }
 
 /// A nonzero random epoch from the kernel's CSPRNG.
+/// A random non-zero u64 (`getrandom`).
+pub fn random_u64() -> io::Result<u64> {
+    random_epoch()
+}
+
 fn random_epoch() -> io::Result<u64> {
     loop {
         let mut bytes = [0u8; 8];

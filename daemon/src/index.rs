@@ -33,11 +33,13 @@ use dashmap::DashMap;
 use crate::check::{stamp_of, Check, CheckKind, Stamp};
 use crate::config::{LiveLimits, RefreshConfig};
 use crate::genfile::{monotonic_ns, GenFile};
-use crate::policy::{denied_reason, Access, PeerInfo};
+use crate::policy::quota::{Cost, Over, Quotas};
+use crate::policy::{Access, Facts};
 use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
 use crate::stats::{bump, EngineReport, Gauges, Stats};
-use crate::targets::{self, EntryId, LinkDependencies, Unused};
+use crate::targets::{self, EntryId, LinkDependencies, LinkTarget, Unused};
+use crate::walk;
 use crate::watch::{Change, WatchError, Watcher};
 
 /// Crawls of one path before answering from a read that kept changing.
@@ -56,12 +58,18 @@ pub struct Listing {
     pub stat: Fingerprint,
     pub entries: Vec<Entry>,
     pub access: Access,
-    /// Checked by stat instead of watched (degraded or polled).
+    /// Per symlink entry (by name, sorted), the directories its resolution
+    /// searched: who may have its target's fingerprint.
+    pub links: Vec<(Bytes, Access)>,
+    /// Checked by stat instead of watched (polled filesystems).
     pub check: Option<Check>,
     /// `st_dev` of the listed directory (whether its filesystem is slow).
     pub device: u64,
     /// When it was last answered (ms of CLOCK_MONOTONIC), for eviction.
     last_used: AtomicU64,
+    /// Who it is charged to, and what its dependencies cost.
+    owner: Owner,
+    deps_bytes: u64,
     encoded: OnceLock<Bytes>,
 }
 
@@ -72,15 +80,39 @@ impl Listing {
         self.encoded.get_or_init(|| encode(self)).clone()
     }
 
+    /// What the resolution of the symlink entry `name` searched (`None`:
+    /// not a resolved symlink entry).
+    pub fn link_access(&self, name: &[u8]) -> Option<&Access> {
+        self.links
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|at| &self.links[at].1)
+    }
+
     fn touch(&self) {
         self.last_used.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// What keeping it costs its owner.
+    fn cost(&self) -> Cost {
+        Cost {
+            nodes: 1,
+            entries: self.entries.len() as u64,
+            bytes: u64::try_from(self.approximate_bytes()).unwrap_or(0) + self.deps_bytes,
+        }
+    }
+
     fn approximate_bytes(&self) -> i64 {
         let names: usize = self.entries.iter().map(|e| e.name.len()).sum();
+        let links: usize = (self.links.iter())
+            .map(|(name, access)| name.len() + access.heap_bytes())
+            .sum();
         let bytes = std::mem::size_of::<Self>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + names
+            + self.links.capacity() * std::mem::size_of::<(Bytes, Access)>()
+            + links
+            + self.access.heap_bytes()
             + self.path.len()
             + self.real.len();
         i64::try_from(bytes).unwrap_or(i64::MAX)
@@ -95,6 +127,8 @@ pub struct Absence {
     pub slot: u32,
     pub access: Access,
     pub check: Option<Check>,
+    owner: Owner,
+    deps_bytes: u64,
 }
 
 /// A path the daemon will not answer for, until something changes.
@@ -102,6 +136,47 @@ pub struct Absence {
 pub struct Refused {
     pub reason: String,
     pub access: Access,
+    owner: Owner,
+    deps_bytes: u64,
+}
+
+/// The uid a kept node is charged to (`crate::policy::quota`): the latest
+/// that was served it.
+#[derive(Debug)]
+struct Owner(AtomicU64);
+
+/// `Owner`'s encoding of a peer without credentials.
+const NO_UID: u64 = u64::MAX;
+
+impl Owner {
+    fn new(uid: Option<u32>) -> Owner {
+        Owner(AtomicU64::new(uid.map_or(NO_UID, u64::from)))
+    }
+
+    fn get(&self) -> Option<u32> {
+        decode_uid(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Becomes `uid`; returns who it was.
+    fn swap(&self, uid: Option<u32>) -> Option<u32> {
+        decode_uid(
+            self.0
+                .swap(uid.map_or(NO_UID, u64::from), Ordering::Relaxed),
+        )
+    }
+}
+
+fn decode_uid(raw: u64) -> Option<u32> {
+    u32::try_from(raw).ok()
+}
+
+/// What a node (not its listing: see `Listing::cost`) costs its owner.
+fn small_cost(access: &Access, deps_bytes: u64) -> Cost {
+    Cost {
+        nodes: 1,
+        entries: 0,
+        bytes: (std::mem::size_of::<Absence>() + access.heap_bytes()) as u64 + deps_bytes,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,20 +188,24 @@ enum Node {
 }
 
 impl Node {
+    /// Who it is charged to and how much (`None`: a crawl in progress).
+    fn charge(&self) -> Option<(Option<u32>, Cost)> {
+        let indexed = Indexed::from(self.clone());
+        Some((indexed.owner()?.get(), indexed.cost()))
+    }
+
+    fn last_used(&self) -> u64 {
+        match self {
+            Node::Listed(listing) => listing.last_used.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
     fn check(&self) -> Option<&Check> {
         match self {
             Node::Listed(listing) => listing.check.as_ref(),
             Node::Absent(absence) => absence.check.as_ref(),
             Node::Crawling(_) | Node::Refused(_) => None,
-        }
-    }
-
-    fn access(&self) -> Option<&Access> {
-        match self {
-            Node::Crawling(_) => None,
-            Node::Listed(listing) => Some(&listing.access),
-            Node::Absent(absence) => Some(&absence.access),
-            Node::Refused(refused) => Some(&refused.access),
         }
     }
 }
@@ -153,20 +232,80 @@ impl Ticket {
     }
 }
 
-/// The answer about one path, for one peer.
-#[derive(Debug)]
-pub enum Answer {
+/// What the index holds for one path: the same for every peer. What of it
+/// a peer may have is the gate's decision (`crate::policy::gate`).
+#[derive(Debug, Clone)]
+pub enum Indexed {
     Listed(Arc<Listing>),
-    Unchanged {
-        generation: u64,
-        slot: u32,
-    },
-    Absent {
-        errno: i32,
-        generation: u64,
-        slot: u32,
-    },
-    NotServed(String),
+    Absent(Arc<Absence>),
+    Refused(Arc<Refused>),
+    /// The crawl made for this asker stopped at a directory the asker may
+    /// not search or list: nothing past it was read, kept or counted.
+    Screened,
+}
+
+impl Indexed {
+    /// The facts that decide who may have this answer.
+    pub fn access(&self) -> Option<&Access> {
+        match self {
+            Indexed::Listed(listing) => Some(&listing.access),
+            Indexed::Absent(absence) => Some(&absence.access),
+            Indexed::Refused(refused) => Some(&refused.access),
+            Indexed::Screened => None,
+        }
+    }
+}
+
+impl Indexed {
+    /// Who it is charged to (`None`: nothing kept).
+    fn owner(&self) -> Option<&Owner> {
+        match self {
+            Indexed::Listed(listing) => Some(&listing.owner),
+            Indexed::Absent(absence) => Some(&absence.owner),
+            Indexed::Refused(refused) => Some(&refused.owner),
+            Indexed::Screened => None,
+        }
+    }
+
+    /// What keeping it costs its owner.
+    fn cost(&self) -> Cost {
+        match self {
+            Indexed::Listed(listing) => listing.cost(),
+            Indexed::Absent(absence) => small_cost(&absence.access, absence.deps_bytes),
+            Indexed::Refused(refused) => small_cost(&refused.access, refused.deps_bytes),
+            Indexed::Screened => Cost::default(),
+        }
+    }
+
+    fn check(&self) -> Option<&Check> {
+        match self {
+            Indexed::Listed(listing) => listing.check.as_ref(),
+            Indexed::Absent(absence) => absence.check.as_ref(),
+            Indexed::Refused(_) | Indexed::Screened => None,
+        }
+    }
+}
+
+impl From<Node> for Indexed {
+    fn from(node: Node) -> Indexed {
+        match node {
+            Node::Listed(listing) => Indexed::Listed(listing),
+            Node::Absent(absence) => Indexed::Absent(absence),
+            Node::Refused(refused) => Indexed::Refused(refused),
+            // Never returned: a crawl in progress is waited for.
+            Node::Crawling(_) => Indexed::Screened,
+        }
+    }
+}
+
+/// Where a crawl made for one asker may go: the asker's own permissions
+/// (`crate::policy::gate`), so that the daemon never reads, keeps or
+/// counts anything beyond what that asker could reach itself.
+pub trait Screen {
+    fn may_search(&self, dir: &Facts) -> bool;
+    fn may_list(&self, dir: &Facts) -> bool;
+    /// Who asks: what the crawl keeps is charged to this uid.
+    fn uid(&self) -> Option<u32>;
 }
 
 /// Why a path is asked for (sys.path entries are counted as roots).
@@ -232,6 +371,16 @@ impl Dependencies {
         unsearched
     }
 
+    /// Roughly what `key`'s dependencies keep on the heap (each lookup is
+    /// held in three maps).
+    fn bytes_of(&self, key: &Bytes) -> u64 {
+        const PER_LOOKUP: u64 = 128;
+        let own: u64 = (self.of_key.get(key).into_iter().flatten())
+            .map(|(dir, location)| 2 * (dir.len() + location.len()) as u64 + PER_LOOKUP)
+            .sum();
+        own + self.links.bytes_of_key(key)
+    }
+
     fn keys_at(&self, location: &[u8]) -> Vec<Bytes> {
         self.keys_at
             .get(location)
@@ -286,6 +435,7 @@ pub struct Index {
     genfile: Arc<GenFile>,
     next_generation: AtomicU64,
     limits: Arc<LiveLimits>,
+    quotas: Arc<Quotas>,
     stats: Arc<Stats>,
     listed: AtomicI64,
     entries: AtomicI64,
@@ -294,6 +444,8 @@ pub struct Index {
     /// Keys checked by stat instead of watched, and why.
     checked: Mutex<HashMap<Bytes, CheckKind>>,
     warned_watch_limit: AtomicBool,
+    /// Answers read but not kept because a watch could not be had.
+    unwatched: AtomicU64,
     engines: Engines,
 }
 
@@ -316,11 +468,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Index {
     pub fn new(
         limits: Arc<LiveLimits>,
+        quotas: Arc<Quotas>,
         refresh: &RefreshConfig,
         genfile: Arc<GenFile>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Self> {
-        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&stats))?;
+        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&quotas), Arc::clone(&stats))?;
         Ok(Self {
             nodes: DashMap::new(),
             dependencies: Mutex::new(Dependencies::default()),
@@ -329,6 +482,7 @@ impl Index {
             genfile,
             next_generation: AtomicU64::new(1),
             limits,
+            quotas,
             stats,
             listed: AtomicI64::new(0),
             entries: AtomicI64::new(0),
@@ -336,6 +490,7 @@ impl Index {
             roots: Mutex::new(HashSet::new()),
             checked: Mutex::new(HashMap::new()),
             warned_watch_limit: AtomicBool::new(false),
+            unwatched: AtomicU64::new(0),
             engines: Engines::new(refresh),
         })
     }
@@ -357,7 +512,7 @@ impl Index {
             directories: count(&self.listed),
             entries: count(&self.entries),
             index_bytes: count(&self.bytes),
-            degraded_roots: self.checked_count(CheckKind::Degraded),
+            degraded_roots: self.unwatched.load(Ordering::Relaxed),
             polled_roots: self.checked_count(CheckKind::Polled),
         }
     }
@@ -420,112 +575,65 @@ impl Index {
         }
     }
 
-    /// The answer about `key` (absolute and canonical) for `peer`; crawls it
-    /// when it is not indexed. `known_generation` (0: none) turns a current
-    /// answer into UNCHANGED.
-    pub fn answer(
-        &self,
-        key: &Bytes,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Answer {
-        let node = self.checked_current(key);
-        self.respond(key, node, peer, known_generation, role)
+    /// What the index holds for `key` (absolute and canonical), crawled
+    /// for an asker whose permissions are `screen` when it is not indexed.
+    pub fn answer(&self, key: &Bytes, role: Role, screen: &dyn Screen) -> Indexed {
+        let indexed = self.checked_current(key, screen);
+        self.note_use(key, &indexed, role);
+        indexed
     }
 
-    /// The answer when it needs no filesystem access: `key` is indexed,
-    /// not being crawled, and not checked by stat. `None`: use [`answer`].
-    pub fn peek(
-        &self,
-        key: &Bytes,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Option<Answer> {
+    /// [`answer`](Self::answer) when it needs no filesystem access: `key`
+    /// is indexed, not being crawled, and not checked by stat. `None`: ask
+    /// [`answer`](Self::answer) on a thread that may block.
+    pub fn peek(&self, key: &Bytes, role: Role) -> Option<Indexed> {
         let node = self.nodes.get(key).map(|node| node.clone())?;
         if matches!(node, Node::Crawling(_)) || node.check().is_some() {
             return None;
         }
         bump(&self.stats.hits);
-        Some(self.respond(key, node, peer, known_generation, role))
+        let indexed = Indexed::from(node);
+        self.note_use(key, &indexed, role);
+        Some(indexed)
     }
 
     /// The current node, re-crawled first when its stat check fails.
-    fn checked_current(&self, key: &Bytes) -> Node {
+    fn checked_current(&self, key: &Bytes, screen: &dyn Screen) -> Indexed {
         for _ in 0..CRAWL_ATTEMPTS {
-            let node = self.current(key);
-            let Some(check) = node.check() else {
-                return node;
+            let indexed = self.current(key, screen);
+            let Some(check) = indexed.check() else {
+                return indexed;
             };
             bump(&self.stats.mtime_checks);
             if check.holds(key) {
-                return node;
+                return indexed;
             }
             bump(&self.stats.mtime_recrawls);
             self.drop_keys(std::slice::from_ref(key));
         }
-        self.current(key)
+        self.current(key, screen)
     }
 
-    fn respond(
-        &self,
-        key: &Bytes,
-        node: Node,
-        peer: &PeerInfo,
-        known_generation: u64,
-        role: Role,
-    ) -> Answer {
+    /// Roots and LRU order.
+    fn note_use(&self, key: &Bytes, indexed: &Indexed, role: Role) {
         if role == Role::SysPathEntry && self.nodes.contains_key(key) {
             lock(&self.roots).insert(key.clone());
         }
-        if let Node::Listed(listing) = &node {
+        if let Indexed::Listed(listing) = indexed {
             listing.touch();
-        }
-        let allowed = match (peer, node.access()) {
-            (Some(peer), Some(access)) => access.permits(peer),
-            _ => false,
-        };
-        if !allowed {
-            return Answer::NotServed(denied_reason(peer));
-        }
-        match node {
-            Node::Listed(listing)
-                if known_generation != 0 && listing.generation == known_generation =>
-            {
-                Answer::Unchanged {
-                    generation: listing.generation,
-                    slot: listing.slot,
-                }
-            }
-            Node::Absent(absence)
-                if known_generation != 0 && absence.generation == known_generation =>
-            {
-                Answer::Unchanged {
-                    generation: absence.generation,
-                    slot: absence.slot,
-                }
-            }
-            Node::Listed(listing) => Answer::Listed(listing),
-            Node::Absent(absence) => Answer::Absent {
-                errno: absence.errno,
-                generation: absence.generation,
-                slot: absence.slot,
-            },
-            Node::Refused(refused) => Answer::NotServed(refused.reason.clone()),
-            Node::Crawling(_) => Answer::NotServed("directory is being read".to_string()),
         }
     }
 
-    /// The node for `key`, crawling it if needed (never `Crawling`).
-    fn current(&self, key: &Bytes) -> Node {
+    /// The node for `key`, crawled for an asker limited by `screen` if
+    /// needed.
+    fn current(&self, key: &Bytes, screen: &dyn Screen) -> Indexed {
         loop {
             let existing = self.nodes.get(key).map(|node| node.clone());
             match existing {
                 Some(Node::Crawling(ticket)) => ticket.wait(),
                 Some(node) => {
                     bump(&self.stats.hits);
-                    return node;
+                    return Indexed::from(node);
                 }
                 None => {
                     let ticket = Arc::new(Ticket::default());
@@ -536,7 +644,9 @@ impl Index {
                             index: self,
                             key,
                             ticket: &ticket,
-                            degraded: Cell::new(false),
+                            screen,
+                            screened: Cell::new(false),
+                            unwatched: Cell::new(false),
                             polled: Cell::new(false),
                         };
                         return guard.crawl();
@@ -554,6 +664,7 @@ impl Index {
         ticket: &Arc<Ticket>,
         outcome: Outcome,
         check: Option<Check>,
+        owner: Option<u32>,
     ) -> Result<Node, Outcome> {
         let MapEntry::Occupied(mut occupied) = self.nodes.entry(key.clone()) else {
             return Ok(self.unkept(key, outcome));
@@ -563,7 +674,7 @@ impl Index {
                 if ticket.dirty.load(Ordering::SeqCst) {
                     return Err(outcome);
                 }
-                let node = self.kept(key, outcome, check);
+                let node = self.kept(key, outcome, check, owner);
                 occupied.insert(node.clone());
                 Ok(node)
             }
@@ -571,15 +682,26 @@ impl Index {
         }
     }
 
-    /// A node for the index: with a generation and a published slot.
-    fn kept(&self, key: &Bytes, outcome: Outcome, check: Option<Check>) -> Node {
+    /// A node for the index: with a generation and a published slot,
+    /// charged to `owner` (`Index::enforce_limits` evicts what is over).
+    fn kept(
+        &self,
+        key: &Bytes,
+        outcome: Outcome,
+        check: Option<Check>,
+        owner: Option<u32>,
+    ) -> Node {
         let needs_slot = matches!(outcome, Outcome::Listed(_) | Outcome::Absent { .. });
         let slot = if needs_slot {
             self.genfile.allocate_slot()
         } else {
             0
         };
-        let node = self.node_from(key, outcome, slot, check);
+        let deps_bytes = self.dependencies().bytes_of(key);
+        let node = self.node_from(key, outcome, slot, check, (owner, deps_bytes));
+        if let Some((_, cost)) = node.charge() {
+            self.quotas.charge(owner, cost);
+        }
         if let Some(check) = node.check() {
             lock(&self.checked).insert(key.clone(), check.kind);
         }
@@ -594,13 +716,23 @@ impl Index {
         node
     }
 
-    /// A node only for this answer (slot 0: the client must revalidate).
+    /// A node only for this answer (slot 0: the client must revalidate),
+    /// charged to nobody.
     fn unkept(&self, key: &Bytes, outcome: Outcome) -> Node {
-        self.node_from(key, outcome, 0, None)
+        self.node_from(key, outcome, 0, None, (None, 0))
     }
 
-    fn node_from(&self, key: &Bytes, outcome: Outcome, slot: u32, check: Option<Check>) -> Node {
+    /// `charge`: the owner and what the key's dependencies cost.
+    fn node_from(
+        &self,
+        key: &Bytes,
+        outcome: Outcome,
+        slot: u32,
+        check: Option<Check>,
+        charge: (Option<u32>, u64),
+    ) -> Node {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let (owner, deps_bytes) = (Owner::new(charge.0), charge.1);
         match outcome {
             Outcome::Listed(listed) => Node::Listed(Arc::new(Listing {
                 path: key.clone(),
@@ -610,9 +742,12 @@ impl Index {
                 stat: listed.stat,
                 entries: listed.entries,
                 access: listed.access,
+                links: listed.resolved,
                 check,
                 device: listed.device,
                 last_used: AtomicU64::new(now_ms()),
+                owner,
+                deps_bytes,
                 encoded: OnceLock::new(),
             })),
             Outcome::Absent { errno, access } => Node::Absent(Arc::new(Absence {
@@ -621,14 +756,20 @@ impl Index {
                 slot,
                 access,
                 check,
+                owner,
+                deps_bytes,
             })),
             Outcome::Refused { refusal, access } => Node::Refused(Arc::new(Refused {
                 reason: refusal.reason,
                 access,
+                owner,
+                deps_bytes,
             })),
             Outcome::Raced { access } => Node::Refused(Arc::new(Refused {
                 reason: "directory kept changing while being read".to_string(),
                 access,
+                owner,
+                deps_bytes,
             })),
         }
     }
@@ -646,20 +787,24 @@ impl Index {
     }
 
     /// Turns a watch failure into a refusal; `Ok(true)`: no watch could be
-    /// had (the watch limit), so the crawl's result must be checked by stat.
+    /// had (the watch limit), so the crawl's result must not be kept.
     fn watch_result(&self, key: &Bytes, result: Result<(), WatchError>) -> Result<bool, Refusal> {
         match result {
             Ok(()) => Ok(false),
             // The lookup or open that follows finds out, and the event
             // in the (watched) parent makes the crawl dirty.
             Err(WatchError::Vanished) => Ok(false),
+            Err(WatchError::UidLimit) => {
+                tracing::debug!(path = %key.escape_ascii(), "a uid's share of the watches is used; answered without keeping");
+                Ok(true)
+            }
             Err(WatchError::Limit) => {
                 if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         path = %key.escape_ascii(),
                         max_watches = ?self.limits.max_watches(),
-                        "inotify watch limit reached; directories without a watch are checked \
-                         by mtime at each request (raise fs.inotify.max_user_watches or --max-watches)"
+                        "inotify watch limit reached; directories without a watch are read again \
+                         for every request (raise fs.inotify.max_user_watches or --max-watches)"
                     );
                 }
                 Ok(true)
@@ -677,11 +822,12 @@ impl Index {
     fn watch_link_targets(
         &self,
         key: &Bytes,
-        real: &[u8],
+        (real, owner): (&[u8], Option<u32>),
         links: &[Bytes],
         watcher: &mut Watcher,
         released: &mut Released,
-    ) -> bool {
+    ) -> Option<Vec<(Bytes, LinkTarget)>> {
+        let mut resolved = Vec::with_capacity(links.len());
         'links: for name in links {
             let id: EntryId = (key.clone(), name.clone());
             let mut target = targets::resolve(real, name);
@@ -692,27 +838,28 @@ impl Index {
                     .set(&id, target.clone(), &mut unused);
                 released.add(unused);
                 for dir in target.searched_dirs() {
-                    if !watched(watcher.watch_searched(dir)) {
+                    if !watched(watcher.watch_searched(dir, owner)) {
                         return self.link_watch_failed(key);
                     }
                 }
                 if let Some(contents) = &target.contents {
-                    if !watched(watcher.watch_contents(contents)) {
+                    if !watched(watcher.watch_contents(contents, owner)) {
                         return self.link_watch_failed(key);
                     }
                 }
                 let again = targets::resolve(real, name);
                 if again == target {
+                    resolved.push((name.clone(), target));
                     continue 'links;
                 }
                 target = again;
             }
-            return false;
+            return None;
         }
-        true
+        Some(resolved)
     }
 
-    fn link_watch_failed(&self, key: &Bytes) -> bool {
+    fn link_watch_failed(&self, key: &Bytes) -> Option<Vec<(Bytes, LinkTarget)>> {
         if !self.warned_watch_limit.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 path = %key.escape_ascii(),
@@ -721,7 +868,7 @@ impl Index {
                  (raise fs.inotify.max_user_watches or --max-watches)"
             );
         }
-        false
+        None
     }
 
     /// Drops the nodes of `keys` (a stat check failed, or eviction) and the
@@ -731,6 +878,90 @@ impl Index {
         let mut watcher = lock(&self.watcher);
         self.invalidate_all_of(keys, &mut released);
         self.release_unused(&mut watcher, released);
+    }
+
+    /// `uid` was served the answer `indexed` for `key`: keeping it is
+    /// charged to `uid` from now on (`crate::policy::quota`).
+    pub fn claim(&self, key: &Bytes, indexed: &Indexed, uid: Option<u32>) {
+        let Some(owner) = indexed.owner() else {
+            return;
+        };
+        if owner.get() == uid || !self.is_current(key, indexed) {
+            return;
+        }
+        let cost = indexed.cost();
+        let previous = owner.swap(uid);
+        if self.quotas.transfer(previous, uid, cost).is_some() {
+            self.enforce_limits(key, uid);
+        }
+    }
+
+    /// Whether `indexed` is what the index holds for `key` now.
+    fn is_current(&self, key: &Bytes, indexed: &Indexed) -> bool {
+        let Some(node) = self.nodes.get(key) else {
+            return false;
+        };
+        match (node.value(), indexed) {
+            (Node::Listed(a), Indexed::Listed(b)) => Arc::ptr_eq(a, b),
+            (Node::Absent(a), Indexed::Absent(b)) => Arc::ptr_eq(a, b),
+            (Node::Refused(a), Indexed::Refused(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Keeps the index within its limits after `keep` was charged to
+    /// `owner`: the owner's own least-recently-used nodes go while it is
+    /// over its share; everyone's while the index is over
+    /// `max_indexed_entries`.
+    fn enforce_limits(&self, keep: &Bytes, owner: Option<u32>) {
+        if let Some(over) = self.quotas.over_index_limit(owner) {
+            self.evict_own(keep, owner, over);
+        }
+        self.enforce_entry_limit(keep);
+    }
+
+    /// Evicts `owner`'s least-recently-used nodes (absences first) until it
+    /// is at 90% of each of its index limits (but never `keep`).
+    fn evict_own(&self, keep: &Bytes, owner: Option<u32>, over: Over) {
+        let usage = self.quotas.of(owner);
+        let limits = &self.quotas.limits;
+        let target = |limit: &AtomicU64| limit.load(Ordering::Relaxed) / 10 * 9;
+        let (max_nodes, max_entries, max_bytes) = (
+            target(&limits.max_nodes_per_uid),
+            target(&limits.max_indexed_entries_per_uid),
+            target(&limits.max_index_bytes_per_uid),
+        );
+        let mut owned: Vec<(u64, Bytes, Cost)> = (self.nodes.iter())
+            .filter(|node| node.key() != keep)
+            .filter_map(|node| {
+                let (node_owner, cost) = node.value().charge()?;
+                (node_owner == owner).then(|| (node.value().last_used(), node.key().clone(), cost))
+            })
+            .collect();
+        owned.sort_unstable_by_key(|(used, _, _)| *used);
+        let (mut nodes, mut entries, mut bytes) = (usage.nodes, usage.entries, usage.index_bytes);
+        let mut evicted = Vec::new();
+        for (_, key, cost) in owned {
+            if nodes <= max_nodes && entries <= max_entries && bytes <= max_bytes {
+                break;
+            }
+            nodes = nodes.saturating_sub(cost.nodes);
+            entries = entries.saturating_sub(cost.entries);
+            bytes = bytes.saturating_sub(cost.bytes);
+            evicted.push(key);
+        }
+        self.quotas
+            .count(owner, |usage| usage.evicted += evicted.len() as u64);
+        self.stats
+            .evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            uid = ?owner,
+            evicted = evicted.len(),
+            limit = over.limit(),
+            "a uid is over its share of the index; evicted its least-recently-used nodes"
+        );
+        self.drop_keys(&evicted);
     }
 
     /// Evicts least-recently-used listings until the index holds at most
@@ -776,30 +1007,20 @@ impl Index {
         self.drop_keys(&evicted);
     }
 
-    /// Re-checks checked nodes and drops those that moved: degraded ones by
-    /// stat when `degraded`, polled ones by stat and a re-listing entry by
-    /// entry (in-place file rewrites) when `polled`.
-    pub fn recheck(&self, degraded: bool, polled: bool) {
-        let keys: Vec<(Bytes, CheckKind)> = lock(&self.checked)
-            .iter()
-            .map(|(key, kind)| (key.clone(), *kind))
-            .collect();
+    /// Re-checks the polled nodes (filesystems inotify cannot see) and
+    /// drops those that moved: by stat, and by a re-listing entry by entry
+    /// (which catches a file rewritten in place).
+    pub fn recheck(&self) {
+        let keys: Vec<Bytes> = lock(&self.checked).keys().cloned().collect();
         let mut moved = Vec::new();
-        for (key, kind) in keys {
-            let due = match kind {
-                CheckKind::Degraded => degraded,
-                CheckKind::Polled => polled,
-            };
-            if !due {
-                continue;
-            }
-            let Some(node) = self.nodes.get(&key).map(|n| n.clone()) else {
+        for key in keys {
+            let Some(node) = self.nodes.get(&key).map(|n| Indexed::from(n.clone())) else {
                 continue;
             };
             let Some(check) = node.check() else { continue };
             bump(&self.stats.mtime_checks);
-            let same =
-                check.holds(&key) && !(kind == CheckKind::Polled && self.listing_moved(&node));
+            let same = check.holds(&key)
+                && !matches!(&node, Indexed::Listed(listing) if self.listing_moved(listing));
             if !same {
                 bump(&self.stats.mtime_recrawls);
                 moved.push(key);
@@ -812,15 +1033,18 @@ impl Index {
     }
 
     /// Whether a listing's entries differ from the directory now.
-    fn listing_moved(&self, node: &Node) -> bool {
-        let Node::Listed(listing) = node else {
-            return false;
-        };
+    fn listing_moved(&self, listing: &Listing) -> bool {
         let max = LiveLimits::get(&self.limits.max_entries_per_directory);
-        match refresh::relist(&listing.real, max) {
-            Ok((stat, entries)) => stat != listing.stat || entries != listing.entries,
-            Err(_) => true,
-        }
+        let Ok((stat, entries)) = refresh::relist(&listing.real, max) else {
+            return true;
+        };
+        let links: Vec<Bytes> = (entries.iter().filter(|e| e.link))
+            .map(|e| e.name.clone())
+            .collect();
+        let (updates, resolved) = link_entries(resolve_links(&listing.real, &links));
+        stat != listing.stat
+            || merge(&entries, updates) != listing.entries
+            || resolved != listing.links
     }
 
     /// Applies one read's worth of changes (under the barrier).
@@ -910,6 +1134,9 @@ impl Index {
     }
 
     fn retire(&self, key: &Bytes, node: &Node, released: &mut Released) {
+        if let Some((owner, cost)) = node.charge() {
+            self.quotas.refund(owner, cost);
+        }
         match node {
             Node::Listed(listing) => {
                 self.genfile.release_slot(listing.slot);
@@ -956,19 +1183,24 @@ impl Index {
                 released.add(unused);
             }
         }
+        let mut link_access: Vec<(Bytes, Access)> = (old.links.iter())
+            .filter(|(name, _)| !names.contains(name))
+            .cloned()
+            .collect();
         if !links.is_empty() {
-            let restated = self
-                .watch_link_targets(key, &old.real, &links, watcher, released)
-                .then(|| refresh::restat(&old.real, &links).ok())
-                .flatten();
-            let Some(restated) = restated else {
+            let owner = (&old.real[..], old.owner.get());
+            let Some(targets) = self.watch_link_targets(key, owner, &links, watcher, released)
+            else {
                 self.invalidate(key, released);
                 return false;
             };
-            found = merge_updates(found, restated.names);
+            let (updates, resolved) = link_entries(targets);
+            found = merge_updates(found, updates);
+            link_access.extend(resolved);
+            link_access.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         let entries = merge(&old.entries, found);
-        if stat == old.stat && entries == old.entries {
+        if stat == old.stat && entries == old.entries && link_access == old.links {
             return false;
         }
         if entries.len() > LiveLimits::get(&self.limits.max_entries_per_directory) {
@@ -983,13 +1215,18 @@ impl Index {
             stat,
             entries,
             access: old.access.clone(),
+            links: link_access,
             check: old.check,
             device: old.device,
             last_used: AtomicU64::new(old.last_used.load(Ordering::Relaxed)),
+            owner: Owner::new(old.owner.get()),
+            deps_bytes: old.deps_bytes,
             encoded: OnceLock::new(),
         });
         self.count_listing(&old, -1);
         self.count_listing(&listing, 1);
+        self.quotas.refund(old.owner.get(), old.cost());
+        self.quotas.charge(listing.owner.get(), listing.cost());
         self.genfile.publish(listing.slot, listing.generation);
         self.nodes.insert(key.clone(), Node::Listed(listing));
         true
@@ -1056,47 +1293,59 @@ struct CrawlGuard<'a> {
     index: &'a Index,
     key: &'a Bytes,
     ticket: &'a Arc<Ticket>,
+    /// Where the asker may go.
+    screen: &'a dyn Screen,
+    /// The crawl stopped where the asker may not go.
+    screened: Cell<bool>,
     /// Some watch this crawl needed could not be had.
-    degraded: Cell<bool>,
+    unwatched: Cell<bool>,
     /// The listed directory is on a filesystem inotify cannot see.
     polled: Cell<bool>,
 }
 
 impl CrawlGuard<'_> {
-    fn crawl(&self) -> Node {
+    fn crawl(&self) -> Indexed {
         let index = self.index;
         let mut last = None;
         for _ in 0..CRAWL_ATTEMPTS {
             self.ticket.dirty.store(false, Ordering::SeqCst);
-            self.degraded.set(false);
+            self.unwatched.set(false);
             self.polled.set(false);
             let stamp = stamp_of(self.key);
             let outcome = self.crawl_once();
+            if self.screened.get() {
+                return Indexed::Screened;
+            }
             let (outcome, keepable) = self.watch_links(outcome);
-            if !keepable {
-                // Answered as read, not kept (slot 0: clients revalidate).
-                return index.unkept(self.key, outcome);
+            if !keepable || self.unwatched.get() {
+                index.unwatched.fetch_add(1, Ordering::Relaxed);
+                // Answered as read, not kept (slot 0: the client asks the
+                // filesystem next time); the next request reads it again.
+                return index.unkept(self.key, outcome).into();
             }
             match outcome {
                 raced @ Outcome::Raced { .. } => last = Some(raced),
                 Outcome::Refused { refusal, access } if !refusal.lasting => {
-                    return index.unkept(self.key, Outcome::Refused { refusal, access });
+                    return index
+                        .unkept(self.key, Outcome::Refused { refusal, access })
+                        .into();
                 }
                 Outcome::Listed(listed)
                     if listed.entries.len()
                         > LiveLimits::get(&index.limits.max_indexed_entries) =>
                 {
                     // Larger than the whole index may be: answered, not kept.
-                    return index.unkept(self.key, Outcome::Listed(listed));
+                    return index.unkept(self.key, Outcome::Listed(listed)).into();
                 }
                 outcome => {
                     let listed = matches!(outcome, Outcome::Listed(_));
-                    match index.install(self.key, self.ticket, outcome, self.check(stamp)) {
+                    let owner = self.screen.uid();
+                    match index.install(self.key, self.ticket, outcome, self.check(stamp), owner) {
                         Ok(node) => {
                             if listed {
-                                index.enforce_entry_limit(self.key);
+                                index.enforce_limits(self.key, owner);
                             }
-                            return node;
+                            return node.into();
                         }
                         Err(dirty) => last = Some(dirty),
                     }
@@ -1107,7 +1356,7 @@ impl CrawlGuard<'_> {
         let raced_at_root = Outcome::Raced {
             access: Access::default(),
         };
-        index.unkept(self.key, last.unwrap_or(raced_at_root))
+        index.unkept(self.key, last.unwrap_or(raced_at_root)).into()
     }
 
     fn crawl_once(&self) -> Outcome {
@@ -1131,8 +1380,8 @@ impl CrawlGuard<'_> {
         outcome
     }
 
-    /// Watches what the listing's symlink entries resolve through, then
-    /// re-stats them (see `crate::targets`). False: they cannot be
+    /// Resolves the listing's symlink entries once what they resolve
+    /// through is watched (see `crate::targets`). False: they cannot be
     /// watched, so the listing must not be kept.
     fn watch_links(&self, outcome: Outcome) -> (Outcome, bool) {
         let Outcome::Listed(mut listed) = outcome else {
@@ -1144,68 +1393,100 @@ impl CrawlGuard<'_> {
         let index = self.index;
         let mut watcher = lock(&index.watcher);
         let mut released = Released::default();
-        let ok = index.watch_link_targets(
+        let targets = index.watch_link_targets(
             self.key,
-            &listed.real,
+            (&listed.real, self.screen.uid()),
             &listed.links,
             &mut watcher,
             &mut released,
         );
         index.release_unused(&mut watcher, released);
         drop(watcher);
-        if !ok {
-            return (Outcome::Listed(listed), false);
-        }
-        match refresh::restat(&listed.real, &listed.links) {
-            Ok(restated) => {
-                listed.entries = merge(&listed.entries, restated.names);
-                (Outcome::Listed(listed), true)
-            }
-            // The directory went: its event makes this crawl dirty.
-            Err(_) => (
-                Outcome::Raced {
-                    access: listed.access,
-                },
-                true,
-            ),
-        }
+        let keepable = targets.is_some();
+        let targets = targets.unwrap_or_else(|| resolve_links(&listed.real, &listed.links));
+        let (updates, resolved) = link_entries(targets);
+        listed.entries = merge(&listed.entries, updates);
+        listed.resolved = resolved;
+        (Outcome::Listed(listed), keepable)
     }
 
-    /// How the crawl's result is kept fresh when inotify cannot do it.
+    /// How the crawl's result is kept fresh when inotify cannot see it.
     fn check(&self, stamp: Stamp) -> Option<Check> {
-        let kind = if self.polled.get() {
-            CheckKind::Polled
-        } else if self.degraded.get() {
-            CheckKind::Degraded
-        } else {
-            return None;
-        };
-        Some(Check { kind, stamp })
+        self.polled.get().then_some(Check {
+            kind: CheckKind::Polled,
+            stamp,
+        })
+    }
+
+    /// Records that a watch this crawl needed could not be had.
+    fn watched(&self, result: Result<(), WatchError>) -> Result<(), Refusal> {
+        let unwatched = self.index.watch_result(self.key, result)?;
+        self.unwatched.set(self.unwatched.get() || unwatched);
+        Ok(())
     }
 }
 
-impl Observer for CrawlGuard<'_> {
-    fn before_lookup(&self, dir: &[u8], name: &[u8]) -> Result<(), Refusal> {
+impl walk::Observer for CrawlGuard<'_> {
+    fn before_lookup(&self, dir: &[u8], facts: &Facts, name: &[u8]) -> Result<(), Refusal> {
+        if !self.screen.may_search(facts) {
+            self.screened.set(true);
+            return Err(Refusal::transient("screened"));
+        }
         // The dependency before the watch: see `Index::release_unused`.
         self.index
             .dependencies()
             .add(self.key, dir, join(dir, name));
-        let result = lock(&self.index.watcher).watch_searched(dir);
-        let degraded = self.index.watch_result(self.key, result)?;
-        self.degraded.set(self.degraded.get() || degraded);
-        Ok(())
+        let result = lock(&self.index.watcher).watch_searched(dir, self.screen.uid());
+        self.watched(result)
     }
+}
 
-    fn before_listing(&self, dir: &[u8], polled: bool) -> Result<(), Refusal> {
+impl Observer for CrawlGuard<'_> {
+    fn before_listing(&self, dir: &[u8], facts: &Facts, polled: bool) -> Result<(), Refusal> {
+        if !self.screen.may_list(facts) {
+            self.screened.set(true);
+            return Err(Refusal::transient("screened"));
+        }
         if polled {
             self.polled.set(true);
             return Ok(());
         }
-        let result = lock(&self.index.watcher).watch_listing(self.key, dir);
-        let degraded = self.index.watch_result(self.key, result)?;
-        self.degraded.set(self.degraded.get() || degraded);
-        Ok(())
+        let result = lock(&self.index.watcher).watch_listing(self.key, dir, self.screen.uid());
+        self.watched(result)
     }
+}
+
+/// The symlink entries `names` of the directory at `real`, resolved without
+/// watches (for an answer that is not kept, or a background comparison).
+fn resolve_links(real: &[u8], names: &[Bytes]) -> Vec<(Bytes, LinkTarget)> {
+    names
+        .iter()
+        .map(|name| (name.clone(), targets::resolve(real, name)))
+        .collect()
+}
+
+/// Listing updates: per name, its new entry or `None` when it is gone.
+type Updates = Vec<(Bytes, Option<Entry>)>;
+
+/// Each resolved symlink entry as a listing update, and who may follow it.
+fn link_entries(targets: Vec<(Bytes, LinkTarget)>) -> (Updates, Vec<(Bytes, Access)>) {
+    let mut updates = Vec::with_capacity(targets.len());
+    let mut resolved = Vec::with_capacity(targets.len());
+    for (name, target) in targets {
+        let entry = match target.reached {
+            Some((kind, stat)) => Entry {
+                name: name.clone(),
+                kind,
+                stat,
+                link: true,
+            },
+            None => Entry::unresolved_link(name.clone()),
+        };
+        updates.push((name.clone(), Some(entry)));
+        resolved.push((name, target.access));
+    }
+    resolved.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    (updates, resolved)
 }
 
 impl Drop for CrawlGuard<'_> {
@@ -1235,17 +1516,22 @@ impl Drop for CrawlGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Peer;
     use crate::refresh::Kind;
     use std::os::unix::ffi::OsStrExt;
 
-    fn root_peer() -> PeerInfo {
-        Some(Arc::new(Peer {
-            uid: 0,
-            gid: 0,
-            pid: None,
-            groups: Vec::new(),
-        }))
+    /// Goes everywhere (a root peer).
+    struct Everywhere;
+
+    impl Screen for Everywhere {
+        fn may_search(&self, _: &Facts) -> bool {
+            true
+        }
+        fn may_list(&self, _: &Facts) -> bool {
+            true
+        }
+        fn uid(&self) -> Option<u32> {
+            Some(0)
+        }
     }
 
     fn slot_value(genfile: &std::path::Path, slot: u32) -> u64 {
@@ -1268,14 +1554,14 @@ mod tests {
             Arc::new(LiveLimits::new(
                 &crate::config::Config::resolve(Default::default()).expect("defaults"),
             )),
+            Arc::default(),
             &RefreshConfig::default(),
             genfile,
             Arc::clone(&stats),
         )
         .expect("index");
         let key = Bytes::copy_from_slice(tree.as_os_str().as_bytes());
-        let Answer::Listed(listing) = index.answer(&key, &root_peer(), 0, Role::SysPathEntry)
-        else {
+        let Indexed::Listed(listing) = index.answer(&key, Role::SysPathEntry, &Everywhere) else {
             panic!("not listed");
         };
         assert_eq!(slot_value(&genfile_path, listing.slot), listing.generation);
@@ -1303,7 +1589,7 @@ mod tests {
             "every watch released"
         );
 
-        let Answer::Listed(again) = index.answer(&key, &root_peer(), 0, Role::Other) else {
+        let Indexed::Listed(again) = index.answer(&key, Role::Other, &Everywhere) else {
             panic!("not listed after the recrawl");
         };
         assert!(again.generation > listing.generation);
@@ -1317,7 +1603,9 @@ mod tests {
                 mode: 0o100644,
                 mtime_ns: 1,
                 size,
+                ..Fingerprint::default()
             },
+            link: false,
         }
     }
 

@@ -22,13 +22,8 @@
 //!   client of another uid): served as before this check existed.
 //!
 //! The verification needs the filesystem, so it runs on the blocking pool.
-//!
-//! The verdict is held in a thread-local scope for the duration of one
-//! request's handler (`enter`): the handlers are synchronous functions, so
-//! every path they ask about is screened with that request's view, without
-//! threading it through every call.
+//! The view is part of each request's context (`crate::wire`).
 
-use std::cell::Cell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
@@ -49,10 +44,6 @@ pub enum View {
     Other { pid: i32 },
     /// Another namespace the daemon cannot look into.
     Unverifiable,
-}
-
-thread_local! {
-    static CURRENT: Cell<View> = const { Cell::new(View::Same) };
 }
 
 /// The daemon's own mount namespace (`st_ino` of `/proc/self/ns/mnt`; 0 when
@@ -86,26 +77,7 @@ pub fn view_of(peer: &PeerInfo, claimed: u64) -> View {
     }
 }
 
-/// Holds a request's view while its handler runs (see the module comment).
-pub struct Scope {
-    previous: View,
-}
-
-/// Screens every path the current thread asks about with `view` until the
-/// returned scope is dropped.
-pub fn enter(view: View) -> Scope {
-    Scope {
-        previous: CURRENT.with(|current| current.replace(view)),
-    }
-}
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.previous));
-    }
-}
-
-/// What to do with one path of the current request.
+/// What to do with one path of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Screen {
     Pass,
@@ -114,10 +86,10 @@ pub enum Screen {
     Later,
 }
 
-/// Whether `path` may be answered from the daemon's view for the current
-/// request. `may_block`: running on the blocking pool.
-pub fn screen(path: &[u8], may_block: bool) -> Screen {
-    match CURRENT.with(Cell::get) {
+/// Whether `path` may be answered from the daemon's view for a request in
+/// `view`. `may_block`: running on the blocking pool.
+pub fn screen(view: View, path: &[u8], may_block: bool) -> Screen {
+    match view {
         View::Same => Screen::Pass,
         View::Unverifiable => Screen::Refuse,
         View::Other { .. } if !may_block => Screen::Later,
@@ -264,20 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn scopes_nest_and_restore() {
-        assert_eq!(screen(b"/", false), Screen::Pass);
-        {
-            let _outer = enter(View::Unverifiable);
-            assert_eq!(screen(b"/", true), Screen::Refuse);
-            {
-                let _inner = enter(View::Other {
-                    pid: std::process::id() as i32,
-                });
-                assert_eq!(screen(b"/", false), Screen::Later);
-                assert_eq!(screen(b"/", true), Screen::Pass);
-            }
-            assert_eq!(screen(b"/", true), Screen::Refuse);
-        }
-        assert_eq!(screen(b"/", true), Screen::Pass);
+    fn views_screen_paths() {
+        assert_eq!(screen(View::Same, b"/", false), Screen::Pass);
+        assert_eq!(screen(View::Unverifiable, b"/", true), Screen::Refuse);
+        let other = View::Other {
+            pid: std::process::id() as i32,
+        };
+        assert_eq!(screen(other, b"/", false), Screen::Later);
+        assert_eq!(screen(other, b"/", true), Screen::Pass);
     }
 }

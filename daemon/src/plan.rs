@@ -10,9 +10,13 @@
 //! consecutive Reports drops out. A plan left empty is forgotten.
 //!
 //! Bounds: entries per plan (`max_plan_directories`, `max_plan_files`: new
-//! entries beyond them are not added), plans per uid and in total (least
-//! recently used evicted first). Plans survive a restart through the state
-//! file ([`state`]), written by the keeper thread ([`Keeper`]).
+//! entries beyond them are not added), plans and bytes per uid
+//! (`max_plans_per_uid`, `max_plan_bytes_per_uid`: the uid's own least
+//! recently used plans are evicted first, then new entries are refused) and
+//! plans in total (least recently used evicted first). Plans survive a
+//! restart through the state file ([`state`]), written by the keeper thread
+//! ([`Keeper`]); a state file that would pass its cap keeps a fair share of
+//! every uid's most recently used plans.
 
 pub mod state;
 
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::PlanConfig;
+use crate::policy::Peer;
 use state::{StateFile, StoredEntry, StoredPlan};
 
 /// Whose plan: the peer's uid and the program key its client sent.
@@ -51,7 +56,21 @@ struct Plan {
     view: Arc<PlanView>,
 }
 
+/// What one path of a plan keeps on the heap besides its bytes (its map
+/// node, its miss count, its copy in the view).
+const PATH_OVERHEAD: u64 = 96;
+
+fn path_bytes(path: &[u8]) -> u64 {
+    2 * path.len() as u64 + PATH_OVERHEAD
+}
+
 impl Plan {
+    /// What this plan keeps on the heap, charged to its uid.
+    fn bytes(&self) -> u64 {
+        let paths = self.directories.keys().chain(self.files.keys());
+        paths.map(|path| path_bytes(path)).sum::<u64>() + PATH_OVERHEAD
+    }
+
     fn new(directories: BTreeMap<Bytes, u32>, files: BTreeMap<Bytes, u32>, used: u64) -> Self {
         let mut plan = Plan {
             directories,
@@ -100,7 +119,7 @@ impl Adapted {
 fn adapt(
     entries: &mut BTreeMap<Bytes, u32>,
     reported: &[Bytes],
-    max: usize,
+    (max, bytes_left): (usize, &mut u64),
     drop_after: u32,
 ) -> Adapted {
     let named: HashSet<&[u8]> = reported.iter().map(|p| p.as_ref()).collect();
@@ -121,10 +140,11 @@ fn adapt(
         if entries.contains_key(path) {
             continue;
         }
-        if entries.len() >= max {
+        if entries.len() >= max || path_bytes(path) > *bytes_left {
             adapted.refused += 1;
             continue;
         }
+        *bytes_left -= path_bytes(path);
         entries.insert(path.clone(), 0);
         adapted.added += 1;
     }
@@ -155,10 +175,18 @@ pub struct PlanGauges {
 #[derive(Default)]
 struct Store {
     plans: HashMap<PlanKey, Plan>,
-    /// Plans per uid, for `max_plans_per_uid`.
-    per_uid: HashMap<u32, usize>,
+    /// Plans and their bytes per uid, for `max_plans_per_uid` and
+    /// `max_plan_bytes_per_uid`.
+    per_uid: HashMap<u32, UidPlans>,
     /// Logical time of the last use, for LRU order.
     clock: u64,
+}
+
+/// One uid's plans: how many, and their bytes.
+#[derive(Debug, Default, Clone, Copy)]
+struct UidPlans {
+    plans: usize,
+    bytes: u64,
 }
 
 impl Store {
@@ -168,22 +196,46 @@ impl Store {
     }
 
     fn insert(&mut self, key: PlanKey, plan: Plan) {
-        if self.plans.insert(key.clone(), plan).is_none() {
-            *self.per_uid.entry(key.uid).or_default() += 1;
+        let bytes = plan.bytes() + key.key.len() as u64;
+        let uid = key.uid;
+        let key_len = key.key.len() as u64;
+        let replaced = (self.plans.insert(key, plan)).map(|old| old.bytes() + key_len);
+        let held = self.per_uid.entry(uid).or_default();
+        match replaced {
+            Some(old) => held.bytes = held.bytes.saturating_sub(old) + bytes,
+            None => {
+                held.plans += 1;
+                held.bytes += bytes;
+            }
         }
     }
 
     fn remove(&mut self, key: &PlanKey) -> bool {
-        if self.plans.remove(key).is_none() {
+        let Some(plan) = self.plans.remove(key) else {
             return false;
-        }
-        if let Some(count) = self.per_uid.get_mut(&key.uid) {
-            *count -= 1;
-            if *count == 0 {
+        };
+        if let Some(held) = self.per_uid.get_mut(&key.uid) {
+            held.plans -= 1;
+            held.bytes = held
+                .bytes
+                .saturating_sub(plan.bytes() + key.key.len() as u64);
+            if held.plans == 0 {
                 self.per_uid.remove(&key.uid);
             }
         }
         true
+    }
+
+    /// The plan `key` changed size from `before` bytes.
+    fn resized(&mut self, key: &PlanKey, before: u64) {
+        let after = self.plans.get(key).map_or(0, Plan::bytes);
+        if let Some(held) = self.per_uid.get_mut(&key.uid) {
+            held.bytes = held.bytes.saturating_sub(before) + after;
+        }
+    }
+
+    fn held(&self, uid: u32) -> UidPlans {
+        self.per_uid.get(&uid).copied().unwrap_or_default()
     }
 
     /// The least recently used plan, among those of `uid` when given.
@@ -198,7 +250,7 @@ impl Store {
     /// Makes room for one more plan of `uid`; returns how many were evicted.
     fn make_room(&mut self, uid: u32, config: &PlanConfig) -> u64 {
         let mut evicted = 0;
-        while self.per_uid.get(&uid).copied().unwrap_or(0) >= config.max_plans_per_uid {
+        while self.held(uid).plans >= config.max_plans_per_uid {
             let Some(oldest) = self.oldest(Some(uid)) else {
                 break;
             };
@@ -206,6 +258,24 @@ impl Store {
         }
         while self.plans.len() >= config.max_plans {
             let Some(oldest) = self.oldest(None) else {
+                break;
+            };
+            evicted += u64::from(self.remove(&oldest));
+        }
+        evicted
+    }
+
+    /// Evicts `uid`'s least recently used plans other than `keep` until its
+    /// plans fit `max_plan_bytes_per_uid` with `wanted` more bytes; returns
+    /// how many were evicted.
+    fn make_bytes(&mut self, keep: &PlanKey, wanted: u64, config: &PlanConfig) -> u64 {
+        let mut evicted = 0;
+        while self.held(keep.uid).bytes + wanted > config.max_plan_bytes_per_uid {
+            let oldest = (self.plans.iter())
+                .filter(|(key, _)| key.uid == keep.uid && *key != keep)
+                .min_by_key(|(_, plan)| plan.last_used)
+                .map(|(key, _)| key.clone());
+            let Some(oldest) = oldest else {
                 break;
             };
             evicted += u64::from(self.remove(&oldest));
@@ -280,26 +350,35 @@ impl Plans {
                 Plan::new(BTreeMap::new(), BTreeMap::new(), now),
             );
         }
+        let config = &self.config;
+        let wanted: u64 = (directories.iter().chain(files))
+            .map(|path| path_bytes(path))
+            .sum();
+        evicted += store.make_bytes(&key, wanted, config);
+        let held = store.held(key.uid).bytes;
+        let mut bytes_left = config.max_plan_bytes_per_uid.saturating_sub(held);
         let Some(plan) = store.plans.get_mut(&key) else {
             return Adapted::default();
         };
-        let config = &self.config;
+        let before = plan.bytes();
         let adapted = adapt(
             &mut plan.directories,
             directories,
-            config.max_plan_directories,
+            (config.max_plan_directories, &mut bytes_left),
             config.drop_after,
         )
         .plus(adapt(
             &mut plan.files,
             files,
-            config.max_plan_files,
+            (config.max_plan_files, &mut bytes_left),
             config.drop_after,
         ));
         plan.last_used = now;
         plan.refresh_view();
         if plan.is_empty() {
             store.remove(&key);
+        } else {
+            store.resized(&key, before);
         }
         drop(store);
         let counters = &self.counters;
@@ -312,6 +391,7 @@ impl Plans {
                 evicted,
                 max_plans = config.max_plans,
                 max_plans_per_uid = config.max_plans_per_uid,
+                max_plan_bytes_per_uid = config.max_plan_bytes_per_uid,
                 "plans evicted (least recently used) to make room"
             );
         }
@@ -391,6 +471,11 @@ impl Plans {
             if !store.plans.contains_key(&key) {
                 store.make_room(key.uid, config);
             }
+            let bytes = plan.bytes() + key.key.len() as u64;
+            store.make_bytes(&key, bytes, config);
+            if store.held(key.uid).bytes + bytes > config.max_plan_bytes_per_uid {
+                continue;
+            }
             store.insert(key, plan);
             restored += 1;
         }
@@ -432,7 +517,7 @@ impl Plans {
             return;
         }
         let file = StateFile::in_dir(dir);
-        match file.write(socket, self.stored()) {
+        match file.write(socket, self.stored(), self.config.max_state_bytes) {
             Ok(bytes) => {
                 self.counters.state_writes.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(path = %file.path().display(), bytes, "plan state file written");
@@ -457,14 +542,16 @@ fn is_plan_path(path: &[u8]) -> bool {
 
 /// Work for the keeper thread.
 enum Job {
-    /// Read ahead what the plan of this key will need (crawls, compiled files).
-    Warm(PlanKey),
+    /// Read ahead what the plan of this key will need (crawls, compiled
+    /// files), for and as the peer that reported it.
+    Warm(PlanKey, Arc<Peer>),
     /// Write the state file if needed, and end.
     Stop,
 }
 
-/// Background work a request should not wait for, run on one thread.
-pub type Warmer = Box<dyn Fn(&PlanKey) + Send>;
+/// Background work a request should not wait for, run on one thread, with
+/// the permissions of the peer it is for.
+pub type Warmer = Box<dyn Fn(&PlanKey, &Arc<Peer>) + Send>;
 
 /// The keeper thread: warms plans after Reports, writes the state file at
 /// most every `state_write_interval` while plans change, and once more when
@@ -490,9 +577,10 @@ impl Keeper {
         })
     }
 
-    /// Queues a warm-up of `key`'s plan; dropped when the queue is full.
-    pub fn warm(&self, key: PlanKey) {
-        if let Err(TrySendError::Full(_)) = self.jobs.try_send(Job::Warm(key)) {
+    /// Queues a warm-up of `key`'s plan for `peer`, who reported it;
+    /// dropped when the queue is full.
+    pub fn warm(&self, key: PlanKey, peer: Arc<Peer>) {
+        if let Err(TrySendError::Full(_)) = self.jobs.try_send(Job::Warm(key, peer)) {
             tracing::debug!("plan warm-up queue full; skipped");
         }
     }
@@ -523,7 +611,7 @@ fn keep(plans: &Plans, socket: &[u8], queue: &Receiver<Job>, warm: &Warmer) {
     loop {
         let wait = interval.saturating_sub(last_write.elapsed());
         match queue.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(Job::Warm(key)) => warm(&key),
+            Ok(Job::Warm(key, peer)) => warm(&key, &peer),
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -617,6 +705,37 @@ mod tests {
         assert!(plans.get(&key(2, "a")).is_none());
         assert_eq!(plans.gauges().plans, 3);
         assert_eq!(plans.counters.plans_evicted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_uid_over_its_plan_bytes_loses_its_own_oldest_plans_only() {
+        let tight = PlanConfig {
+            max_plan_bytes_per_uid: 2_000,
+            max_plans_per_uid: 100,
+            max_plans: 100,
+            ..config()
+        };
+        let plans = Plans::new(&tight);
+        plans.report(key(2, "victim"), &[b("/v")], &[]);
+        for i in 0..20 {
+            plans.report(
+                key(1, &format!("p{i}")),
+                &[b(&format!("/hostile/{i:0100}"))],
+                &[],
+            );
+        }
+        assert!(
+            plans.peek(&key(2, "victim")).is_some(),
+            "another uid is untouched"
+        );
+        assert!(plans.peek(&key(1, "p19")).is_some(), "the newest stays");
+        assert!(plans.peek(&key(1, "p0")).is_none(), "the oldest went");
+        let held = plans.store().held(1).bytes;
+        assert!(held <= 2_000, "{held} bytes held");
+        let huge: Vec<Bytes> = (0..100).map(|i| b(&format!("/huge/{i:0100}"))).collect();
+        let adapted = plans.report(key(3, "huge"), &huge, &[]);
+        assert!(adapted.refused > 0 && adapted.added > 0, "{adapted:?}");
+        assert!(plans.store().held(3).bytes <= 2_000);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! directory itself) when it crawls; they are cached with the listing and
 //! thrown away with it when inotify reports a change.
 
+pub mod quota;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -104,9 +106,12 @@ fn parse_groups(status: &str) -> Option<Vec<u32>> {
     line.split_whitespace().map(|g| g.parse().ok()).collect()
 }
 
-/// The permission-relevant facts of one directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirFacts {
+/// The permission-relevant facts of one inode, read from the descriptor
+/// the daemon actually opened (see `crate::walk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Facts {
+    pub dev: u64,
+    pub ino: u64,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -115,13 +120,24 @@ pub struct DirFacts {
     pub has_acl: bool,
 }
 
-/// Read permission on a directory (list its names), in the "other" class;
-/// `grants` shifts it to the class that applies.
+/// Read permission (list a directory's names, read a file's bytes), in the
+/// "other" class; `grants` shifts it to the class that applies.
 const READ: u32 = 0o4;
 /// Search permission on a directory (look a name up in it).
 const SEARCH: u32 = 0o1;
 
-impl DirFacts {
+impl Facts {
+    pub fn of_stat(st: &libc::stat, has_acl: bool) -> Facts {
+        Facts {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            has_acl,
+        }
+    }
+
     /// The kernel's owner/group/other rule: the first class that matches the
     /// peer decides, even when a later class would grant more.
     fn grants(&self, peer: &Peer, wanted: u32) -> bool {
@@ -139,38 +155,101 @@ impl DirFacts {
         };
         (self.mode >> class_shift) & wanted == wanted
     }
-
-    /// Read permission on a regular file with these facts (a compiled file
-    /// served from memory: `crate::bytecode`).
-    pub fn grants_read(&self, peer: &Peer) -> bool {
-        self.grants(peer, READ)
-    }
 }
 
-/// Everything that decides whether a peer may see one answer about a path.
+/// What the index keeps about how an answer was reached: everything the
+/// gate needs to decide, per peer, whether that peer may have it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     /// Directories the path's resolution looked names up in (the kernel
     /// wants search permission on each).
-    pub searched: Vec<DirFacts>,
+    pub searched: Vec<Facts>,
     /// The directory itself when the answer is its listing (read + search).
-    pub listed: Option<DirFacts>,
+    pub listed: Option<Facts>,
 }
 
 impl Access {
-    pub fn permits(&self, peer: &Peer) -> bool {
+    /// Only the directories searched (an absence, a refusal, a symlink's
+    /// resolution).
+    pub fn searched(searched: Vec<Facts>) -> Access {
+        Access {
+            searched,
+            listed: None,
+        }
+    }
+
+    fn permits(&self, peer: &Peer) -> bool {
         self.searched.iter().all(|dir| dir.grants(peer, SEARCH))
             && self
                 .listed
                 .is_none_or(|dir| dir.grants(peer, READ | SEARCH))
     }
+
+    /// Bytes this keeps on the heap (for the index's accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.searched.capacity() * std::mem::size_of::<Facts>()
+    }
 }
 
-/// The NOT_SERVED reason for a peer that may not see a path.
-pub fn denied_reason(peer: &PeerInfo) -> String {
-    match peer {
-        Some(peer) => format!("permission denied for peer uid {}", peer.uid),
-        None => "peer credentials unavailable".to_string(),
+/// The gate: every per-peer verdict of the daemon is made here, from facts
+/// the index gathered when it read the filesystem (and threw away when
+/// inotify said they changed). The index answers peer-agnostic questions;
+/// what of it a peer may have is decided below, when answering, never when
+/// caching.
+pub mod gate {
+    use super::{Access, Facts, PeerInfo, READ, SEARCH};
+
+    /// May `peer` have the answer reached through `access` (a listing, an
+    /// absence, a refusal)? The kernel would let it look up every name on
+    /// the way, and list the directory itself.
+    pub fn may_have(peer: &PeerInfo, access: &Access) -> bool {
+        peer.as_ref().is_some_and(|peer| access.permits(peer))
+    }
+
+    /// May `peer` have what `stat()` of a symlink entry gives (its target's
+    /// kind, mode, mtime and size)? The kernel would let it follow the link:
+    /// search permission on every directory the link's resolution searched.
+    /// Otherwise the entry must read as the peer's own `stat()` would.
+    pub fn may_follow(peer: &PeerInfo, link: &Access) -> bool {
+        may_have(peer, link)
+    }
+
+    /// May `peer` have a compiled file's bytes? It may have the listing of
+    /// the file's directory (`listing`), and the file's own facts (read from
+    /// the inode whose bytes were read) grant it read permission.
+    pub fn may_read(peer: &PeerInfo, listing: &Access, file: &Facts) -> bool {
+        peer.as_ref()
+            .is_some_and(|peer| listing.permits(peer) && file.grants(peer, READ))
+    }
+
+    /// Whether a walk made for `peer` may look a name up in `dir`: a walk
+    /// stops at the first directory its peer could not search, so nothing
+    /// beyond it is read, kept or counted on that peer's behalf.
+    pub fn may_search(peer: &PeerInfo, dir: &Facts) -> bool {
+        peer.as_ref().is_some_and(|peer| dir.grants(peer, SEARCH))
+    }
+
+    /// Whether a walk made for `peer` may list the directory `dir`.
+    pub fn may_list(peer: &PeerInfo, dir: &Facts) -> bool {
+        peer.as_ref()
+            .is_some_and(|peer| dir.grants(peer, READ | SEARCH))
+    }
+
+    /// Whether `peer` sees every figure of the daemon (Stats): root and the
+    /// daemon's own user. Every other peer sees only its own.
+    pub fn sees_everything(peer: &PeerInfo) -> bool {
+        // SAFETY: geteuid cannot fail.
+        let daemon = unsafe { libc::geteuid() };
+        peer.as_ref()
+            .is_some_and(|peer| peer.is_root() || peer.uid == daemon)
+    }
+
+    /// The NOT_SERVED reason for a peer that may not see a path.
+    pub fn denied_reason(peer: &PeerInfo) -> String {
+        match peer {
+            Some(peer) => format!("permission denied for peer uid {}", peer.uid),
+            None => "peer credentials unavailable".to_string(),
+        }
     }
 }
 
@@ -187,12 +266,12 @@ mod tests {
         }
     }
 
-    fn dir(mode: u32, uid: u32, gid: u32) -> DirFacts {
-        DirFacts {
+    fn dir(mode: u32, uid: u32, gid: u32) -> Facts {
+        Facts {
             mode,
             uid,
             gid,
-            has_acl: false,
+            ..Facts::default()
         }
     }
 
@@ -223,7 +302,7 @@ mod tests {
 
     #[test]
     fn acl_directories_are_owner_and_root_only() {
-        let with_acl = DirFacts {
+        let with_acl = Facts {
             has_acl: true,
             ..dir(0o755, 1000, 100)
         };

@@ -243,42 +243,23 @@ fn uring_batch(ring: &mut IoUring, ops: &[Op]) -> io::Result<()> {
             }
         })
         .collect();
-    let results = submit_all(ring, &entries)?;
+    let results = match crate::uring::submit_all(ring, &entries) {
+        Ok(results) => results,
+        Err(error) => {
+            // Requests may still be writing into them.
+            std::mem::forget(buffers);
+            return Err(error);
+        }
+    };
     let closes: Vec<io_uring::squeue::Entry> = ops
         .iter()
         .zip(&results)
         .filter(|(op, fd)| matches!(op.kind, OpKind::Open { .. }) && **fd >= 0)
         .map(|(_, fd)| opcode::Close::new(types::Fd(*fd)).build())
         .collect();
-    submit_all(ring, &closes)?;
+    crate::uring::submit_all(ring, &closes)?;
     drop(buffers);
     Ok(())
-}
-
-/// Submits `entries` and waits for all of them; results in order.
-fn submit_all(ring: &mut IoUring, entries: &[io_uring::squeue::Entry]) -> io::Result<Vec<i32>> {
-    let mut results = vec![0; entries.len()];
-    for (at, entry) in entries.iter().enumerate() {
-        let entry = entry.clone().user_data(at as u64);
-        // SAFETY: every buffer and path the entry points at outlives the wait below.
-        if unsafe { ring.submission().push(&entry) }.is_err() {
-            ring.submit()?;
-            // SAFETY: as above.
-            unsafe { ring.submission().push(&entry) }
-                .map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
-        }
-    }
-    let mut done = 0;
-    while done < entries.len() {
-        ring.submit_and_wait(entries.len() - done)?;
-        for completion in ring.completion() {
-            if let Some(slot) = results.get_mut(completion.user_data() as usize) {
-                *slot = completion.result();
-            }
-            done += 1;
-        }
-    }
-    Ok(results)
 }
 
 fn per_call_ns(timing: &Timing, calls: usize) -> String {

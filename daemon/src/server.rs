@@ -24,11 +24,12 @@ use tokio_stream::Stream;
 
 use crate::activity::Activity;
 use crate::config::{Config, ConfigSource, LiveLimits};
+use crate::connection::{self, PeerStream};
 use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
-use crate::connection::{self, PeerStream};
 use crate::policy;
+use crate::policy::quota::Quotas;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::watch::{Heartbeat, Wake};
@@ -73,6 +74,10 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Serv
     }
 }
 
+/// What a peer may send on one stream before the daemon has read it: a
+/// request larger than this flows in as the daemon reads (and charges) it.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
 /// Runs the daemon until SIGTERM, SIGINT or `--idle-exit`. `activated`: the
 /// listening socket systemd passed (socket activation), used instead of
 /// binding one.
@@ -83,18 +88,23 @@ pub async fn run(
     activated: Option<StdUnixListener>,
 ) -> Result<(), ServerError> {
     raise_descriptor_limit();
+    // Before the socket exists: a SIGHUP sent as soon as it accepts (a
+    // reload right after a start) must find its handler, not kill us.
+    let signals = Signals::install()?;
     let (listener, files, config) = listen(config, activated)?;
     let stats = Arc::new(Stats::default());
     stats.set_limits(config.limits());
     let limits = Arc::new(LiveLimits::new(&config));
     let genfile = Arc::new(GenFile::create(
         &config.generation_file(),
-        config.freshness.slots,
-        config.freshness.lease,
+        config.values.generation_slots,
+        config.lease(),
     )?);
+    let quotas = Arc::new(Quotas::new(Arc::clone(&limits)));
     let index = Arc::new(
         Index::new(
             Arc::clone(&limits),
+            Arc::clone(&quotas),
             &config.refresh,
             genfile,
             Arc::clone(&stats),
@@ -102,26 +112,20 @@ pub async fn run(
         .map_err(ServerError::Inotify)?,
     );
     let heartbeat = Arc::new(
-        Heartbeat::new(config.freshness.lease, config.freshness.active_window)
-            .map_err(ServerError::Inotify)?,
+        Heartbeat::new(config.lease(), Arc::clone(&limits)).map_err(ServerError::Inotify)?,
     );
     let reader =
         spawn_reader(Arc::clone(&index), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
     let (stop_checker, checker_stop) = std::sync::mpsc::channel::<()>();
-    let checker = spawn_checker(
-        Arc::clone(&index),
-        Arc::clone(&heartbeat),
-        Arc::clone(&limits),
-        config.freshness.lease,
-        checker_stop,
-    )
-    .map_err(ServerError::Inotify)?;
+    let checker = spawn_checker(Arc::clone(&index), Arc::clone(&limits), checker_stop)
+        .map_err(ServerError::Inotify)?;
     let learning = Learning::start(&config, &index).map_err(ServerError::Keeper)?;
     let keeper = Arc::clone(&learning.keeper);
     let finder = Finder::new(
         Arc::clone(&index),
         Arc::clone(&stats),
         Arc::clone(&limits),
+        quotas,
         Arc::clone(&heartbeat),
         learning,
     );
@@ -133,7 +137,7 @@ pub async fn run(
         limits,
         stats,
     };
-    let result = serve(config, listener, finder, &requests, &index, reload).await;
+    let result = serve(config, listener, finder, &requests, &index, reload, signals).await;
     // Writes the plan state file one last time.
     keeper.stop();
     heartbeat.stop();
@@ -187,6 +191,24 @@ fn listen(
     Ok((listener, files, config))
 }
 
+/// The signals the daemon acts on.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        let install = |kind| signal(kind).map_err(ServerError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Why the daemon stops.
 #[derive(Debug, Clone, Copy)]
 enum StopReason {
@@ -203,28 +225,25 @@ struct Reload {
 }
 
 impl Reload {
-    /// Re-reads the config file; a bad one is logged and changes nothing.
+    /// Re-reads the config file and applies what SIGHUP may change (see
+    /// the table in `config.rs`); a bad file is logged and changes nothing.
     fn apply(&self, current: &mut Config) {
         systemd::reloading();
-        let mut new = match self.source.load() {
-            Ok(new) => new,
+        let values = match self.source.values() {
+            Ok(values) => values,
             Err(error) => {
                 tracing::error!(%error, "reload failed; keeping the running config");
                 systemd::ready("serving (reload failed; see the log)");
                 return;
             }
         };
-        new.activated = current.activated;
-        if current.activated {
-            new.socket = current.socket.clone();
-        }
-        if let Err(error) = self.log_level.set(new.log_level.as_deref()) {
+        let (mut new, waiting) = current.reloaded(values);
+        if let Err(error) = self.log_level.set(new.values.log_level.as_deref()) {
             tracing::error!(%error, "log level not changed");
-            new.log_level = current.log_level.clone();
+            new.values.log_level = current.values.log_level.clone();
         }
-        let restart_only = current.restart_only_changes(&new);
-        if !restart_only.is_empty() {
-            tracing::warn!(settings = ?restart_only, "changed settings take effect at the next start only");
+        if !waiting.is_empty() {
+            tracing::warn!(settings = ?waiting, "changed settings take effect at the next start only");
         }
         self.limits.store(&new);
         self.stats.set_limits(new.limits());
@@ -241,10 +260,8 @@ async fn serve(
     requests: &PeerRequests,
     index: &Index,
     reload: Reload,
+    mut signals: Signals,
 ) -> Result<(), ServerError> {
-    let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FinderService>().await;
     let reflection_builder = || {
@@ -270,6 +287,10 @@ async fn serve(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // One interpreter asks one question at a time; more streams per
+            // connection only let one peer multiply what it holds.
+            .max_concurrent_streams(config.values.max_streams_per_connection)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -286,7 +307,7 @@ async fn serve(
         generation_file = %config.generation_file().display(),
         pid = std::process::id(),
         version = env!("CARGO_PKG_VERSION"),
-        idle_exit_secs = config.idle_exit.map(|d| d.as_secs()),
+        idle_exit_secs = config.idle_exit().map(|d| d.as_secs()),
         refresh_engine = config.refresh.engine.name(),
         config_file = ?reload.source.file,
         plan_state_dir = ?config.plans.state_dir,
@@ -295,17 +316,17 @@ async fn serve(
     systemd::ready(&format!("serving on {} ({how})", config.socket.display()));
     let reason = loop {
         tokio::select! {
-            _ = terminate.recv() => break StopReason::Signal("SIGTERM"),
-            _ = interrupt.recv() => break StopReason::Signal("SIGINT"),
-            _ = hangup.recv() => reload.apply(&mut config),
-            idle = idle_timeout(config.idle_exit, &activity) => break StopReason::Idle(idle),
+            _ = signals.terminate.recv() => break StopReason::Signal("SIGTERM"),
+            _ = signals.interrupt.recv() => break StopReason::Signal("SIGINT"),
+            _ = signals.hangup.recv() => reload.apply(&mut config),
+            idle = idle_timeout(config.idle_exit(), &activity) => break StopReason::Idle(idle),
             _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(index)),
         }
     };
     match reason {
         StopReason::Signal(name) => tracing::info!(
             signal = name,
-            drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+            drain_timeout_ms = config.values.drain_timeout_ms,
             "stopping"
         ),
         StopReason::Idle(idle) => tracing::info!(idle_secs = idle.as_secs(), "idle; exiting"),
@@ -316,7 +337,7 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop.send(());
-    let drain = tokio::time::timeout(config.drain_timeout, server);
+    let drain = tokio::time::timeout(config.drain_timeout(), server);
     tokio::select! {
         drained = drain => match drained {
             Ok(Ok(result)) => result.map_err(ServerError::from),
@@ -536,34 +557,35 @@ fn spawn_reader(index: Arc<Index>, heartbeat: Arc<Heartbeat>) -> io::Result<Join
         })
 }
 
-/// The thread that re-checks directories inotify does not cover: degraded
-/// ones every `lease/4` while clients are active (so running clients see
-/// their changes through the generation file), polled ones every
-/// `poll_interval` (re-listed, which also catches in-place rewrites).
+/// The thread that re-checks directories inotify does not cover (polled
+/// filesystems) every `poll_interval`: re-listed, which also catches
+/// in-place rewrites. It wakes at least every [`CHECKER_TICK`] so that a
+/// reloaded interval takes effect at once.
 fn spawn_checker(
     index: Arc<Index>,
-    heartbeat: Arc<Heartbeat>,
     limits: Arc<LiveLimits>,
-    lease: Duration,
     stop: std::sync::mpsc::Receiver<()>,
 ) -> io::Result<JoinHandle<()>> {
-    let tick = (lease / 4).max(Duration::from_millis(5));
     std::thread::Builder::new()
         .name("finderd-checker".to_string())
         .spawn(move || {
-            let mut last_poll = std::time::Instant::now();
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
-                let poll = last_poll.elapsed() >= limits.poll_interval();
-                if poll {
-                    last_poll = std::time::Instant::now();
+            let mut last = std::time::Instant::now();
+            loop {
+                let tick = limits.poll_interval().min(CHECKER_TICK);
+                match stop.recv_timeout(tick) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
                 }
-                let degraded = heartbeat.is_active();
-                if degraded || poll {
-                    index.recheck(degraded, poll);
+                if last.elapsed() >= limits.poll_interval() {
+                    last = std::time::Instant::now();
+                    index.recheck();
                 }
             }
         })
 }
+
+/// Longest sleep of the checker thread.
+const CHECKER_TICK: Duration = Duration::from_millis(100);
 
 /// The socket and generation file; removed when dropped, if they are still
 /// the ones this daemon created.

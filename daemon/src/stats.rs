@@ -219,6 +219,8 @@ impl Stats {
             mtime_recrawls: load(&self.mtime_recrawls),
             open_connections: self.connections.open_connections() as u64,
             connection_limit_rejections: self.connections.refused_connections(),
+            // Plans, compiled files, deadlines: `wire::planned` fills them.
+            ..Default::default()
         }
     }
 }

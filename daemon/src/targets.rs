@@ -1,120 +1,119 @@
 //! Symlink entries and what they resolve through.
 //!
 //! An entry's fingerprint is `stat()` of the name, so a symlink's entry
-//! carries its *target's* mode, mtime and size (a `.pyc` reached through a
-//! symlinked source is validated against them). Events in the listed
-//! directory only say when the link itself changes; when its target is
-//! rewritten, renamed over, or a directory the link resolves through is
-//! retargeted, the events happen elsewhere. So for every symlink entry the
-//! index records, like it does for requested paths, each `dir/name` the
-//! link's resolution looked up (watched for namespace events), and watches
-//! the directory holding the final target (or the target directory itself)
-//! for every name event, writes included. Any of those events re-stats the
-//! entry (and resolves it again: the link may now go elsewhere).
+//! carries its *target's* kind, mode, mtime and size (a `.pyc` reached
+//! through a symlinked source is validated against them). The target is
+//! resolved with the walker (`crate::walk`), from the listed directory,
+//! never by following the link with the daemon's own privileges: the walk
+//! records the facts of every directory it searched, and the gate gives the
+//! target's fingerprint only to a peer that could follow the link itself.
 //!
-//! The watches are taken before the entry is stat'ed for the answer, and the
+//! Events in the listed directory only say when the link itself changes;
+//! when its target is rewritten, renamed over, or a directory the link
+//! resolves through is retargeted, the events happen elsewhere. So for
+//! every symlink entry the index records, like it does for requested paths,
+//! each `dir/name` the link's resolution looked up (watched for namespace
+//! events), and watches the directory holding the final target (or the
+//! target directory itself) for every name event, writes included. Any of
+//! those events re-stats the entry (and resolves it again: the link may now
+//! go elsewhere).
+//!
+//! The watches are taken before the resolution that answers, and the
 //! resolution is repeated once they are in place, so a change made after
 //! that point always produces an event.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::unix::ffi::OsStrExt;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
-use crate::refresh::{as_path, join, parent_of};
-
-/// Symlinks followed while resolving one entry, as Linux's MAXSYMLINKS.
-const MAX_SYMLINKS: u32 = 40;
+use crate::policy::{Access, Facts};
+use crate::refresh::{join, parent_of, Fingerprint, Kind};
+use crate::walk::{self, Refusal, Start, Walked};
 
 /// One symlink entry: the listing it is in and its name.
 pub type EntryId = (Bytes, Bytes);
 
-/// What a symlink entry's `stat()` depends on.
+/// What a symlink entry's `stat()` depends on, and what it gives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkTarget {
     /// Every `(dir, dir/name)` its resolution looked up (real paths).
     pub lookups: Vec<(Bytes, Vec<u8>)>,
     /// The directory whose name events change the entry: the one holding
     /// the final target file, or the target directory itself. `None` for a
-    /// dangling or looping link (its lookups cover its coming into being).
+    /// dangling, looping or refused link (its lookups cover its coming into
+    /// being).
     pub contents: Option<Bytes>,
     /// The final target, when it is a file: only events for this path (of
     /// the contents directory) matter. `None` for a directory target: every
     /// name event inside it moves its mtime.
     pub file: Option<Vec<u8>>,
+    /// The directories the resolution searched (from the listed directory
+    /// on): who may follow the link.
+    pub access: Access,
+    /// What `stat()` of the link gives: the target's kind and fingerprint;
+    /// `None` when it fails (dangling, looping, refused).
+    pub reached: Option<(Kind, Fingerprint)>,
+}
+
+/// Records every lookup of a walk.
+#[derive(Default)]
+struct Lookups(RefCell<Vec<(Bytes, Vec<u8>)>>);
+
+impl walk::Observer for Lookups {
+    fn before_lookup(&self, dir: &[u8], _: &Facts, name: &[u8]) -> Result<(), Refusal> {
+        self.0
+            .borrow_mut()
+            .push((Bytes::copy_from_slice(dir), join(dir, name)));
+        Ok(())
+    }
 }
 
 /// Resolves the symlink `dir/name` (`dir` a real path) as the kernel would.
 pub fn resolve(dir: &[u8], name: &[u8]) -> LinkTarget {
-    let mut lookups = Vec::new();
-    let mut real = dir.to_vec();
-    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut symlinks = 0;
-    let mut location = join(dir, name);
-    loop {
-        // `location` is a symlink: continue with its target.
-        symlinks += 1;
-        let Ok(target) = std::fs::read_link(as_path(&location)) else {
-            return dangling(lookups);
-        };
-        if symlinks > MAX_SYMLINKS {
-            return dangling(lookups);
-        }
-        let target = target.as_os_str().as_bytes();
-        if target.starts_with(b"/") {
-            real = b"/".to_vec();
-        }
-        let mut components: Vec<Vec<u8>> = target
-            .split(|&b| b == b'/')
-            .filter(|c| !c.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        while let Some(component) = components.pop() {
-            pending.push_front(component);
-        }
-        loop {
-            let Some(component) = pending.pop_front() else {
-                // Ended on a directory.
-                return LinkTarget {
-                    lookups,
-                    contents: Some(Bytes::from(real)),
-                    file: None,
-                };
+    let lookups = Lookups::default();
+    let walked = Start::directory(dir)
+        .map_err(|_| None)
+        .and_then(|start| walk::walk(start, name, &lookups).map_err(Some));
+    let lookups = lookups.0.into_inner();
+    match walked {
+        Ok(walked) => reached(lookups, walked),
+        Err(stop) => {
+            let searched = match stop {
+                Some(
+                    walk::Stop::Absent { searched, .. }
+                    | walk::Stop::Refused { searched, .. }
+                    | walk::Stop::Raced { searched },
+                ) => searched,
+                None => Vec::new(),
             };
-            if component == b"." {
-                continue;
-            }
-            if component == b".." {
-                real = parent_of(&real).to_vec();
-                continue;
-            }
-            location = join(&real, &component);
-            lookups.push((Bytes::copy_from_slice(&real), location.clone()));
-            let Ok(metadata) = std::fs::symlink_metadata(as_path(&location)) else {
-                return dangling(lookups);
-            };
-            if metadata.file_type().is_symlink() {
-                break;
-            } else if metadata.is_dir() {
-                real = location.clone();
-            } else if pending.iter().all(|c| c == b".") {
-                return LinkTarget {
-                    lookups,
-                    contents: Some(Bytes::from(real)),
-                    file: Some(location),
-                };
-            } else {
-                return dangling(lookups); // ENOTDIR
+            LinkTarget {
+                lookups,
+                access: Access::searched(searched),
+                ..LinkTarget::default()
             }
         }
     }
 }
 
-fn dangling(lookups: Vec<(Bytes, Vec<u8>)>) -> LinkTarget {
+fn reached(lookups: Vec<(Bytes, Vec<u8>)>, walked: Walked) -> LinkTarget {
+    let stat = Fingerprint::of(&walked.stat);
+    let (kind, contents, file) = if walked.is_dir() {
+        (Kind::SymlinkDir, Bytes::from(walked.real), None)
+    } else {
+        let kind = match walked.stat.st_mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            _ => Kind::Other,
+        };
+        let contents = Bytes::copy_from_slice(parent_of(&walked.real));
+        (kind, contents, Some(walked.real))
+    };
     LinkTarget {
         lookups,
-        contents: None,
-        file: None,
+        contents: Some(contents),
+        file,
+        access: Access::searched(walked.searched),
+        reached: Some((kind, stat)),
     }
 }
 
@@ -241,6 +240,22 @@ impl LinkDependencies {
         }
     }
 
+    /// Roughly what the symlink entries of the listing `key` keep on the
+    /// heap here.
+    pub fn bytes_of_key(&self, key: &Bytes) -> u64 {
+        const PER_LOOKUP: u64 = 128;
+        let names = self.of_key.get(key).into_iter().flatten();
+        names
+            .filter_map(|name| self.of_entry.get(&(key.clone(), name.clone())))
+            .map(|target| {
+                let lookups: u64 = (target.lookups.iter())
+                    .map(|(dir, location)| 2 * (dir.len() + location.len()) as u64 + PER_LOOKUP)
+                    .sum();
+                lookups + target.access.heap_bytes() as u64
+            })
+            .sum()
+    }
+
     /// Whether `id` is recorded as a symlink entry.
     pub fn contains(&self, id: &EntryId) -> bool {
         self.of_entry.contains_key(id)
@@ -302,6 +317,7 @@ fn release(users: &mut HashMap<Bytes, usize>, dir: &Bytes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::symlink;
 
     fn bytes_of(path: &std::path::Path) -> Vec<u8> {
@@ -322,6 +338,7 @@ mod tests {
         assert_eq!(
             locations,
             vec![
+                bytes_of(&root.join("listed/mod.py")),
                 bytes_of(&root.join("via")),
                 bytes_of(&root.join("real")),
                 bytes_of(&root.join("real/pkg")),
@@ -329,6 +346,9 @@ mod tests {
             ]
         );
         assert_eq!(target.file, Some(bytes_of(&root.join("real/pkg/mod.py"))));
+        let (kind, stat) = target.reached.expect("reached");
+        assert_eq!((kind, stat.size), (Kind::File, 6));
+        assert!(target.access.searched.len() >= 4, "listed, root, real, pkg");
         assert_eq!(
             target.contents.as_deref(),
             Some(bytes_of(&root.join("real/pkg")).as_slice())
@@ -345,6 +365,7 @@ mod tests {
         symlink("nowhere/x", root.join("listed/dangling")).expect("symlink");
         let dangling = resolve(&bytes_of(&root.join("listed")), b"dangling");
         assert_eq!(dangling.contents, None);
+        assert_eq!(dangling.reached, None);
         assert_eq!(
             dangling.lookups.last().map(|(_, l)| l.clone()),
             Some(bytes_of(&root.join("listed/nowhere")))
@@ -366,11 +387,13 @@ mod tests {
             lookups: vec![(Bytes::from_static(b"/t"), b"/t/f".to_vec())],
             contents: Some(Bytes::from_static(b"/t")),
             file: Some(b"/t/f".to_vec()),
+            ..LinkTarget::default()
         };
         let to_dir = LinkTarget {
             lookups: vec![(Bytes::from_static(b"/t"), b"/t/d".to_vec())],
             contents: Some(Bytes::from_static(b"/t/d")),
             file: None,
+            ..LinkTarget::default()
         };
         let mut unused = Unused::default();
         deps.set(&a, to_file.clone(), &mut unused);

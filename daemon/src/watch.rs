@@ -32,6 +32,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::config::LiveLimits;
 use crate::genfile::{duration_ns, monotonic_ns};
+use crate::policy::quota::Quotas;
 use crate::refresh::{as_path, join};
 use crate::stats::{bump, Stats};
 
@@ -92,6 +93,8 @@ pub enum Change {
 pub enum WatchError {
     #[error("watch limit reached")]
     Limit,
+    #[error("this uid's share of the watches is used (limit max_watches_per_uid)")]
+    UidLimit,
     #[error("directory vanished")]
     Vanished,
     #[error("cannot watch: {0}")]
@@ -111,22 +114,37 @@ impl Targets {
     }
 }
 
+/// One inotify watch: its descriptor, what it stands for, and the uid whose
+/// crawl took it (charged for it until it goes).
+struct Watch {
+    descriptor: WatchDescriptor,
+    targets: Targets,
+    owner: Option<u32>,
+}
+
 /// Owns the inotify descriptor and what each watch stands for. Lives behind
 /// the index's barrier mutex.
 pub struct Watcher {
     inotify: Inotify,
-    by_wd: HashMap<i32, (WatchDescriptor, Targets)>,
+    by_wd: HashMap<i32, Watch>,
     /// Per listing key: its watch and the real path it was taken on.
     wd_of_listing: HashMap<Bytes, (i32, Bytes)>,
     wd_of_searched: HashMap<Bytes, i32>,
     wd_of_contents: HashMap<Bytes, i32>,
     limits: Arc<LiveLimits>,
+    quotas: Arc<Quotas>,
+    /// The kernel's `fs.inotify.max_user_watches` at start.
+    kernel_max: u64,
     buffer: Vec<u8>,
     stats: Arc<Stats>,
 }
 
 impl Watcher {
-    pub fn new(limits: Arc<LiveLimits>, stats: Arc<Stats>) -> io::Result<Self> {
+    pub fn new(
+        limits: Arc<LiveLimits>,
+        quotas: Arc<Quotas>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Self> {
         Ok(Self {
             inotify: Inotify::init()?,
             by_wd: HashMap::new(),
@@ -134,9 +152,18 @@ impl Watcher {
             wd_of_searched: HashMap::new(),
             wd_of_contents: HashMap::new(),
             limits,
+            quotas,
+            kernel_max: kernel_max_watches(),
             buffer: vec![0; 64 * 1024],
             stats,
         })
+    }
+
+    /// The watches this daemon may hold: `max_watches`, else the kernel's.
+    fn daemon_max(&self) -> u64 {
+        self.limits
+            .max_watches()
+            .map_or(self.kernel_max, |max| max as u64)
     }
 
     /// The descriptor the reader thread polls.
@@ -145,13 +172,14 @@ impl Watcher {
     }
 
     /// Watches a directory for namespace events on behalf of resolutions
-    /// that search it. Cheap when it is already watched.
-    pub fn watch_searched(&mut self, dir: &[u8]) -> Result<(), WatchError> {
+    /// that search it (a crawl for `owner`). Cheap when it is already
+    /// watched.
+    pub fn watch_searched(&mut self, dir: &[u8], owner: Option<u32>) -> Result<(), WatchError> {
         if self.wd_of_searched.contains_key(dir) {
             return Ok(());
         }
         let dir = Bytes::copy_from_slice(dir);
-        let wd = self.add(&dir, namespace_mask())?;
+        let wd = self.add(&dir, namespace_mask(), owner)?;
         if let Some(targets) = self.targets_mut(wd) {
             targets.searched.insert(dir.clone());
         }
@@ -161,12 +189,12 @@ impl Watcher {
 
     /// Watches a directory for every name event, writes included, on behalf
     /// of symlink entries that resolve to a file in it (or to it).
-    pub fn watch_contents(&mut self, dir: &[u8]) -> Result<(), WatchError> {
+    pub fn watch_contents(&mut self, dir: &[u8], owner: Option<u32>) -> Result<(), WatchError> {
         if self.wd_of_contents.contains_key(dir) {
             return Ok(());
         }
         let dir = Bytes::copy_from_slice(dir);
-        let wd = self.add(&dir, listing_mask())?;
+        let wd = self.add(&dir, listing_mask(), owner)?;
         if let Some(targets) = self.targets_mut(wd) {
             targets.contents.insert(dir.clone());
         }
@@ -186,13 +214,18 @@ impl Watcher {
     /// Watches the directory at `real` for every change to the listing `key`.
     /// A key that now resolves elsewhere (a retargeted symlink) moves its
     /// watch.
-    pub fn watch_listing(&mut self, key: &Bytes, real: &[u8]) -> Result<(), WatchError> {
+    pub fn watch_listing(
+        &mut self,
+        key: &Bytes,
+        real: &[u8],
+        owner: Option<u32>,
+    ) -> Result<(), WatchError> {
         match self.wd_of_listing.get(key) {
             Some((_, watched)) if watched.as_ref() == real => return Ok(()),
             Some(_) => self.unwatch_listing(key),
             None => {}
         }
-        let wd = self.add(real, listing_mask())?;
+        let wd = self.add(real, listing_mask(), owner)?;
         if let Some(targets) = self.targets_mut(wd) {
             targets.listings.insert(key.clone());
         }
@@ -219,7 +252,7 @@ impl Watcher {
         }
     }
 
-    fn add(&mut self, path: &[u8], mask: WatchMask) -> Result<i32, WatchError> {
+    fn add(&mut self, path: &[u8], mask: WatchMask, owner: Option<u32>) -> Result<i32, WatchError> {
         // MASK_ADD: one inode may be both searched and listed; never narrow
         // a mask another target needs.
         let added = self
@@ -232,34 +265,40 @@ impl Watcher {
         };
         let id = wd.get_watch_descriptor_id();
         if !self.by_wd.contains_key(&id) {
-            if self
-                .limits
-                .max_watches()
-                .is_some_and(|max| self.by_wd.len() >= max)
-            {
+            if self.by_wd.len() as u64 >= self.daemon_max() {
                 // Undo: this daemon's own limit is reached.
                 let _ = self.inotify.watches().remove(wd);
                 return Err(WatchError::Limit);
             }
-            self.by_wd.insert(id, (wd, Targets::default()));
+            if !self.quotas.try_watch(owner, self.daemon_max()) {
+                let _ = self.inotify.watches().remove(wd);
+                return Err(WatchError::UidLimit);
+            }
+            let watch = Watch {
+                descriptor: wd,
+                targets: Targets::default(),
+                owner,
+            };
+            self.by_wd.insert(id, watch);
             self.publish_count();
         }
         Ok(id)
     }
 
     fn targets_mut(&mut self, wd: i32) -> Option<&mut Targets> {
-        self.by_wd.get_mut(&wd).map(|(_, targets)| targets)
+        self.by_wd.get_mut(&wd).map(|watch| &mut watch.targets)
     }
 
     fn remove_if_unused(&mut self, wd: i32) {
         if self
             .by_wd
             .get(&wd)
-            .is_some_and(|(_, targets)| targets.is_empty())
+            .is_some_and(|watch| watch.targets.is_empty())
         {
-            if let Some((descriptor, _)) = self.by_wd.remove(&wd) {
+            if let Some(watch) = self.by_wd.remove(&wd) {
                 // Fails only when the kernel already dropped the watch.
-                let _ = self.inotify.watches().remove(descriptor);
+                let _ = self.inotify.watches().remove(watch.descriptor);
+                self.quotas.unwatch(watch.owner);
             }
             self.publish_count();
         }
@@ -267,7 +306,12 @@ impl Watcher {
 
     /// Forgets a watch the kernel dropped or that no longer means its paths.
     fn forget(&mut self, wd: i32) -> Option<Targets> {
-        let (descriptor, targets) = self.by_wd.remove(&wd)?;
+        let Watch {
+            descriptor,
+            targets,
+            owner,
+        } = self.by_wd.remove(&wd)?;
+        self.quotas.unwatch(owner);
         for key in &targets.listings {
             self.wd_of_listing.remove(key);
         }
@@ -328,7 +372,7 @@ impl Watcher {
             }
             return;
         }
-        let Some((_, targets)) = self.by_wd.get(&wd) else {
+        let Some(Watch { targets, .. }) = self.by_wd.get(&wd) else {
             return; // a watch already removed; its last events still arrive
         };
         if tracing::enabled!(tracing::Level::TRACE) {
@@ -376,6 +420,14 @@ fn stale(targets: &Targets) -> Change {
     }
 }
 
+/// `fs.inotify.max_user_watches` (a generous guess when unreadable).
+fn kernel_max_watches() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(8192)
+}
+
 fn classify_add_error(error: io::Error) -> WatchError {
     match error.raw_os_error() {
         Some(libc::ENOSPC) => WatchError::Limit,
@@ -393,7 +445,8 @@ pub struct Heartbeat {
     sleeping_idle: AtomicBool,
     stopping: AtomicBool,
     tick: Duration,
-    active_window_ns: u64,
+    /// `active_window_secs`, which SIGHUP may change.
+    limits: Arc<LiveLimits>,
 }
 
 /// Why the reader woke.
@@ -405,7 +458,7 @@ pub enum Wake {
 }
 
 impl Heartbeat {
-    pub fn new(lease: Duration, active_window: Duration) -> io::Result<Self> {
+    pub fn new(lease: Duration, limits: Arc<LiveLimits>) -> io::Result<Self> {
         // SAFETY: plain eventfd creation; the descriptor is owned right below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -418,7 +471,7 @@ impl Heartbeat {
             sleeping_idle: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             tick: (lease / 4).max(Duration::from_millis(1)),
-            active_window_ns: duration_ns(active_window),
+            limits,
         })
     }
 
@@ -445,7 +498,8 @@ impl Heartbeat {
     /// Whether a client asked within the active window.
     pub fn is_active(&self) -> bool {
         let last = self.last_request_ns.load(Ordering::SeqCst);
-        last != 0 && monotonic_ns().saturating_sub(last) < self.active_window_ns
+        let window = duration_ns(self.limits.active_window());
+        last != 0 && monotonic_ns().saturating_sub(last) < window
     }
 
     /// Blocks until the reader should run a barrier, or stop.
@@ -506,7 +560,7 @@ mod tests {
 
     fn test_limits(max_watches: Option<usize>) -> Arc<LiveLimits> {
         let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
-        config.index.max_watches = max_watches;
+        config.values.max_watches = max_watches;
         Arc::new(LiveLimits::new(&config))
     }
 
@@ -523,10 +577,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().as_os_str().as_encoded_bytes().to_vec();
         let mut watcher =
-            Watcher::new(test_limits(None), Arc::new(Stats::default())).expect("inotify");
+            Watcher::new(test_limits(None), Arc::default(), Arc::default()).expect("inotify");
         let key = Bytes::from_static(b"/some/key");
-        watcher.watch_listing(&key, &dir).expect("watch");
-        watcher.watch_searched(&dir).expect("watch");
+        watcher.watch_listing(&key, &dir, Some(0)).expect("watch");
+        watcher.watch_searched(&dir, Some(0)).expect("watch");
         assert_eq!(watcher.by_wd.len(), 1, "one inode, one descriptor");
         std::fs::write(tmp.path().join("new.py"), b"").expect("write");
         let _ = std::fs::read(tmp.path().join("new.py")).expect("read");
@@ -548,10 +602,44 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
         let mut watcher =
-            Watcher::new(test_limits(Some(1)), Arc::new(Stats::default())).expect("inotify");
+            Watcher::new(test_limits(Some(1)), Arc::default(), Arc::default()).expect("inotify");
         let root = tmp.path().as_os_str().as_encoded_bytes().to_vec();
-        watcher.watch_searched(&root).expect("first fits");
-        let second = watcher.watch_searched(&join(&root, b"a"));
+        watcher.watch_searched(&root, Some(0)).expect("first fits");
+        let second = watcher.watch_searched(&join(&root, b"a"), Some(0));
         assert!(matches!(second, Err(WatchError::Limit)));
+    }
+
+    #[test]
+    fn one_uid_gets_its_share_of_the_watches_and_the_others_theirs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().as_os_str().as_encoded_bytes().to_vec();
+        let dirs: Vec<Vec<u8>> = (0..12)
+            .map(|i| join(&root, format!("d{i}").as_bytes()))
+            .collect();
+        for dir in &dirs {
+            std::fs::create_dir(as_path(dir)).expect("mkdir");
+        }
+        let quotas: Arc<Quotas> = Arc::default();
+        let mut watcher = Watcher::new(test_limits(Some(8)), Arc::clone(&quotas), Arc::default())
+            .expect("inotify");
+        let hostile: Vec<_> = (dirs[..4].iter())
+            .map(|dir| watcher.watch_searched(dir, Some(1000)))
+            .collect();
+        assert!(hostile[..2].iter().all(Result::is_ok), "a quarter of 8");
+        assert!(hostile[2..]
+            .iter()
+            .all(|r| matches!(r, Err(WatchError::UidLimit))));
+        for dir in &dirs[4..6] {
+            watcher
+                .watch_searched(dir, Some(2000))
+                .expect("the victim's share");
+        }
+        assert_eq!(quotas.of(Some(1000)).watches, 2);
+        watcher.unwatch_searched(&dirs[0]);
+        assert_eq!(
+            quotas.of(Some(1000)).watches,
+            1,
+            "refunded when the watch goes"
+        );
     }
 }

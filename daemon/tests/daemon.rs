@@ -617,7 +617,11 @@ async fn limits_refuse_with_a_reason() {
         deep.push(format!("d{i}"));
     }
     std::fs::create_dir_all(&deep).expect("mkdir");
-    // Past the watch limit a directory is served, checked by mtime.
+    // Past the watch limit a directory is served but not kept (slot 0: the
+    // client asks the filesystem next time), and read again for every
+    // request: no change can be missed, not even an in-place rewrite of the
+    // same size that moves no directory mtime.
+    std::fs::write(deep.join("m.py"), b"x = 1\n").expect("write");
     let unwatched = lookup_one(&mut client, &deep).await;
     assert_eq!(
         status(&unwatched),
@@ -625,17 +629,22 @@ async fn limits_refuse_with_a_reason() {
         "{}",
         unwatched.reason
     );
+    assert_eq!(unwatched.slot, 0, "not kept");
     let counters = stats(&mut client).await;
     assert!(counters.watches <= 40);
-    assert_eq!(counters.degraded_roots, 1);
+    assert!(counters.degraded_roots >= 1);
+    let mtime_of = |dir: &finderd_proto::v1::Directory| {
+        (dir.entries.iter())
+            .find(|e| e.name.as_ref() == b"m.py")
+            .map(|e| e.mtime_ns)
+    };
+    let before = mtime_of(&unwatched).expect("m.py listed");
     std::thread::sleep(Duration::from_millis(20)); // a new mtime tick
+    std::fs::write(deep.join("m.py"), b"x = 2\n").expect("rewrite in place");
     std::fs::write(deep.join("new.py"), b"").expect("write");
     let again = lookup_one(&mut client, &deep).await;
-    assert!(
-        names(&again).contains(&b"new.py".to_vec()),
-        "mtime check saw the new file"
-    );
-    assert!(stats(&mut client).await.mtime_recrawls >= 1);
+    assert!(names(&again).contains(&b"new.py".to_vec()));
+    assert_ne!(mtime_of(&again), Some(before), "the rewrite is seen");
 }
 
 #[tokio::test]

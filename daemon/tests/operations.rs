@@ -1,102 +1,16 @@
-//! What an operator relies on, against the real binary: the config file and
-//! SIGHUP reload, the per-peer request limit, io_uring refused by seccomp,
-//! gRPC reflection, and `finderd stats --json`.
+//! What an operator relies on, against the real binary: a bad config file,
+//! the per-peer request limit, io_uring refused by seccomp, gRPC reflection,
+//! and `finderd stats --json`. The config file and SIGHUP: `reload.rs`.
 
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use finderd_proto::v1 as pb;
 use tonic::Code;
-
-async fn lookup_paths(
-    client: &mut Client,
-    paths: &[&Path],
-) -> Result<pb::LookupReply, tonic::Status> {
-    client
-        .lookup(pb::LookupRequest {
-            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
-            paths: paths.iter().map(|p| bytes_of(p)).collect(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-fn limit(reply: &pb::StatsReply, name: &str) -> u64 {
-    reply
-        .limits
-        .iter()
-        .find(|l| l.name == name)
-        .unwrap_or_else(|| panic!("no limit {name}"))
-        .value
-}
-
-#[tokio::test]
-async fn the_config_file_sets_limits_flags_win_and_sighup_reloads_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("finderd.toml");
-    std::fs::write(&config, "max_lookup_paths = 2\nmax_sys_path_entries = 10\n").expect("write");
-    let config_arg = config.display().to_string();
-    let daemon = Daemon::start(&["--config", &config_arg, "--max-sys-path-entries", "1"]);
-    let mut client = daemon.client().await;
-    let counters = stats(&mut client).await;
-    assert_eq!(limit(&counters, "max_lookup_paths"), 2, "from the file");
-    assert_eq!(limit(&counters, "max_sys_path_entries"), 1, "the flag wins");
-
-    let three = [dir.path(), dir.path(), dir.path()];
-    let refused = lookup_paths(&mut client, &three)
-        .await
-        .expect_err("over the limit");
-    assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(
-        refused.message().contains("max_lookup_paths = 2"),
-        "{}",
-        refused.message()
-    );
-
-    std::fs::write(&config, "max_lookup_paths = 5\nlog_level = \"debug\"\n").expect("rewrite");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match lookup_paths(&mut client, &three).await {
-            Ok(reply) => {
-                assert_eq!(reply.directories.len(), 3);
-                break;
-            }
-            Err(status) if Instant::now() < deadline => {
-                assert_eq!(status.code(), Code::ResourceExhausted);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(status) => panic!("not reloaded: {status}"),
-        }
-    }
-    assert_eq!(limit(&stats(&mut client).await, "max_lookup_paths"), 5);
-    assert!(
-        daemon.stderr().contains("config reloaded"),
-        "{}",
-        daemon.stderr()
-    );
-
-    std::fs::write(&config, "max_lookup_pathz = 7\n").expect("break it");
-    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        daemon.stderr().contains("reload failed"),
-        "{}",
-        daemon.stderr()
-    );
-    assert_eq!(
-        limit(&stats(&mut client).await, "max_lookup_paths"),
-        5,
-        "a bad file changes nothing, and the connection still works"
-    );
-}
 
 #[test]
 fn a_bad_config_file_stops_the_start_with_a_clear_message() {
@@ -120,44 +34,23 @@ fn a_bad_config_file_stops_the_start_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_per_peer_limit_are_refused_naming_it() {
-    let tree = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let big = tree.path().join("big");
-    std::fs::create_dir(&big).expect("mkdir");
-    for i in 0..30_000 {
-        std::fs::File::create(big.join(format!("f{i}"))).expect("create");
-    }
-    // Too large to keep: every lookup of it crawls again (a slow request).
+    let big = BigDirectory::new();
     let daemon = Daemon::start(&[
         "--max-requests-per-peer",
         "1",
         "--max-indexed-entries",
-        "1000",
+        BigDirectory::NOT_KEPT,
     ]);
-    let mut other = daemon.client().await;
-    let mut refused = None;
-    for _ in 0..5 {
-        let mut slow = daemon.client().await;
-        let path = big.clone();
-        let crawl = tokio::spawn(async move { lookup_one(&mut slow, &path).await });
-        while !crawl.is_finished() {
-            if let Err(status) = other.stats(pb::StatsRequest {}).await {
-                refused = Some(status);
-            }
-        }
-        let listed = crawl.await.expect("crawl");
-        assert_eq!(listed.entries.len(), 30_000, "answered though not kept");
-        if refused.is_some() {
-            break;
-        }
-    }
-    let status = refused.expect("a request in flight made the next one wait its turn");
+    let status = refusal_while_crawling(&daemon, &big.path)
+        .await
+        .expect("a request in flight made the next one wait its turn");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(
         status.message().contains("max_requests_per_peer = 1"),
         "{}",
         status.message()
     );
-    let counters = stats(&mut other).await;
+    let counters = stats(&mut daemon.client().await).await;
     assert!(counters.peer_limit_rejections >= 1);
 }
 

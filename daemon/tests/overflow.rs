@@ -75,6 +75,7 @@ async fn an_overflowed_queue_recrawls_everything_and_is_counted() {
     for i in 0..200 {
         std::fs::write(tree.path().join(format!("m{i}.py")), b"").expect("write");
     }
+    // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.pid(), libc::SIGCONT) };
     let after = lookup_one(&mut client, tree.path()).await;
     assert_eq!(after.entries.len(), 200, "recrawled after the overflow");

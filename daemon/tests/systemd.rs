@@ -75,7 +75,8 @@ impl ExecImage {
 /// `entry` points at a NUL-terminated `LISTEN_PID=<placeholder>` string.
 unsafe fn patch_pid(entry: *mut u8) {
     let mut digits = [0u8; 10];
-    let mut pid = libc::getpid() as u32;
+    // SAFETY: getpid has no preconditions (and is async-signal-safe).
+    let mut pid = unsafe { libc::getpid() } as u32;
     let mut len = 0;
     loop {
         digits[len] = b'0' + (pid % 10) as u8;
@@ -86,10 +87,14 @@ unsafe fn patch_pid(entry: *mut u8) {
         }
     }
     let start = "LISTEN_PID=".len();
-    for i in 0..len {
-        *entry.add(start + i) = digits[len - 1 - i];
+    // SAFETY: the caller's placeholder holds at least 10 digits and a NUL
+    // after `start`; a u32 has at most 10.
+    unsafe {
+        for i in 0..len {
+            *entry.add(start + i) = digits[len - 1 - i];
+        }
+        *entry.add(start + len) = 0;
     }
-    *entry.add(start + len) = 0;
 }
 
 /// Starts `finderd serve ARGS` with `fd` as its descriptor 3 and

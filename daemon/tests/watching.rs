@@ -121,6 +121,7 @@ impl Drop for Mount {
 
 #[tokio::test]
 async fn a_bind_mount_sees_changes_made_through_the_original_path() {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: bind mounts need root");
         return;

@@ -3,13 +3,10 @@ template start a real daemon, export FINDERD_SOCKET, and a job's interpreter
 (the client installed from client-py) is served through it. The YAML files
 validate against the schemas check-jsonschema vendors."""
 
-import json
 import os
 import re
 import shutil
-import subprocess
 
-import pytest
 import yaml
 
 from conftest import CLIENT_TIMEOUTS, DEPLOY, ROOT, health, run, tool
@@ -163,10 +160,10 @@ def test_action_steps_run(finderd_bin, client_python, tmp_path):
             ran.append(step["name"])
             if "id" in step:
                 lines = output.read_text().splitlines()
-                contexts["steps"][step["id"]] = {"outputs": dict(l.split("=", 1) for l in lines)}
+                contexts["steps"][step["id"]] = {"outputs": dict(line.split("=", 1) for line in lines)}
         assert ran == ["Install the finderd Python client", "Enable the finderd-python launcher",
                        "Start finderd"], ran
-        exported = dict(l.split("=", 1) for l in github_env.read_text().splitlines())
+        exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines())
         socket = exported["FINDERD_SOCKET"]
         assert socket == str(runner_temp / "finderd" / "finderd.sock")
         assert ex.substitute(action["outputs"]["socket"]["value"]) == socket

@@ -46,7 +46,9 @@ def test_packaging_scripts_pass_shellcheck():
 
 
 def test_deb_control_and_contents(deb, finderd_bin):
-    field = lambda name: run(["dpkg-deb", "--field", deb, name]).stdout.strip()
+    def field(name):
+        return run(["dpkg-deb", "--field", deb, name]).stdout.strip()
+
     version = run([finderd_bin, "--version"]).stdout.split()[1]
     assert field("Package") == "finderd" and field("Version") == version
     assert field("Architecture") == run(["dpkg", "--print-architecture"]).stdout.strip()

@@ -11,14 +11,8 @@ Environment:
   FINDERD_TEST_VENVS     where to build the venvs (default: build/test-venvs)
 """
 
-import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 

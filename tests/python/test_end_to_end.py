@@ -4,13 +4,11 @@ Each test compares an interpreter with finderd active against the same
 interpreter with FINDERD=off: the answers must be identical, field by field.
 """
 
-import glob
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -214,7 +212,8 @@ IN_PROCESS = """
 import importlib, json, os, subprocess, sys, time
 src = %(src)r
 def make(name, text):
-    subprocess.run([sys.executable, '-c', 'open(%%r, "w").write(%%r)' %% (os.path.join(src, name + '.py'), text)], check=True)
+    subprocess.run([sys.executable, '-c', 'open(%%r, "w").write(%%r)' %% (os.path.join(src, name + '.py'), text)],
+                   check=True)
 def attempt(name):
     sys.modules.pop(name, None)
     try:

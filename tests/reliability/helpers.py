@@ -190,12 +190,12 @@ def finish(proc, timeout=120):
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError("interpreter hung for %d s:\n%s\n%s" % (timeout, out, err))
+        raise AssertionError("interpreter hung for %d s:\n%s\n%s" % (timeout, out, err)) from None
     return proc.returncode, out, err
 
 
 def last_json(out):
-    lines = [l for l in out.strip().splitlines() if l.startswith("{")]
+    lines = [line for line in out.strip().splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else None
 
 

@@ -107,7 +107,7 @@ class Batch:
         """(served, fell_back, failures with examples) against @expected values."""
         served = fell_back = 0
         failures = []
-        for started, ended, rc, out, err in self.ended:
+        for _started, _ended, rc, out, err in self.ended:
             got = last_json(out) if rc == 0 else None
             if got is None or got["v"] != expected:
                 failures.append((rc, got and got["v"], err[-1500:]))
@@ -270,7 +270,7 @@ def test_kill9_during_a_burst_of_interpreter_starts(make_daemon, python, tmp):
            restart_to_listening_s=round(restart_s, 2))
     assert failures == [], failures[:3]
     # Everything started after the kill ran stock.
-    for _, _, rc, out, _ in after:
+    for _, _, _rc, out, _ in after:
         assert not last_json(out)["state"].startswith("active")
 
 

@@ -73,7 +73,7 @@ def collect(proc, timeout=300):
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError("hostile peer hung for %d s:\n%s" % (timeout, err[-3000:]))
+        raise AssertionError("hostile peer hung for %d s:\n%s" % (timeout, err[-3000:])) from None
     if proc.returncode != 0:
         raise AssertionError("hostile peer failed (%d):\n%s\n%s" % (proc.returncode, out, err))
     return json.loads(out.strip().splitlines()[-1])
@@ -85,7 +85,7 @@ def collect_exit(proc, timeout=60):
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("hostile peer did not exit after stdin closed")
+        raise AssertionError("hostile peer did not exit after stdin closed") from None
 
 
 def owned(path, mode, uid=OTHER_UID):

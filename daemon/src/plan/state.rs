@@ -15,8 +15,11 @@
 //! The payload names the socket of the daemon that wrote it: a daemon on
 //! another socket (a test daemon, a second instance) ignores the file
 //! rather than adopt plans learned elsewhere. Plans are stored least
-//! recently used first. Written atomically: a temporary file in the same
-//! directory, `fsync`, `rename` over the old one, `fsync` of the directory.
+//! recently used first. Written atomically: a temporary file of a random
+//! name created exclusively (`O_EXCL | O_NOFOLLOW`) in the same directory,
+//! `fsync`, `rename` over the old one, `fsync` of the directory. A state
+//! that would pass `max_state_bytes` keeps a fair share of every uid's most
+//! recently used plans ([`fair_share`]), never drops everyone's.
 //! A missing file is no error; a short, foreign, corrupt (checksum),
 //! newer-version or undecodable file is an error the caller logs and
 //! ignores.
@@ -140,20 +143,25 @@ impl StateFile {
         Ok(Some(state.plans))
     }
 
-    /// Replaces the file with these plans; returns its size.
-    pub fn write(&self, socket: &[u8], plans: Vec<StoredPlan>) -> Result<usize, StateError> {
+    /// Replaces the file with these plans (least recently used first),
+    /// within `max_bytes`; returns its size.
+    pub fn write(
+        &self,
+        socket: &[u8],
+        plans: Vec<StoredPlan>,
+        max_bytes: u64,
+    ) -> Result<usize, StateError> {
         let bytes = encode(&State {
             socket: Bytes::copy_from_slice(socket),
-            plans,
+            plans: fair_share(plans, max_bytes.saturating_sub(socket.len() as u64 + 64)),
         });
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .map_err(self.io_error("create", &self.dir))?;
-        let temporary = self
-            .dir
-            .join(format!("{FILE_NAME}.tmp-{}", std::process::id()));
+        let random = crate::genfile::random_u64().map_err(self.io_error("name", &self.dir))?;
+        let temporary = self.dir.join(format!("{FILE_NAME}.tmp-{random:016x}"));
         let written = write_synced(&temporary, &bytes);
         if let Err(error) = written {
             let _ = std::fs::remove_file(&temporary);
@@ -174,13 +182,52 @@ impl StateFile {
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// The plans (least recently used first) that fit `max_bytes` encoded: when
+/// all do not, each uid in turn gets its next most recently used plan while
+/// it fits, so every uid keeps a fair share of the newest plans and none
+/// can crowd the others out. The order is kept.
+pub fn fair_share(plans: Vec<StoredPlan>, max_bytes: u64) -> Vec<StoredPlan> {
+    let size = |plan: &StoredPlan| plan.encoded_len() as u64 + 8;
+    if plans.iter().map(size).sum::<u64>() <= max_bytes {
+        return plans;
+    }
+    let mut by_uid: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (at, plan) in plans.iter().enumerate().rev() {
+        by_uid.entry(plan.uid).or_default().push(at);
+    }
+    let mut keep = vec![false; plans.len()];
+    let mut left = max_bytes;
+    let mut round = 0;
+    loop {
+        let mut took = false;
+        for newest_first in by_uid.values() {
+            let Some(&at) = newest_first.get(round) else {
+                continue;
+            };
+            if size(&plans[at]) <= left {
+                left -= size(&plans[at]);
+                keep[at] = true;
+                took = true;
+            }
+        }
+        if !took && by_uid.values().all(|ats| ats.len() <= round) {
+            break;
+        }
+        round += 1;
+    }
+    plans
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(plan, keep)| keep.then_some(plan))
+        .collect()
 }
 
 /// Header and payload of `state`.
@@ -281,6 +328,56 @@ mod tests {
         }
     }
 
+    fn plan_of(uid: u32, key: &str, paths: usize) -> StoredPlan {
+        StoredPlan {
+            uid,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            directories: (0..paths)
+                .map(|i| StoredEntry {
+                    path: Bytes::from(format!("/{key}/{i:04}")),
+                    misses: 0,
+                })
+                .collect(),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn over_its_cap_every_uid_keeps_its_newest_plans() {
+        // uid 1 floods (100 plans, the newest last); uid 2 has 3.
+        let mut plans: Vec<StoredPlan> = (0..3).map(|i| plan_of(2, &format!("v{i}"), 10)).collect();
+        plans.extend((0..100).map(|i| plan_of(1, &format!("h{i}"), 10)));
+        let one = plans[0].encoded_len() as u64 + 8;
+        assert_eq!(
+            fair_share(plans.clone(), u64::MAX),
+            plans,
+            "under the cap: all"
+        );
+        let kept = fair_share(plans, 10 * one);
+        let victim: Vec<_> = kept
+            .iter()
+            .filter(|p| p.uid == 2)
+            .map(|p| p.key.clone())
+            .collect();
+        assert_eq!(victim.len(), 3, "the small user keeps all of its plans");
+        let hostile: Vec<_> = kept
+            .iter()
+            .filter(|p| p.uid == 1)
+            .map(|p| p.key.clone())
+            .collect();
+        assert!((6..=7).contains(&hostile.len()), "{}", hostile.len());
+        assert_eq!(
+            hostile.last().map(|k| k.as_ref()),
+            Some(&b"h99"[..]),
+            "its newest"
+        );
+        let encoded = encode(&State {
+            socket: Bytes::new(),
+            plans: kept,
+        });
+        assert!(encoded.len() as u64 <= 10 * one + HEADER_BYTES as u64);
+    }
+
     #[test]
     fn crc32_matches_zlib() {
         assert_eq!(crc32(b""), 0);
@@ -328,7 +425,7 @@ mod tests {
         let file = StateFile::in_dir(&tmp.path().join("state"));
         assert!(file.read(b"/s").expect("no file is fine").is_none());
         let plans = sample().plans;
-        file.write(b"/s", plans.clone()).expect("write");
+        file.write(b"/s", plans.clone(), 1 << 20).expect("write");
         let mode = std::fs::metadata(file.path())
             .expect("stat")
             .permissions()

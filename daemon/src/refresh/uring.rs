@@ -105,57 +105,35 @@ fn run_batch(
 ) -> Result<Vec<StatxResult>, UringError> {
     let mut buffers: Vec<MaybeUninit<libc::statx>> = Vec::with_capacity(names.len());
     buffers.resize_with(names.len(), MaybeUninit::zeroed);
-    let mut errors: Vec<Option<i32>> = vec![None; names.len()];
-    {
-        let mut queue = ring.submission();
-        for (at, name) in names.iter().enumerate() {
-            let entry = opcode::Statx::new(
+    let entries: Vec<_> = names
+        .iter()
+        .zip(buffers.iter_mut())
+        .map(|(name, buffer)| {
+            opcode::Statx::new(
                 types::Fd(dir),
                 name.as_ptr(),
-                buffers[at].as_mut_ptr().cast::<types::statx>(),
+                buffer.as_mut_ptr().cast::<types::statx>(),
             )
             .flags(libc::AT_STATX_SYNC_AS_STAT | extra_flags)
             .mask(libc::STATX_BASIC_STATS)
             .build()
-            .user_data(at as u64);
-            // SAFETY: the name and the buffer outlive the request: we wait
-            // for every completion below, or leak the buffers on error.
-            if unsafe { queue.push(&entry) }.is_err() {
-                // Cannot happen: the ring holds at least `batch` entries.
-                drop(queue);
-                std::mem::forget(buffers);
-                return Err(UringError::Submit(io::Error::from_raw_os_error(
-                    libc::EBUSY,
-                )));
-            }
-        }
-    }
-    let mut done = 0;
-    while done < names.len() {
-        if let Err(error) = ring.submit_and_wait(names.len() - done) {
-            if error.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
+        })
+        .collect();
+    let results = match crate::uring::submit_all(ring, &entries) {
+        Ok(results) => results,
+        Err(error) => {
+            // Requests may still be writing into them.
             std::mem::forget(buffers);
             return Err(UringError::Submit(error));
         }
-        for completion in ring.completion() {
-            let at = completion.user_data() as usize;
-            if completion.result() < 0 {
-                if let Some(slot) = errors.get_mut(at) {
-                    *slot = Some(-completion.result());
-                }
-            }
-            done += 1;
-        }
-    }
+    };
     Ok(buffers
         .into_iter()
-        .zip(errors)
-        .map(|(buffer, error)| match error {
-            Some(errno) => Err(errno),
+        .zip(results)
+        .map(|(buffer, result)| match result {
+            errno if errno < 0 => Err(-errno),
             // SAFETY: the kernel filled the buffer (the request succeeded).
-            None => Ok(unsafe { buffer.assume_init() }),
+            _ => Ok(unsafe { buffer.assume_init() }),
         })
         .collect())
 }

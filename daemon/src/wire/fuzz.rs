@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use prost::Message;
 use tonic::Code;
 
-use super::{decode_and_check, non_canonical_reason};
+use super::check::{decode_and_check, non_canonical_reason};
 use crate::config::{Config, LiveLimits, PlanConfig};
 
 /// Small limits, so that counts past them are cheap to generate.
@@ -27,8 +27,8 @@ fn limits() -> &'static (LiveLimits, PlanConfig) {
     static LIMITS: std::sync::OnceLock<(LiveLimits, PlanConfig)> = std::sync::OnceLock::new();
     LIMITS.get_or_init(|| {
         let mut config = Config::resolve(Default::default()).expect("defaults");
-        config.requests.max_sys_path_entries = MAX_ENTRIES;
-        config.requests.max_lookup_paths = MAX_ENTRIES;
+        config.values.max_sys_path_entries = MAX_ENTRIES;
+        config.values.max_lookup_paths = MAX_ENTRIES;
         config.plans.max_report_paths = MAX_ENTRIES;
         config.plans.max_program_key_bytes = MAX_KEY;
         (LiveLimits::new(&config), config.plans.clone())

@@ -1,6 +1,6 @@
 //! Learned plans on the wire: the Report RPC, the plan part of a Snapshot
 //! (planned directories, compiled files on slow filesystems), request
-//! deadlines, and the Stats fields for all of them.
+//! deadlines, and the Stats fields for all of them (`StatsReply` 100-121).
 //!
 //! A Snapshot whose (peer uid, program key) has a plan lists, after the
 //! sys.path entries, every planned directory the peer may list (from the
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use finderd_proto::v1 as pb;
 use finderd_proto::v1::PROTOCOL_VERSION;
-use prost::Message;
 
 use super::{
     check_paths, check_version, encode_answer, encode_listing, non_canonical_reason, Error, Finder,
@@ -35,7 +34,7 @@ use crate::stats::bump;
 
 /// `Directory.slow_filesystem = true` (field 11, varint 1), appended to a
 /// listing's cached encoding: protobuf concatenation is merging.
-const SLOW_FILESYSTEM_TRUE: [u8; 2] = [11 << 3, 1];
+pub(super) const SLOW_FILESYSTEM_TRUE: [u8; 2] = [11 << 3, 1];
 /// The reason of a directory not indexed by the request's deadline.
 pub const BEING_INDEXED: &str = "being indexed";
 
@@ -367,15 +366,15 @@ impl Finder {
         Some(tokio::time::Instant::from_std(started.checked_add(share)?))
     }
 
-    /// The Stats fields about plans, compiled files and deadlines.
-    pub(super) fn learning_stats(&self) -> LearnedStats {
+    /// Fills the Stats fields about plans, compiled files and deadlines.
+    pub(super) fn learning_stats(&self, reply: &mut pb::StatsReply) {
         let learning = &self.learning;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let gauges = learning.plans.gauges();
         let plans = &learning.plans.counters;
         let files = &learning.files.counters;
         let (cached_files, cached_bytes) = learning.files.gauges();
-        LearnedStats {
+        *reply = pb::StatsReply {
             plans: gauges.plans,
             plan_directories: gauges.directories,
             plan_files: gauges.files,
@@ -398,7 +397,8 @@ impl Finder {
             state_writes: load(&plans.state_writes),
             state_write_errors: load(&plans.state_write_errors),
             plans_loaded: load(&plans.plans_loaded),
-        }
+            ..std::mem::take(reply)
+        };
     }
 }
 
@@ -561,87 +561,6 @@ pub fn grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Stats about plans, compiled files and deadlines. `finderd.proto`'s
-/// `StatsReply` has no fields for them yet: they travel as fields 100-121
-/// of the same message (unknown to generated decoders, which skip them),
-/// appended to its encoding. A proto that adopts them must use these
-/// numbers and types.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LearnedStats {
-    /// Plans held.
-    #[prost(uint64, tag = "100")]
-    pub plans: u64,
-    /// Directories named by all plans.
-    #[prost(uint64, tag = "101")]
-    pub plan_directories: u64,
-    /// Compiled files named by all plans.
-    #[prost(uint64, tag = "102")]
-    pub plan_files: u64,
-    /// Reports accepted.
-    #[prost(uint64, tag = "103")]
-    pub reports: u64,
-    /// Snapshots answered with a plan.
-    #[prost(uint64, tag = "104")]
-    pub planned_snapshots: u64,
-    /// Directories sent because a plan named them.
-    #[prost(uint64, tag = "105")]
-    pub planned_directories_served: u64,
-    #[prost(uint64, tag = "106")]
-    pub plans_evicted: u64,
-    /// Plan entries dropped after `plan_drop_after` Reports without them.
-    #[prost(uint64, tag = "107")]
-    pub plan_entries_dropped: u64,
-    /// Compiled files held in memory (and their bytes).
-    #[prost(uint64, tag = "108")]
-    pub cached_files: u64,
-    #[prost(uint64, tag = "109")]
-    pub cached_bytes: u64,
-    /// Compiled files sent in Snapshots (and their bytes).
-    #[prost(uint64, tag = "110")]
-    pub cached_files_served: u64,
-    #[prost(uint64, tag = "111")]
-    pub cached_bytes_served: u64,
-    /// Compiled files read through io_uring / with system calls.
-    #[prost(uint64, tag = "112")]
-    pub compiled_reads_uring: u64,
-    #[prost(uint64, tag = "113")]
-    pub compiled_reads_sync: u64,
-    /// Reads that found the file changed since its listing (nothing kept).
-    #[prost(uint64, tag = "114")]
-    pub compiled_reads_changed: u64,
-    #[prost(uint64, tag = "115")]
-    pub cached_evictions: u64,
-    /// Devices of the filesystems found slow (see `FilesystemEngine.device`).
-    #[prost(uint64, repeated, tag = "116")]
-    pub slow_devices: Vec<u64>,
-    /// Requests answered at their deadline with what was indexed.
-    #[prost(uint64, tag = "117")]
-    pub deadline_replies: u64,
-    /// Directories answered "being indexed" (or left out of a plan) then.
-    #[prost(uint64, tag = "118")]
-    pub being_indexed: u64,
-    #[prost(uint64, tag = "119")]
-    pub state_writes: u64,
-    #[prost(uint64, tag = "120")]
-    pub state_write_errors: u64,
-    /// Plans read from the state file at start.
-    #[prost(uint64, tag = "121")]
-    pub plans_loaded: u64,
-}
-
-impl LearnedStats {
-    /// Appends these fields to an encoded `StatsReply`.
-    pub fn encode_extension(&self, reply: &mut Vec<u8>) {
-        // A Vec grows as needed: encoding into it cannot fail.
-        let _ = self.encode(reply);
-    }
-
-    /// These fields from an encoded `StatsReply` (others are skipped).
-    pub fn from_reply(reply: &[u8]) -> Result<LearnedStats, prost::DecodeError> {
-        LearnedStats::decode(reply)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,25 +576,5 @@ mod tests {
         for bad in ["", "m", "123456789m", "5x", "-5m", "5 m", "é"] {
             assert_eq!(grpc_timeout(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn stats_extension_rides_along_with_the_generated_message() {
-        let reply = pb::StatsReply {
-            roots: 3,
-            ..Default::default()
-        };
-        let mut encoded = reply.encode_to_vec();
-        let learned = LearnedStats {
-            plans: 2,
-            slow_devices: vec![7, 9],
-            ..Default::default()
-        };
-        learned.encode_extension(&mut encoded);
-        assert_eq!(
-            pb::StatsReply::decode(encoded.as_slice()).expect("generated decode"),
-            reply
-        );
-        assert_eq!(LearnedStats::from_reply(&encoded).expect("decode"), learned);
     }
 }

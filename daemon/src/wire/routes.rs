@@ -17,7 +17,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tower::ServiceExt;
 
-use super::quote;
+use super::check::quote;
 
 /// A descriptor set that does not decode or lacks its service: a build
 /// defect, reported at startup rather than as missing methods later.
@@ -147,6 +147,9 @@ mod tests {
             "no method \"/finderd.v2.Finder/Snapshot\" here; this daemon serves finderd.v1.Finder"
         );
         let long = format!("/{}", "x".repeat(10_000));
-        assert!(unknown_method(&long, "s").message().len() < super::super::QUOTED_PATH_BYTES + 64);
+        assert!(
+            unknown_method(&long, "s").message().len()
+                < super::super::check::QUOTED_PATH_BYTES + 64
+        );
     }
 }

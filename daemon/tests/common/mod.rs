@@ -98,10 +98,19 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: signalling our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        wait_with_timeout(&mut child, Duration::from_secs(15))
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Waits (at most `timeout`) for the daemon to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_with_timeout(&mut child, timeout)
     }
 }
 
@@ -162,6 +171,22 @@ pub async fn channel(socket: &Path) -> Channel {
         }))
         .await
         .expect("connect to finderd")
+}
+
+/// As [`channel`], connecting at the first call: for a connection the
+/// daemon may refuse at accept.
+pub fn lazy_channel(socket: &Path) -> Channel {
+    let socket = socket.to_owned();
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        },
+    ))
 }
 
 pub fn bytes_of(path: &Path) -> Bytes {
@@ -228,6 +253,84 @@ pub async fn stats(client: &mut Client) -> pb::StatsReply {
         .await
         .expect("stats")
         .into_inner()
+}
+
+/// A Lookup whose refusal the test expects: the status instead of a panic.
+pub async fn try_lookup(
+    client: &mut Client,
+    paths: &[&Path],
+) -> Result<pb::LookupReply, tonic::Status> {
+    client
+        .lookup(pb::LookupRequest {
+            protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+            paths: paths.iter().map(|p| bytes_of(p)).collect(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The value of the limit `name` in a Stats reply.
+pub fn limit(reply: &pb::StatsReply, name: &str) -> u64 {
+    reply
+        .limits
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no limit {name}"))
+        .value
+}
+
+/// A directory large enough that crawling it is a slow request: with
+/// `--max-indexed-entries` at [`BigDirectory::NOT_KEPT`] it is answered but
+/// not kept, so every Lookup of it crawls it again.
+pub struct BigDirectory {
+    _tree: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl BigDirectory {
+    pub const ENTRIES: usize = 30_000;
+    pub const NOT_KEPT: &'static str = "1000";
+
+    pub fn new() -> BigDirectory {
+        // Beside the build, not in a /tmp that may be a tmpfs in memory.
+        let tree = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        let path = tree.path().join("big");
+        std::fs::create_dir(&path).expect("mkdir");
+        for i in 0..Self::ENTRIES {
+            std::fs::File::create(path.join(format!("f{i}"))).expect("create");
+        }
+        BigDirectory { _tree: tree, path }
+    }
+}
+
+/// While a Lookup of `big` (a [`BigDirectory`] the daemon does not keep) is
+/// in flight, asks for stats on another connection until one is refused;
+/// up to five crawls. The refusal, if any: it shows a request in flight
+/// made the next one wait its turn.
+pub async fn refusal_while_crawling(daemon: &Daemon, big: &Path) -> Option<tonic::Status> {
+    let mut other = daemon.client().await;
+    for _ in 0..5 {
+        let mut slow = daemon.client().await;
+        let path = big.to_owned();
+        let crawl = tokio::spawn(async move { lookup_one(&mut slow, &path).await });
+        let mut refused = None;
+        while !crawl.is_finished() {
+            if let Err(status) = other.stats(pb::StatsRequest {}).await {
+                refused = Some(status);
+            }
+        }
+        let listed = crawl.await.expect("crawl");
+        assert_eq!(
+            listed.entries.len(),
+            BigDirectory::ENTRIES,
+            "answered though not kept"
+        );
+        if refused.is_some() {
+            return refused;
+        }
+    }
+    None
 }
 
 pub fn names(directory: &pb::Directory) -> Vec<Vec<u8>> {

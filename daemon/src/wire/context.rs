@@ -1,0 +1,270 @@
+//! One request's context: who asks (the peer), in which mount-namespace
+//! view, where the handler runs (inline, on the blocking pool, or at its
+//! deadline), which filesystems are slow, and whether the barrier ran. Every
+//! path a handler answers goes through [`Context::ask`]: the index says what
+//! it holds, and the gate (`crate::policy::gate`) decides what of it this
+//! peer may have.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::check::non_canonical_reason;
+use super::learning::BEING_INDEXED;
+use super::reply::{encode_answer, encode_listing, SLOW_FILESYSTEM_TRUE};
+use super::{Error, Finder};
+use crate::index::{Indexed, Listing, Role, Screen};
+use crate::namespace::{self, View};
+use crate::policy::{gate, Facts, PeerInfo};
+use crate::refresh::{Entry, Kind};
+use crate::stats::bump;
+
+/// Where a handler runs: on the async worker (only what needs no
+/// filesystem access), or on the blocking pool (crawls, stat checks); or,
+/// once the request's deadline passed with the blocking attempt still
+/// running, on the async worker again answering only what is indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Inline,
+    Blocking,
+    Deadline,
+}
+
+/// Why a handler gave no reply.
+#[derive(Debug)]
+pub enum Unanswered {
+    /// The request is wrong: the peer gets this error.
+    Rejected(Error),
+    /// Answering needs the filesystem (inline only): run the handler again
+    /// on the blocking pool.
+    NeedsFilesystem,
+}
+
+impl From<Error> for Unanswered {
+    fn from(error: Error) -> Self {
+        Unanswered::Rejected(error)
+    }
+}
+
+/// What a handler returns.
+pub type Handled = Result<Bytes, Unanswered>;
+
+/// The answer about one path, for one peer.
+#[derive(Debug)]
+pub enum Answer {
+    Listed(Arc<Listing>),
+    Unchanged {
+        generation: u64,
+        slot: u32,
+    },
+    Absent {
+        errno: i32,
+        generation: u64,
+        slot: u32,
+    },
+    NotServed(String),
+}
+
+/// A crawl made for a peer goes only where that peer could go itself.
+pub struct PeerScreen<'a>(pub &'a PeerInfo);
+
+impl Screen for PeerScreen<'_> {
+    fn may_search(&self, dir: &Facts) -> bool {
+        gate::may_search(self.0, dir)
+    }
+
+    fn may_list(&self, dir: &Facts) -> bool {
+        gate::may_list(self.0, dir)
+    }
+
+    fn uid(&self) -> Option<u32> {
+        self.0.as_ref().map(|peer| peer.uid)
+    }
+}
+
+/// One request being answered.
+pub struct Context<'a> {
+    pub finder: &'a Finder,
+    pub peer: &'a PeerInfo,
+    pub mode: Mode,
+    view: View,
+    /// Devices of slow filesystems (`Directory.slow_filesystem`).
+    slow: Vec<u64>,
+    /// The barrier ran: the index reflects every change made before the
+    /// request. At a deadline with the watcher busy it may not have.
+    fresh: bool,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(finder: &'a Finder, peer: &'a PeerInfo, mode: Mode) -> Self {
+        Self {
+            finder,
+            peer,
+            mode,
+            view: View::Same,
+            slow: finder
+                .index
+                .engines()
+                .slow_devices(finder.learning.slow_stat_ns),
+            fresh: false,
+        }
+    }
+
+    /// Paths mean what they mean in the peer's mount namespace (its client
+    /// said `claimed`; see `crate::namespace`).
+    pub fn in_namespace_of(mut self, claimed: u64) -> Self {
+        self.view = namespace::view_of(self.peer, claimed);
+        self
+    }
+
+    /// Applies every change queued before now (see `Index::barrier`).
+    /// Inline, a busy watcher means the blocking pool; at the deadline, it
+    /// means every answer is "being indexed".
+    pub fn barrier(&mut self) -> Result<(), Unanswered> {
+        let finder = self.finder;
+        finder.heartbeat.note_request();
+        let elapsed = match self.mode {
+            Mode::Blocking => finder.index.barrier(),
+            Mode::Inline => finder
+                .index
+                .try_barrier()
+                .ok_or(Unanswered::NeedsFilesystem)?,
+            Mode::Deadline => match finder.index.try_barrier() {
+                Some(elapsed) => elapsed,
+                None => return Ok(()),
+            },
+        };
+        finder.stats.barrier_latency.record(elapsed);
+        self.fresh = true;
+        Ok(())
+    }
+
+    /// The answer for one requested path. `known_generation` (0: none)
+    /// turns a current answer into UNCHANGED.
+    pub fn ask(
+        &self,
+        path: &Bytes,
+        known_generation: u64,
+        role: Role,
+    ) -> Result<Answer, Unanswered> {
+        if let Some(reason) = non_canonical_reason(path) {
+            return Ok(Answer::NotServed(format!(
+                "path is not canonical: {reason}"
+            )));
+        }
+        if !self.fresh {
+            return Ok(self.being_indexed());
+        }
+        match namespace::screen(self.view, path, self.mode == Mode::Blocking) {
+            namespace::Screen::Pass => {}
+            namespace::Screen::Later if self.mode == Mode::Inline => {
+                return Err(Unanswered::NeedsFilesystem)
+            }
+            namespace::Screen::Refuse | namespace::Screen::Later => {
+                return Ok(Answer::NotServed(namespace::REASON.to_string()))
+            }
+        }
+        let index = &self.finder.index;
+        let indexed = match self.mode {
+            Mode::Inline => index.peek(path, role).ok_or(Unanswered::NeedsFilesystem)?,
+            Mode::Blocking => index.answer(path, role, &PeerScreen(self.peer)),
+            Mode::Deadline => match index.peek(path, role) {
+                Some(indexed) => indexed,
+                None => return Ok(self.being_indexed()),
+            },
+        };
+        if may_have(self.peer, &indexed) {
+            // Kept from now on for this peer: charged to it.
+            index.claim(path, &indexed, self.peer.as_ref().map(|peer| peer.uid));
+        }
+        Ok(answer_for(self.peer, indexed, known_generation))
+    }
+
+    /// The answer for a directory not indexed by the deadline.
+    fn being_indexed(&self) -> Answer {
+        bump(&self.finder.learning.being_indexed);
+        Answer::NotServed(BEING_INDEXED.to_string())
+    }
+
+    /// The encoded `Directory` for one answer.
+    pub fn encode(&self, path: &Bytes, answer: &Answer) -> Bytes {
+        match answer {
+            Answer::Listed(listing) => self.listing_bytes(listing),
+            answer => encode_answer(path, answer),
+        }
+    }
+
+    /// A listing's encoding as this peer may have it: symlink entries it
+    /// could not follow itself read as a dangling link does; flagged
+    /// `slow_filesystem` on slow filesystems.
+    pub fn listing_bytes(&self, listing: &Listing) -> Bytes {
+        let peer = self.peer;
+        let follows_all = (listing.links.iter()).all(|(_, access)| gate::may_follow(peer, access));
+        let encoded = if follows_all {
+            listing.encoded(|listing| encode_listing(listing, |_| false))
+        } else {
+            encode_listing(listing, |name| !self.may_follow(listing, name))
+        };
+        if !self.is_slow(listing) {
+            return encoded;
+        }
+        let mut flagged = BytesMut::with_capacity(encoded.len() + SLOW_FILESYSTEM_TRUE.len());
+        flagged.put_slice(&encoded);
+        flagged.put_slice(&SLOW_FILESYSTEM_TRUE);
+        flagged.freeze()
+    }
+
+    /// Whether this peer may have the target's facts of the symlink entry
+    /// `name` of `listing`.
+    fn may_follow(&self, listing: &Listing, name: &[u8]) -> bool {
+        listing
+            .link_access(name)
+            .is_some_and(|access| gate::may_follow(self.peer, access))
+    }
+
+    /// An entry's kind as this peer sees it.
+    pub fn kind_of(&self, listing: &Listing, entry: &Entry) -> Kind {
+        if entry.link && !self.may_follow(listing, &entry.name) {
+            return Kind::Other;
+        }
+        entry.kind
+    }
+
+    /// Whether a listing lives on a filesystem measured as slow.
+    pub fn is_slow(&self, listing: &Listing) -> bool {
+        self.slow.contains(&listing.device)
+    }
+}
+
+/// Whether `peer` may have what the index holds.
+fn may_have(peer: &PeerInfo, indexed: &Indexed) -> bool {
+    indexed
+        .access()
+        .is_some_and(|access| gate::may_have(peer, access))
+}
+
+/// What `peer` gets of what the index holds.
+pub fn answer_for(peer: &PeerInfo, indexed: Indexed, known_generation: u64) -> Answer {
+    if !may_have(peer, &indexed) {
+        return Answer::NotServed(gate::denied_reason(peer));
+    }
+    let current = |generation| known_generation != 0 && generation == known_generation;
+    match indexed {
+        Indexed::Listed(listing) if current(listing.generation) => Answer::Unchanged {
+            generation: listing.generation,
+            slot: listing.slot,
+        },
+        Indexed::Absent(absence) if current(absence.generation) => Answer::Unchanged {
+            generation: absence.generation,
+            slot: absence.slot,
+        },
+        Indexed::Listed(listing) => Answer::Listed(listing),
+        Indexed::Absent(absence) => Answer::Absent {
+            errno: absence.errno,
+            generation: absence.generation,
+            slot: absence.slot,
+        },
+        Indexed::Refused(refused) => Answer::NotServed(refused.reason.clone()),
+        Indexed::Screened => Answer::NotServed(gate::denied_reason(peer)),
+    }
+}
