@@ -593,13 +593,13 @@ def test_launcher_is_not_built_before_3_11(base_python):
     ((), {"PYTHONCASEOK": "1"}),
     (("-X", "frozen_modules=off"), {}),
 ], ids=["plain", "-B", "dontwritebytecode", "caseok", "frozen-off"])
-def test_compat_flags_and_environment(python, shared_daemon, tree_factory, args, env):
+def test_compat_flags_and_environment(python, shared_daemon, tree_factory, args, env):  # noqa: F811
     """test_compat.py's case under the launcher (its -I case: the next test)."""
     same_as_stock(python, shared_daemon.socket, lambda: tree_factory(BASIC),
                   ["mod", "pkg", "pkg.sub", "missing", "Mod"], args=args, **env)
 
 
-def test_compat_isolated_is_stock_and_not_served(python, shared_daemon, tree_factory):
+def test_compat_isolated_is_stock_and_not_served(python, shared_daemon, tree_factory):  # noqa: F811
     """-I: the launcher ignores FINDERD_SOCKET, as CPython ignores PYTHON*, and the
     venv's finderd.pth is parked while the launcher is enabled: a stock run."""
     names = ["mod", "pkg", "pkg.sub", "missing", "Mod"]

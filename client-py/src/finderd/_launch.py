@@ -24,6 +24,13 @@ only their stat/listdir are answered from the daemon's listings, as the
 import sys
 import posix as _posix
 
+# Put in this namespace by the launcher before this code runs (see above).
+client = globals()["client"]
+socket = globals()["socket"]
+debug = globals()["debug"]
+getpath_done = globals()["getpath_done"]
+getpath_counts = globals()["getpath_counts"]
+
 _ext = sys.modules["_frozen_importlib_external"]
 _bootstrap = sys.modules["_frozen_importlib"]
 
