@@ -70,7 +70,8 @@ int launcher_debug;
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static int ignore_env; /* -E or -I */
+static int ignore_env;     /* -E or -I */
+static int argv0_searched; /* argv[0] has no '/': getpath searches PATH for it */
 
 /* getenv() of a FINDERD_* variable, unless -E or -I. */
 static const char *finderd_env(const char *name)
@@ -467,6 +468,20 @@ static void guess_paths(const PyConfig *config, struct request *req)
 	 * home; site's pyvenv.cfg and site-packages checks. */
 	add_path(ps, venv);
 	add_path(ps, bin);
+	if (argv0_searched && bin) {
+		/* `python` found on PATH: getpath searches it again (isxfile of
+		 * each entry, up to the one the shell found). */
+		char *path_env = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+
+		save = NULL;
+		for (item = path_env ? strtok_r(path_env, ":", &save) : NULL; item;
+		     item = strtok_r(NULL, ":", &save)) {
+			add_path(ps, item);
+			if (strcmp(item, bin) == 0)
+				break;
+		}
+		free(path_env);
+	}
 	add_with_ancestors(ps, LAUNCHER_HOME);
 	add_path(ps, LAUNCHER_ZIP_DIR);
 	free(bin);
@@ -750,6 +765,7 @@ int main(int argc, char **argv)
 	}
 
 	utf8_mode = config.filesystem_encoding && wcscmp(config.filesystem_encoding, L"utf-8") == 0;
+	argv0_searched = argv[0] && !strchr(argv[0], '/');
 	req.executable = invoked_executable(argv[0]);
 	guess_paths(&config, &req);
 	make_key(&config, &req);
