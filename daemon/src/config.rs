@@ -117,7 +117,8 @@ settings_table! {
     /// kept for one peer uid; past it that uid's own least recently used are
     /// evicted. What the index keeps is charged to the uid last served it.
     max_nodes_per_uid: u64 {
-        default: 65_536,
+        default: 0,
+        shown: "a quarter of `generation_slots`",
         reload: Limit,
         arg: (long, value_name = "N"),
     }

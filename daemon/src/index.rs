@@ -927,7 +927,7 @@ impl Index {
         let limits = &self.quotas.limits;
         let target = |limit: &AtomicU64| limit.load(Ordering::Relaxed) / 10 * 9;
         let (max_nodes, max_entries, max_bytes) = (
-            target(&limits.max_nodes_per_uid),
+            self.quotas.max_nodes_per_uid() / 10 * 9,
             target(&limits.max_indexed_entries_per_uid),
             target(&limits.max_index_bytes_per_uid),
         );
@@ -1338,13 +1338,10 @@ impl CrawlGuard<'_> {
                     return index.unkept(self.key, Outcome::Listed(listed)).into();
                 }
                 outcome => {
-                    let listed = matches!(outcome, Outcome::Listed(_));
                     let owner = self.screen.uid();
                     match index.install(self.key, self.ticket, outcome, self.check(stamp), owner) {
                         Ok(node) => {
-                            if listed {
-                                index.enforce_limits(self.key, owner);
-                            }
+                            index.enforce_limits(self.key, owner);
                             return node.into();
                         }
                         Err(dirty) => last = Some(dirty),

@@ -100,7 +100,10 @@ pub async fn run(
         config.values.generation_slots,
         config.lease(),
     )?);
-    let quotas = Arc::new(Quotas::new(Arc::clone(&limits)));
+    let quotas = Arc::new(Quotas::new(
+        Arc::clone(&limits),
+        config.values.generation_slots,
+    ));
     let index = Arc::new(
         Index::new(
             Arc::clone(&limits),

@@ -87,6 +87,8 @@ impl Over {
 #[derive(Debug)]
 pub struct Quotas {
     pub limits: Arc<LiveLimits>,
+    /// Slots in the generation file: `max_nodes_per_uid` 0 means a quarter.
+    slots: u64,
     usage: Mutex<HashMap<Option<u32>, Usage>>,
 }
 
@@ -112,16 +114,26 @@ impl Default for Quotas {
     /// With the default configuration's limits.
     fn default() -> Quotas {
         let limits = LiveLimits::default();
-        limits.store_values(&crate::config::Values::default());
-        Quotas::new(Arc::new(limits))
+        let values = crate::config::Values::default();
+        limits.store_values(&values);
+        Quotas::new(Arc::new(limits), values.generation_slots)
     }
 }
 
 impl Quotas {
-    pub fn new(limits: Arc<LiveLimits>) -> Quotas {
+    pub fn new(limits: Arc<LiveLimits>, slots: u32) -> Quotas {
         Quotas {
             limits,
+            slots: u64::from(slots),
             usage: Mutex::default(),
+        }
+    }
+
+    /// `max_nodes_per_uid` in effect.
+    pub fn max_nodes_per_uid(&self) -> u64 {
+        match get(&self.limits.max_nodes_per_uid) {
+            0 => (self.slots / DEFAULT_UID_SHARE).max(1),
+            limit => limit,
         }
     }
 
@@ -173,7 +185,7 @@ impl Quotas {
 
     fn over(&self, usage: &Usage) -> Option<Over> {
         let limits = &self.limits;
-        if usage.nodes > get(&limits.max_nodes_per_uid) {
+        if usage.nodes > self.max_nodes_per_uid() {
             Some(Over::Nodes)
         } else if usage.entries > get(&limits.max_indexed_entries_per_uid) {
             Some(Over::Entries)

@@ -178,6 +178,19 @@ pub fn non_canonical_reason(path: &[u8]) -> Option<&'static str> {
         })
 }
 
+/// Why a canonical path is not walked at all: it has more components than
+/// a walk may look up (`crate::walk::MAX_LOOKUPS`), so its answer could only
+/// be a refusal, and asking would cost a walk of that depth.
+pub fn too_deep(path: &[u8]) -> Option<String> {
+    let components = path.iter().filter(|&&b| b == b'/').count();
+    (components > crate::walk::MAX_LOOKUPS).then(|| {
+        format!(
+            "more than {} components (a chain of directories that deep is not served)",
+            crate::walk::MAX_LOOKUPS
+        )
+    })
+}
+
 /// An ASCII Python identifier other than `__pycache__`: a directory an
 /// `import` could name.
 pub fn is_package_name(name: &[u8]) -> bool {

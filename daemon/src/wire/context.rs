@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::check::non_canonical_reason;
+use super::check::{non_canonical_reason, too_deep};
 use super::learning::BEING_INDEXED;
 use super::reply::{encode_answer, encode_listing, SLOW_FILESYSTEM_TRUE};
 use super::{Error, Finder};
@@ -151,6 +151,9 @@ impl<'a> Context<'a> {
             return Ok(Answer::NotServed(format!(
                 "path is not canonical: {reason}"
             )));
+        }
+        if let Some(reason) = too_deep(path) {
+            return Ok(Answer::NotServed(reason));
         }
         if !self.fresh {
             return Ok(self.being_indexed());
