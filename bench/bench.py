@@ -13,7 +13,11 @@ Variants of an interpreter scenario (same workload, same run):
   bound    the same client answering from a recorded answer, no daemon
            (needs the client's FINDERD_RECORD/FINDERD_REPLAY hook; reported
            "not measured" until the client has it)
-  absent   (scenario "absent") the finderd venv with no daemon running
+  launcher the finderd venv with the finderd-python launcher enabled
+           (`python -m finderd launcher enable`), daemon running: served from
+           the first lookup, not from the first import after site
+  absent   (scenario "absent") the finderd venv with no daemon running; and
+           "launcher" there: the launcher venv with no daemon running
   pth      (scenario "absent") a venv whose only addition is a one-line .pth
            doing one os.stat
 """
@@ -54,6 +58,7 @@ PTH_LINE = ("import os; os.environ.get('FINDERD', '').lower() != 'off' and "
 # Timed runs per variant: (full, quick). At least 30 in the full run.
 RUNS = {"S1": (200, 20), "absent": (300, 30), "S2": (100, 10), "S3": (50, 8), "S3p": (40, 6),
         "S4": (100, 10), "S5": (40, 5), "S5p": (40, 4)}
+PLAN_BYTES_PER_UID = 64 * 1024 * 1024  # the daemon's default is 8 MiB; see Bench.setup()
 PREFETCH_BUDGETS_KB = (0, 64, 256, 1024, 4096)  # FINDERD_PREFETCH_KB; the client's default is 256
 PREFETCH_RUNS = (20, 3)  # interleaved rounds of the prefetch sweep: (full, quick)
 FIRST_RUNS = (5, 2)  # daemon restarts for "first run" samples: (full, quick)
@@ -64,6 +69,16 @@ GOALS = {"S1": (1.03, 0.10), "S2": (0.98, 0.05), "S3": (0.96, 0.05), "S3p": (0.9
          "S4": (0.55, 0.02), "S5": (0.25, 0.05), "S5p": (0.25, 0.05), "absent": (1.02, None)}
 S6_GOALS = {"lookup_p99_us": 100.0, "rps": 50000.0, "bytes_per_entry": 200.0,
             "crawl_seconds": 0.5}
+# Goals of issue 13, the launcher against stock: wall ratio at most; whole-run lookups
+# (the dynamic loader's included) at most this share of stock's, or (S1) this many.
+LAUNCHER_GOALS = {"S1": {"wall": 0.96, "lookups_max": 10},
+                  "absent": {"wall": 1.00},
+                  "S2": {"wall": 0.97, "lookups_ratio": 0.10},
+                  "S3": {"wall": 0.96, "lookups_ratio": 0.10},
+                  "S3p": {"wall": 0.96, "lookups_ratio": 0.10},
+                  "S4": {"wall": 0.45, "lookups_ratio": 0.10},
+                  "S5": {"wall": 0.22, "lookups_ratio": 0.10},
+                  "S5p": {"wall": 0.22, "lookups_ratio": 0.10}}
 
 
 def log(message):
@@ -154,6 +169,17 @@ def make_venv(python, path, wheels, requirements=(), local_wheels=(), pth=None):
     # PYTHONDONTWRITEBYTECODE); timed runs never write any.
     sh([vpy, "-m", "compileall", "-q", "-j", "0", site], env=env, stdout=subprocess.DEVNULL)
     return vpy
+
+
+def enable_launcher(vpy):
+    """finderd-python in place of the venv's python (`python -m finderd launcher enable`)."""
+    venv = os.path.dirname(os.path.dirname(vpy))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FINDERD"))}
+    proc = sh([vpy, "-m", "finderd", "launcher", "enable", venv], capture_output=True, text=True,
+              env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError("cannot enable the launcher in %s: %s%s" % (venv, proc.stdout,
+                                                                        proc.stderr))
 
 
 def fetch_wheels(python, wheels):
@@ -391,6 +417,8 @@ class Bench:
             "stock": make_venv(self.python, os.path.join(self.root, "venv-stock"), wheels),
             "finderd": make_venv(self.python, os.path.join(self.root, "venv-finderd"), wheels,
                                  local_wheels=client),
+            "launcher": make_venv(self.python, os.path.join(self.root, "venv-launcher"), wheels,
+                                  local_wheels=client),
             "pth": make_venv(self.python, os.path.join(self.root, "venv-pth"), wheels,
                              pth=PTH_LINE),
         }
@@ -399,12 +427,22 @@ class Bench:
                                               wheels, CI_PACKAGES)
             self.venv["ci-finderd"] = make_venv(self.python, os.path.join(self.root, "ci-finderd"),
                                                 wheels, CI_PACKAGES, local_wheels=client)
+            self.venv["ci-launcher"] = make_venv(self.python,
+                                                 os.path.join(self.root, "ci-launcher"), wheels,
+                                                 CI_PACKAGES, local_wheels=client)
             make_suite(os.path.join(self.root, "suite"))
+        for name in ("launcher", "ci-launcher"):
+            if name in self.venv:
+                enable_launcher(self.venv[name])
         if "S4" in self.selected:
             self.longpath = make_longpath(os.path.join(self.root, "longpath"))
         self.base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
                          "LANG": "C.UTF-8"}
-        self.daemon = Daemon(self.args.finderd, self.rundir)
+        # One uid runs every variant here, so the .pth client's and the launcher's plans
+        # (with the compiled files of S5, several MiB each) share that uid's plan budget:
+        # raised, so that one variant's plan does not evict the other's.
+        self.daemon = Daemon(self.args.finderd, self.rundir,
+                             extra_args=["--max-plan-bytes-per-uid", str(PLAN_BYTES_PER_UID)])
         self.daemon.start()
         status = sh([self.venv["finderd"], "-m", "finderd", "status"], capture_output=True,
                     text=True, check=False, cwd=self.cwd,
@@ -446,31 +484,40 @@ class Bench:
         return dict(self.base_env, **extra)
 
     def interpreter_scenario(self, sid, title, command, stock_py, finderd_py, argv, cwd,
-                             extra_env=None, prefix=None):
-        """Measure one interpreter workload: stock, finderd (first and warm), bound."""
+                             extra_env=None, prefix=None, launcher_py=None):
+        """Measure one interpreter workload: stock, finderd (first and warm), launcher, bound."""
         log("%s: %s" % (sid, title))
         t_start, busy0, load0 = time.monotonic(), cpu_busy_sample(), loadavg()
         extra_env = extra_env or {}
         if prefix:  # the same venvs, reached through another path (the FUSE mount)
             stock_py = stock_py.replace(self.root, prefix, 1)
             finderd_py = finderd_py.replace(self.root, prefix, 1)
+            launcher_py = launcher_py and launcher_py.replace(self.root, prefix, 1)
             cwd = cwd.replace(self.root, prefix, 1)
         stock = ([stock_py, *argv], self.env(FINDERD_SOCKET=self.daemon.socket, **extra_env), cwd)
         finderd = ([finderd_py, *argv], self.env(FINDERD_SOCKET=self.daemon.socket, **extra_env),
                    cwd)
+        launcher = launcher_py and ([launcher_py, *argv],
+                                    self.env(FINDERD_SOCKET=self.daemon.socket, **extra_env), cwd)
         off = ([finderd_py, *argv], self.env(FINDERD="off", **extra_env), cwd)
         # .pyc files exist (compileall); one run of each warms the page cache.
         for variant in (stock, off):
             harness.timed_run(*variant)
 
         # First runs: a new daemon process before each, so it sees every path for the first time.
-        first = {"stock_ms": [], "finderd_ms": [], "requests": []}
+        first = {"stock_ms": [], "finderd_ms": [], "requests": [], "launcher_ms": [],
+                 "launcher_requests": []}
         for _ in range(FIRST_RUNS[1] if self.quick else FIRST_RUNS[0]):
             self.daemon.restart()
             before = self.daemon.stats()
             first["finderd_ms"].append(harness.timed_run(*finderd)[0] * 1e3)
             first["requests"].append(requests_of(before, self.daemon.stats()))
             first["stock_ms"].append(harness.timed_run(*stock)[0] * 1e3)
+            if launcher:
+                self.daemon.restart()
+                before = self.daemon.stats()
+                first["launcher_ms"].append(harness.timed_run(*launcher)[0] * 1e3)
+                first["launcher_requests"].append(requests_of(before, self.daemon.stats()))
         # Did the client stay active? (FINDERD_DEBUG=1 says when it falls back to stock.)
         self.daemon.restart()
         first_fallback = self.fallback(finderd)
@@ -481,6 +528,16 @@ class Bench:
         before = self.daemon.stats()
         warm_fallback = self.fallback(finderd)
         warm_requests = requests_of(before, self.daemon.stats())
+        if launcher:
+            # As for finderd above: this daemon process sees the launcher's paths for the
+            # first time in a run that cannot time out (strace lifts the deadline); that run
+            # teaches it the plan's directories, the next one (on slow filesystems) the
+            # compiled files read. A restart forgets plans kept in memory.
+            harness.strace_counts(*under_ptrace(launcher))
+            harness.timed_run(*under_ptrace(launcher))
+            before = self.daemon.stats()
+            launcher_fallback = self.fallback(launcher)
+            launcher_requests = requests_of(before, self.daemon.stats())
 
         # The bound: the client answering from a recorded answer, no daemon.
         bound, bound_reason = None, None
@@ -503,10 +560,14 @@ class Bench:
         site_only = harness.strace_counts([stock_py, "-c", "pass"], stock[1], cwd)
         counts = {"stock": harness.strace_counts(*stock, timed=True),
                   "finderd": harness.strace_counts(*under_ptrace(finderd), timed=True)}
+        if launcher:
+            counts["launcher"] = harness.strace_counts(*under_ptrace(launcher), timed=True)
         if bound:
             counts["bound"] = harness.strace_counts(*bound, timed=True)
 
         variants = {"stock": stock, "finderd": finderd}
+        if launcher:
+            variants["launcher"] = launcher
         if bound:
             variants["bound"] = bound
         runs = self.runs_for(sid)
@@ -519,7 +580,11 @@ class Bench:
             importtime(*stock, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]),
             importtime(*finderd, IMPORTTIME_RUNS[1] if self.quick else IMPORTTIME_RUNS[0]))
 
-        result = self.assemble(sid, title, command, times, counts, presite)
+        # The launcher's own lookups after site: minus its own `-S -c pass`.
+        presites = {"launcher": harness.strace_counts(
+            *under_ptrace(([launcher_py, "-S", "-c", "pass"], launcher[1], cwd)))} \
+            if launcher else {}
+        result = self.assemble(sid, title, command, times, counts, presite, presites=presites)
         result["first_run"] = {
             "runs": len(first["finderd_ms"]),
             "stock_median_ms": round(statistics.median(first["stock_ms"]), 3),
@@ -530,6 +595,9 @@ class Bench:
             "counts": first_counts.as_dict(),
             "post_site_lookups": first_counts.minus(presite).lookups,
         }
+        if launcher:  # the timed rounds ran both clients: count finderd's share only
+            loop_requests = {k: max(0, v - launcher_requests[k] * finderd_runs)
+                             for k, v in loop_requests.items()}
         result["round_trips"] = {
             "first": {"snapshot": statistics.median(r["snapshot"] for r in first["requests"]),
                       "lookup": statistics.median(r["lookup"] for r in first["requests"])},
@@ -539,6 +607,9 @@ class Bench:
         }
         result["site_lookups"] = site_only.minus(presite).lookups
         result["fallback"] = {"first": first_fallback, "warm": warm_fallback}
+        if launcher:
+            result["launcher"] = self.launcher_summary(
+                sid, result, counts, first, launcher_requests, launcher_fallback, presite)
         result["bound"] = "measured" if bound else "not measured: " + bound_reason
         result["importtime"] = profile
         result["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
@@ -550,14 +621,46 @@ class Bench:
                result["variants"]["stock"]["post_site_lookups"],
                result["variants"]["finderd"]["post_site_lookups"]))
 
+    def launcher_summary(self, sid, result, counts, first, warm_requests, fallback, presite):
+        """The launcher against stock (issue 13's goals): wall, whole-run lookups, what remains."""
+        goals = LAUNCHER_GOALS.get(sid, {})
+        lv, sv = result["variants"]["launcher"], result["variants"]["stock"]
+        stock_whole, whole = counts["stock"].whole_run_lookups, counts["launcher"].whole_run_lookups
+        remaining = {}
+        for name, path, err in counts["launcher"].lookup_calls:
+            key = "%s %s%s" % (name, path, " (%s)" % err if err else "")
+            remaining[key] = remaining.get(key, 0) + 1
+        out = {
+            "wall_ratio": lv["wall_ratio"]["ratio"], "wall_ratio_ci95": lv["wall_ratio"]["ci95"],
+            "paired": lv["wall_ratio"]["paired"], "cpu_ratio": lv["cpu_ratio"]["ratio"],
+            "median_ms": lv["wall"]["median_ms"], "stock_median_ms": sv["wall"]["median_ms"],
+            "whole_run_lookups": whole, "stock_whole_run_lookups": stock_whole,
+            "whole_run_lookups_ratio": round(whole / stock_whole, 4) if stock_whole else None,
+            "stock_presite_whole_run_lookups": presite.whole_run_lookups,
+            "remaining_lookups": sorted(remaining.items(), key=lambda kv: -kv[1]),
+            "round_trips_warm": warm_requests,
+            "fallback_warm": fallback,
+            "goals": goals,
+        }
+        if first["launcher_ms"]:
+            out["first_run"] = {
+                "median_ms": round(statistics.median(first["launcher_ms"]), 3),
+                "stock_median_ms": round(statistics.median(first["stock_ms"]), 3),
+                "wall_ratio": round(statistics.median(first["launcher_ms"])
+                                    / statistics.median(first["stock_ms"]), 4),
+                "requests_per_start": first["launcher_requests"]}
+        log("%s: launcher %.2f ms, ratio %.3f; whole-run lookups %d -> %d"
+            % (sid, out["median_ms"], out["wall_ratio"], stock_whole, whole))
+        return out
+
     def assemble(self, sid, title, command, times, counts, presite, baseline="stock",
-                 subject="finderd"):
+                 subject="finderd", presites=None):
         variants = {}
         for name in times["wall"]:
             v = {"wall": summarize(times["wall"][name]), "cpu": summarize(times["cpu"][name])}
             if name in counts:
                 v["counts"] = counts[name].as_dict()
-                post = counts[name].minus(presite)
+                post = counts[name].minus((presites or {}).get(name, presite))
                 v["post_site"] = {k: post[k] for k in post.KINDS}
                 v["post_site_lookups"] = post.lookups
             if name != baseline:
@@ -608,7 +711,8 @@ class Bench:
         env = self.env(FINDERD_SOCKET=self.absent_socket)
         variants = {"stock": ([self.venv["stock"], "-c", "pass"], env, self.cwd),
                     "absent": ([self.venv["finderd"], "-c", "pass"], env, self.cwd),
-                    "pth": ([self.venv["pth"], "-c", "pass"], env, self.cwd)}
+                    "pth": ([self.venv["pth"], "-c", "pass"], env, self.cwd),
+                    "launcher": ([self.venv["launcher"], "-c", "pass"], env, self.cwd)}
         presite = harness.strace_counts([self.venv["stock"], "-S", "-c", "pass"], env, self.cwd)
         counts = {name: harness.strace_counts(*v) for name, v in variants.items()}
         times = harness.interleaved_runs(variants, self.runs_for(sid), warmup=3)
@@ -619,6 +723,17 @@ class Bench:
         r, lo, hi = harness.ratio_interval(times["wall"]["absent"], times["wall"]["pth"])
         result["absent_vs_pth"] = {"ratio": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)]}
         result["lookups_absent_minus_pth"] = absent["post_site_lookups"] - pth["post_site_lookups"]
+        lv = result["variants"]["launcher"]
+        r, lo, hi = harness.ratio_interval(times["wall"]["launcher"], times["wall"]["absent"])
+        result["launcher"] = {
+            "wall_ratio": lv["wall_ratio"]["ratio"], "wall_ratio_ci95": lv["wall_ratio"]["ci95"],
+            "paired": lv["wall_ratio"]["paired"], "cpu_ratio": lv["cpu_ratio"]["ratio"],
+            "median_ms": lv["wall"]["median_ms"],
+            "vs_absent": {"ratio": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)]},
+            "whole_run_lookups": counts["launcher"].whole_run_lookups,
+            "stock_whole_run_lookups": counts["stock"].whole_run_lookups,
+            "absent_whole_run_lookups": counts["absent"].whole_run_lookups,
+            "goals": LAUNCHER_GOALS["absent"]}
         result["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
                                   "cpu_busy_fraction": busy_fraction(busy0, cpu_busy_sample()),
                                   "seconds": round(time.monotonic() - t_start, 1)}
@@ -771,28 +886,33 @@ class Bench:
             v = self.venv
             if "S1" in sel:
                 self.interpreter_scenario("S1", "`python -c pass` in a clean venv", "python -c pass",
-                                          v["stock"], v["finderd"], ["-c", "pass"], self.cwd)
+                                          v["stock"], v["finderd"], ["-c", "pass"], self.cwd,
+                                          launcher_py=v["launcher"])
             if "absent" in sel:
                 self.absent_scenario()
             if "S2" in sel:
                 self.interpreter_scenario("S2", "stdlib set", "python -c '%s'" % STDLIB_SET,
-                                          v["stock"], v["finderd"], ["-c", STDLIB_SET], self.cwd)
+                                          v["stock"], v["finderd"], ["-c", STDLIB_SET], self.cwd,
+                                          launcher_py=v["launcher"])
             if "S3" in sel:
                 self.interpreter_scenario("S3", "CI set: import the seven packages",
                                           "python -c '%s'" % CI_IMPORTS, v["ci-stock"],
-                                          v["ci-finderd"], ["-c", CI_IMPORTS], self.cwd)
+                                          v["ci-finderd"], ["-c", CI_IMPORTS], self.cwd,
+                                          launcher_py=v["ci-launcher"])
             if "S3p" in sel:
                 self.interpreter_scenario("S3p", "CI set: pytest --collect-only on a 20-file suite",
                                           "python " + " ".join(PYTEST_ARGV), v["ci-stock"],
                                           v["ci-finderd"], PYTEST_ARGV,
-                                          os.path.join(self.root, "suite"))
+                                          os.path.join(self.root, "suite"),
+                                          launcher_py=v["ci-launcher"])
             if "S4" in sel:
                 code = longpath_imports()
                 self.interpreter_scenario("S4", "200 PYTHONPATH entries, 50 imports",
                                           "PYTHONPATH=<200 entries> python -c 'import "
                                           "dist_e003.core, dist_e007.core, ... (50)'",
                                           v["stock"], v["finderd"], ["-c", code], self.cwd,
-                                          extra_env={"PYTHONPATH": ":".join(self.longpath)})
+                                          extra_env={"PYTHONPATH": ":".join(self.longpath)},
+                                          launcher_py=v["launcher"])
             fuse_wanted = [s for s in ("S5", "S5p") if s in sel]
             if fuse_wanted:
                 reason = self.mount()
@@ -809,13 +929,14 @@ class Bench:
                                 "S5", "S3 imports, venv on FUSE (bindfs, caches off)",
                                 "python -c '%s' (venv through bindfs)" % CI_IMPORTS,
                                 v["ci-stock"], v["ci-finderd"], ["-c", CI_IMPORTS], self.cwd,
-                                prefix=self.fuse)
+                                prefix=self.fuse, launcher_py=v["ci-launcher"])
                         if "S5p" in sel:
                             self.interpreter_scenario(
                                 "S5p", "S3 pytest --collect-only, venv and suite on FUSE",
                                 "python " + " ".join(PYTEST_ARGV) + " (through bindfs)",
                                 v["ci-stock"], v["ci-finderd"], PYTEST_ARGV,
-                                os.path.join(self.root, "suite"), prefix=self.fuse)
+                                os.path.join(self.root, "suite"), prefix=self.fuse,
+                                launcher_py=v["ci-launcher"])
                     finally:
                         self.unmount()
             if "prefetch" in sel:

@@ -38,16 +38,24 @@ class Counts(dict):
     times, the time per kind (inflated by ptrace: compare kinds, not runs).
     """
 
-    KINDS = ("path_stats", "fd_stats", "getdents64", "openat", "openat_dir", "enoent", "total")
+    KINDS = ("path_stats", "fd_stats", "getdents64", "openat", "openat_dir", "open_failed",
+             "enoent", "total")
 
     def __init__(self):
         super().__init__((k, 0) for k in self.KINDS)
         self.seconds = {}
+        self.lookup_calls = []  # (call, path) of each whole-run lookup, in order
 
     @property
     def lookups(self):
         """What a finder's lookups cost: stats of paths, and directory reads."""
         return self["path_stats"] + self["getdents64"]
+
+    @property
+    def whole_run_lookups(self):
+        """Every lookup of a run, the dynamic loader's included: path stats,
+        directory reads, and opens that failed (a search trying a place)."""
+        return self["path_stats"] + self["getdents64"] + self["open_failed"]
 
     def minus(self, other):
         out = Counts()
@@ -58,6 +66,7 @@ class Counts(dict):
     def as_dict(self):
         out = dict(self)
         out["lookups"] = self.lookups
+        out["whole_run_lookups"] = self.whole_run_lookups
         if self.seconds:
             out["seconds"] = {k: round(v, 6) for k, v in sorted(self.seconds.items())}
         return out
@@ -77,6 +86,9 @@ def kind_of(name, args):
     return None
 
 
+_FIRST_PATH = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
 def _count(counts, name, args, errname, tail):
     m = _ELAPSED.search(tail)
     elapsed = m.group(1) if m else None
@@ -88,6 +100,12 @@ def _count(counts, name, args, errname, tail):
         counts[kind] += 1
         if kind == "openat" and "O_DIRECTORY" in args:
             counts["openat_dir"] += 1
+        if kind == "openat" and errname in ("ENOENT", "ENOTDIR"):
+            counts["open_failed"] += 1
+        if kind in ("path_stats", "getdents64") or (kind == "openat" and errname in ("ENOENT",
+                                                                                      "ENOTDIR")):
+            path = _FIRST_PATH.search(args)
+            counts.lookup_calls.append((name, path.group(1) if path else "", errname or ""))
     if elapsed is not None:
         key = kind or "other"
         counts.seconds[key] = counts.seconds.get(key, 0.0) + float(elapsed)

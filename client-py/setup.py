@@ -4,11 +4,17 @@ The sources come from `../client-c` in the repository, or from
 `_vendor/client-c` in an sdist (copied there by the sdist command), and are
 compiled into the one extension: there is no shared library to find at run
 time. `finderd.pth` is placed at the root of site-packages.
+
+The same sources, with `launcher/`, also make `finderd/finderd-python`, the
+launcher for this interpreter (build_launcher.py); where it cannot be built
+(CPython before 3.11, ...) `finderd/finderd-python.json` says why and the
+install goes on without it.
 """
 
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -52,6 +58,21 @@ class BuildExt(build_ext):
                 os.path.join(vendored, "src"),
             ]
         super().run()
+        self.build_launcher(vendored)
+
+    def build_launcher(self, vendored):
+        """finderd-python beside _native (see build_launcher.py); never fails the install."""
+        sys.path.insert(0, HERE)
+        try:
+            import build_launcher
+        finally:
+            sys.path.remove(HERE)
+        out_dir = os.path.dirname(self.get_ext_fullpath("finderd._native"))
+        try:
+            build_launcher.build(HERE, vendored, self.build_temp, out_dir)
+        except build_launcher.NotBuilt as exc:
+            build_launcher.write_meta(out_dir, {"built": False, "reason": str(exc)})
+            sys.stderr.write("finderd: the finderd-python launcher was not built: %s\n" % exc)
 
 
 class BuildPy(build_py):

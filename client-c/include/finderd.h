@@ -267,6 +267,29 @@ struct finderd_peer {
  */
 int finderd_socket_peer(const struct finderd_options *opts, struct finderd_peer *peer);
 
+/**
+ * FINDERD_SOCKET_PATH_NO_ENV - finderd_socket_path_flags(): skip step 1,
+ * $FINDERD_SOCKET. For an embedder that runs with its own environment
+ * variables ignored (python -E and -I ignore PYTHON*; finderd-python then
+ * ignores FINDERD_* too). $XDG_RUNTIME_DIR still counts: it says where this
+ * user's runtime files are, not how finderd behaves. Since 0.3.
+ */
+#define FINDERD_SOCKET_PATH_NO_ENV 0x1u
+
+/**
+ * finderd_socket_path_flags() - finderd_socket_path() with flags.
+ * @buf: receives the NUL-terminated path.
+ * @size: size of @buf in bytes.
+ * @flags: 0 (exactly finderd_socket_path()), or FINDERD_SOCKET_PATH_NO_ENV.
+ *
+ * No system call. Reads the environment: not safe against a concurrent
+ * setenv(). Since 0.3 (symbol version FINDERD_0.3).
+ *
+ * Return: 0, -ENAMETOOLONG when @buf is too small, -EINVAL for an unknown
+ * flag.
+ */
+int finderd_socket_path_flags(char *buf, size_t size, uint32_t flags);
+
 /* ------------------------------------------------------------------------ */
 /* Byte strings and request/reply shapes                                    */
 /* ------------------------------------------------------------------------ */
@@ -665,6 +688,10 @@ struct finderd_stat {
  *        handshake and reports what the server says.
  * @clientp: receives the client; free it with finderd_client_free().
  *
+ * With no daemon, the connect() that fails is the only system call made
+ * (the caller's mount namespace is looked up once connected), so an
+ * embedder can call this first thing at every start.
+ *
  * Return: 0, -EINVAL, -ENOMEM, or a socket error of finderd_connect()
  * (-ENOENT, -ECONNREFUSED, ..., FINDERD_EUNTRUSTED).
  */
@@ -808,7 +835,8 @@ int finderd_client_cached_file(struct finderd_client *client, const char *path, 
 /**
  * finderd_client_report() - at the end of a run, tell the daemon what it
  * used, if that differs from what the start-up answer's plan held: a Lookup
- * was needed, a planned directory went unused, or a compiled file under a
+ * was needed, a planned directory went unused, a prefetched directory was
+ * used (the daemon had no plan yet; since 0.3), or a compiled file under a
  * slow filesystem was read from disk. Otherwise sends nothing.
  * @program_key: as in the run's snapshot request, @len bytes.
  *
@@ -816,6 +844,33 @@ int finderd_client_cached_file(struct finderd_client *client, const char *path, 
  * Since 0.2.
  */
 int finderd_client_report(struct finderd_client *client, const char *program_key, size_t len);
+
+/**
+ * FINDERD_CLIENT_NO_ROUND_TRIPS - finderd_client_set_flags(): answer only
+ * from what the client holds and trusts now. A question that would need a
+ * round trip (a directory not held, a listing to revalidate) gets
+ * FINDERD_ENOTSERVED instead, so the caller asks the filesystem, and
+ * nothing is given up: once the flag is cleared, the same question costs
+ * its Lookup as usual. Since 0.3.
+ *
+ * For questions asked where a stat() costs less than a round trip would:
+ * an interpreter's own C-level probes while it starts (CPython's path
+ * calculation checks a dozen landmarks in directories the start-up answer
+ * holds), or any code that must not wait on the daemon.
+ */
+#define FINDERD_CLIENT_NO_ROUND_TRIPS 0x1u
+
+/**
+ * finderd_client_set_flags() - change how @client answers from now on.
+ * @flags: FINDERD_CLIENT_* flags to hold from now on (those not given are
+ *         cleared); 0 restores the default behaviour.
+ *
+ * Costs no system call. Since 0.3 (symbol version FINDERD_0.3).
+ *
+ * Return: 0, -EINVAL for a NULL @client or an unknown flag (nothing
+ * changes then).
+ */
+int finderd_client_set_flags(struct finderd_client *client, uint32_t flags);
 
 /** Counters of a resolver, for debugging and benchmarks. */
 struct finderd_client_counters {

@@ -83,6 +83,7 @@ struct finderd_client {
 	uint64_t replies_absorbed;
 	int dead;                  /* fell back: serve nothing until reconnected */
 	int offline;               /* no connection, ever (fdi_client_new_offline) */
+	uint32_t flags;            /* FINDERD_CLIENT_*: finderd_client_set_flags() */
 	/* Losing the daemon and coming back (finderd.h, struct finderd_client). */
 	struct fdi_saved_snapshot last_snapshot; /* sent again at each reconnect */
 	int has_snapshot;

@@ -282,6 +282,11 @@ void fdi_conn_abandon(struct finderd_conn *c)
 		conn_free(c);
 }
 
+void fdi_conn_set_mount_namespace(struct finderd_conn *c, uint64_t mount_namespace)
+{
+	c->opts.mount_namespace = mount_namespace;
+}
+
 int finderd_last_status(const struct finderd_conn *conn, const char **message)
 {
 	if (message)

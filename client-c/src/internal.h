@@ -93,6 +93,9 @@ int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in);
  */
 void fdi_conn_abandon(struct finderd_conn *c);
 
+/** The mount namespace @c sends with its requests from now on (0: unknown). */
+void fdi_conn_set_mount_namespace(struct finderd_conn *c, uint64_t mount_namespace);
+
 /* ------------------------------------------------------------------------ */
 /* Byte order                                                               */
 /* ------------------------------------------------------------------------ */

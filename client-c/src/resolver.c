@@ -490,8 +490,6 @@ static int keep_options(struct finderd_client *c, const struct finderd_options *
 		memcpy(&c->connect, opts, FDI_MIN(opts->size, sizeof(c->connect)));
 	c->connect.size = sizeof(c->connect);
 	c->connect.flags |= FINDERD_CONNECT_LAZY;
-	if (!c->connect.mount_namespace)
-		c->connect.mount_namespace = own_mount_namespace();
 	c->reconnect_min_us = resolved->reconnect_min_us;
 	c->reconnect_max_us = resolved->reconnect_max_us;
 	if (own_string(c, socket_path, &c->socket_path) ||
@@ -526,6 +524,11 @@ int finderd_client_new(const struct finderd_options *opts, struct finderd_client
 	if (err) {
 		finderd_client_free(c);
 		return err;
+	}
+	/* Only once connected: with no daemon, the connect() is all it costs. */
+	if (!c->connect.mount_namespace) {
+		c->connect.mount_namespace = own_mount_namespace();
+		fdi_conn_set_mount_namespace(c->conn, c->connect.mount_namespace);
 	}
 	*clientp = c;
 	return 0;
@@ -604,6 +607,14 @@ int fdi_client_dead(const struct finderd_client *c)
 struct finderd_conn *fdi_client_last_conn(struct finderd_client *c)
 {
 	return c->conn;
+}
+
+int finderd_client_set_flags(struct finderd_client *c, uint32_t flags)
+{
+	if (!c || (flags & ~FINDERD_CLIENT_NO_ROUND_TRIPS))
+		return -EINVAL;
+	c->flags = flags;
+	return 0;
 }
 
 void finderd_client_counters(const struct finderd_client *c, struct finderd_client_counters *out)

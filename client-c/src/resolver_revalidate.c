@@ -60,7 +60,7 @@ int fdi_lookup_paths(struct finderd_client *c, const struct finderd_str *paths,
 	struct finderd_reply *reply = NULL;
 	int err;
 
-	if (c->offline)
+	if (c->offline || (c->flags & FINDERD_CLIENT_NO_ROUND_TRIPS))
 		return FINDERD_ENOTSERVED; /* only this question goes to the filesystem */
 	c->counters.lookups++;
 	if (!known)
@@ -85,6 +85,8 @@ static int revalidate_untrusted(struct finderd_client *c)
 	size_t i, n = 0;
 	int err;
 
+	if (c->flags & FINDERD_CLIENT_NO_ROUND_TRIPS)
+		return FINDERD_ENOTSERVED; /* only this question goes to the filesystem */
 	paths = fdi_malloc(&c->alloc, (c->dirs.count + 1) * sizeof(*paths));
 	known = fdi_malloc(&c->alloc, (c->dirs.count + 1) * sizeof(*known));
 	if (!paths || !known) {

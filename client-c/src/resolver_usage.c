@@ -108,7 +108,13 @@ int fdi_client_reads_compiled_files(const struct finderd_client *c)
 	return 0;
 }
 
-/* Did this run use something its start-up answer did not plan for? */
+/*
+ * Did this run use something its start-up answer did not plan for? A
+ * directory fetched by a Lookup, a planned one left unused, a compiled file
+ * read from disk, or a prefetched directory used (the daemon had no plan,
+ * guessed, and guessed right: the plan it learns now replaces the guess, so
+ * the next start gets exactly what was used instead of the whole guess).
+ */
 static int run_differs_from_plan(const struct finderd_client *c)
 {
 	size_t i;
@@ -119,6 +125,8 @@ static int run_differs_from_plan(const struct finderd_client *c)
 		const struct dir_rec *r = table_at(c, i);
 
 		if (r && r->planned && !r->used)
+			return 1;
+		if (r && r->used && !r->planned && !r->entry)
 			return 1;
 	}
 	return 0;

@@ -305,9 +305,17 @@ static int join2(char *buf, size_t size, const char *a, const char *b)
 
 int finderd_socket_path(char *buf, size_t size)
 {
-	const char *env = getenv("FINDERD_SOCKET");
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	return finderd_socket_path_flags(buf, size, 0);
+}
 
+int finderd_socket_path_flags(char *buf, size_t size, uint32_t flags)
+{
+	const char *env, *xdg;
+
+	if (flags & ~FINDERD_SOCKET_PATH_NO_ENV)
+		return -EINVAL;
+	env = flags & FINDERD_SOCKET_PATH_NO_ENV ? NULL : getenv("FINDERD_SOCKET");
+	xdg = getenv("XDG_RUNTIME_DIR");
 	if (env && *env)
 		return copy_path(buf, size, env);
 	if (xdg && *xdg)

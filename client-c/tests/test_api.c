@@ -23,6 +23,7 @@ static void test_version(void)
 		 FINDERD_VERSION_PATCH);
 	CHECK(strcmp(finderd_version(), want) == 0);
 	CHECK(FINDERD_VERSION_AT_LEAST(0, 1));
+	CHECK(FINDERD_VERSION_AT_LEAST(0, 2));
 	CHECK(FINDERD_VERSION_AT_LEAST(0, 3));
 	CHECK(!FINDERD_VERSION_AT_LEAST(0, 4));
 	CHECK(!FINDERD_VERSION_AT_LEAST(1, 0));
@@ -165,6 +166,34 @@ static void test_socket_path(void)
 	CHECK(strcmp(buf, "/run/finderd/finderd.sock") == 0);
 }
 
+/* An embedder that ignores its environment (python -E) skips $FINDERD_SOCKET
+ * only; flags 0 is finderd_socket_path() itself. */
+static void test_socket_path_flags(void)
+{
+	char buf[256];
+	char small[8];
+
+	setenv("FINDERD_SOCKET", "/x/y.sock", 1);
+	setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
+	CHECK_INT(finderd_socket_path_flags(buf, sizeof(buf), 0), 0);
+	CHECK(strcmp(buf, "/x/y.sock") == 0);
+	CHECK_INT(finderd_socket_path_flags(buf, sizeof(buf), FINDERD_SOCKET_PATH_NO_ENV), 0);
+	CHECK(strcmp(buf, "/run/user/4242/finderd/finderd.sock") == 0);
+	CHECK_INT(finderd_socket_path_flags(small, sizeof(small), FINDERD_SOCKET_PATH_NO_ENV),
+		  -ENAMETOOLONG);
+	unsetenv("XDG_RUNTIME_DIR");
+	CHECK_INT(finderd_socket_path_flags(buf, sizeof(buf), FINDERD_SOCKET_PATH_NO_ENV), 0);
+	CHECK(strcmp(buf, "/run/finderd/finderd.sock") == 0);
+	/* Unknown flags are refused, and the buffer is left alone. */
+	strcpy(buf, "untouched");
+	CHECK_INT(finderd_socket_path_flags(buf, sizeof(buf), 0x80u), -EINVAL);
+	CHECK(strcmp(buf, "untouched") == 0);
+	unsetenv("FINDERD_SOCKET");
+	/* finderd_client_set_flags() refuses what it does not know. */
+	CHECK_INT(finderd_client_set_flags(NULL, 0), -EINVAL);
+	CHECK_INT(finderd_client_set_flags(NULL, FINDERD_CLIENT_NO_ROUND_TRIPS), -EINVAL);
+}
+
 static void test_connect_failures(void)
 {
 	char dir[] = "/tmp/finderd-test-XXXXXX";
@@ -269,6 +298,7 @@ int main(void)
 	test_strerror();
 	test_options();
 	test_socket_path();
+	test_socket_path_flags();
 	test_connect_failures();
 	test_daemon_user();
 	test_listener_of_this_user();

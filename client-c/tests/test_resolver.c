@@ -311,6 +311,47 @@ static void test_one_lookup_per_directory(void)
 	finderd_client_free(c);
 }
 
+/*
+ * FINDERD_CLIENT_NO_ROUND_TRIPS: what is held and trusted is answered as
+ * usual; what would cost a Lookup (a directory not held, a listing to
+ * revalidate) is FINDERD_ENOTSERVED, and the client is not given up:
+ * without the flag the same question is answered after one Lookup.
+ */
+static void test_no_round_trips(void)
+{
+	struct finderd_client *c = new_client(daemon_a.sock, CALL_US);
+	struct finderd_client_counters counters;
+	const struct finderd_entry *e;
+	struct finderd_stat st;
+	const char *deep = in(root, "pkg/sub/deep.py");
+	size_t n;
+
+	if (!c)
+		return;
+	CHECK_INT(finderd_client_set_flags(c, 0x80u), -EINVAL);
+	CHECK_INT(finderd_client_set_flags(c, FINDERD_CLIENT_NO_ROUND_TRIPS), 0);
+	AGREE(c, in(root, "a.py"), 0);
+	AGREE(c, in(root, "nope.py"), 0);
+	AGREE(c, in(root, "a.py/x"), 0);
+	CHECK_INT(finderd_client_stat(c, deep, strlen(deep), &st), FINDERD_ENOTSERVED);
+	CHECK_INT(finderd_client_listdir(c, tmp, strlen(tmp), &e, &n), FINDERD_ENOTSERVED);
+	/* A listing that needs revalidation is not revalidated either. */
+	finderd_client_invalidate(c);
+	CHECK_INT(finderd_client_stat(c, in(root, "a.py"), strlen(in(root, "a.py")), &st),
+		  FINDERD_ENOTSERVED);
+	finderd_client_counters(c, &counters);
+	CHECK_INT(counters.lookups, 0);
+	CHECK_INT(counters.revalidations, 0);
+	/* Cleared: the same questions cost their round trips, and are answered. */
+	CHECK_INT(finderd_client_set_flags(c, 0), 0);
+	AGREE(c, in(root, "a.py"), 0);
+	AGREE(c, deep, 0);
+	CHECK_INT(finderd_client_listdir(c, tmp, strlen(tmp), &e, &n), 0);
+	finderd_client_counters(c, &counters);
+	CHECK_INT(counters.lookups, 3);
+	finderd_client_free(c);
+}
+
 /* ------------------------------------------------------------ fork */
 
 /*
@@ -1094,6 +1135,7 @@ int main(void)
 		finderd_client_free(c);
 	}
 	test_one_lookup_per_directory();
+	test_no_round_trips();
 	test_after_fork();
 	test_trust_through_generation_file();
 	test_symlink_target_changes();

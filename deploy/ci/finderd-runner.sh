@@ -2,6 +2,7 @@
 # One finderd per CI runner, for self-hosted runners and any CI system.
 #
 #   eval "$(deploy/ci/finderd-runner.sh start)"   # start (or reuse) it; exports FINDERD_SOCKET
+#   deploy/ci/finderd-runner.sh launcher .venv/bin/python   # the job's venv: served from its first lookup
 #   ... every Python job on this runner ...
 #   deploy/ci/finderd-runner.sh stats             # what it served
 #   deploy/ci/finderd-runner.sh stop              # stop it (SIGTERM: drains, removes its socket)
@@ -13,6 +14,12 @@
 # (S3: the CI set of packages; S5: the same over FUSE) and docs/operating.md.
 # The jobs' Python needs the finderd client (`pip install ./client-py`);
 # without it, or with no daemon, everything runs as stock CPython.
+# `launcher PYTHON` then puts finderd-python, the launcher built with that
+# client, in place of the venv's python (CPython 3.11 and later): every
+# interpreter of the venv is then served from its first lookup, not from
+# the first import after site. An interpreter that is not a venv's, or one
+# the launcher cannot serve, stays with the .pth client; the step says why
+# and never fails the job.
 #
 # Environment:
 #   FINDERD_BIN          the daemon binary (default: finderd on PATH)
@@ -93,6 +100,20 @@ start() {
     export_line
 }
 
+launcher() {
+    local python=${1:-python3}
+    command -v "$python" >/dev/null || die "launcher: no $python"
+    if ! "$python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' 2>/dev/null; then
+        say "launcher: $python is not a venv's interpreter; it stays served by the .pth client"
+        return 0
+    fi
+    if "$python" -m finderd launcher enable >&2; then
+        say "launcher: $("$python" -c 'import sys; print(sys.prefix)') runs finderd-python"
+    else
+        say "launcher: not enabled (above); $python stays served by the .pth client"
+    fi
+}
+
 stop() {
     local pid
     if ! pid=$(running_pid); then
@@ -117,8 +138,9 @@ stop() {
 case ${1:-} in
     start) shift; start "$@" ;;
     stop) stop ;;
+    launcher) shift; launcher "$@" ;;
     env) export_line ;;
     stats) exec "$bin" stats --socket "$socket" ;;
     status) if running_pid >/dev/null && healthy; then say "running: $(running_pid) on $socket"; else say "not running"; exit 1; fi ;;
-    *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,8p' "$0" >&2; exit 2 ;;
 esac

@@ -161,7 +161,8 @@ def test_action_steps_run(finderd_bin, client_python, tmp_path):
             if "id" in step:
                 lines = output.read_text().splitlines()
                 contexts["steps"][step["id"]] = {"outputs": dict(line.split("=", 1) for line in lines)}
-        assert ran == ["Install the finderd Python client", "Start finderd"], ran
+        assert ran == ["Install the finderd Python client", "Enable the finderd-python launcher",
+                       "Start finderd"], ran
         exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines())
         socket = exported["FINDERD_SOCKET"]
         assert socket == str(runner_temp / "finderd" / "finderd.sock")
@@ -172,9 +173,44 @@ def test_action_steps_run(finderd_bin, client_python, tmp_path):
         job = run([client_python, "-c", JOB],
                   env=base_env(PYTHONPATH=job_dir(tmp_path), PYTHONDONTWRITEBYTECODE="1", **exported))
         assert "served by %s" % socket in job.stdout, job.stdout + job.stderr
+        if launcher_built(client_python):  # the job's venv runs the launcher
+            assert "(the finderd-python launcher)" in job.stdout, job.stdout
     finally:
         run([str(checkout / "deploy" / "ci" / "finderd-runner.sh"), "stop"],
             env=base_env(RUNNER_TEMP=str(runner_temp)), check=False)
+        disable_launcher(client_python)
+
+
+def launcher_built(python):
+    out = run([python, "-c", "import finderd.launcher as l; print(l.build_info()[0] is not None)"],
+              check=False)
+    return out.stdout.strip() == "True"
+
+
+def disable_launcher(python):
+    """Leave the shared client venv as the other tests expect it (the .pth client)."""
+    venv = os.path.dirname(os.path.dirname(python))
+    if os.path.exists(os.path.join(venv, ".finderd-launcher")):
+        run([python, "-m", "finderd", "launcher", "disable", venv], check=False)
+
+
+def test_recipe_launcher_step(client_python, tmp_path):
+    """`finderd-runner.sh launcher PYTHON` enables the launcher in a venv, says why it
+    does not for an interpreter that is not a venv's, and never fails the job."""
+    env = base_env()
+    try:
+        enabled = run([RECIPE, "launcher", client_python], env=env)
+        if launcher_built(client_python):
+            assert "runs finderd-python" in enabled.stderr, enabled.stderr
+            assert run([client_python, "-m", "finderd", "launcher", "status"],
+                       check=False).stdout.count("launcher (was") >= 1
+        else:
+            assert "stays served by the .pth client" in enabled.stderr
+    finally:
+        disable_launcher(client_python)
+    base = run([client_python, "-c", "import sys; print(sys._base_executable)"]).stdout.strip()
+    outside = run([RECIPE, "launcher", base], env=env)
+    assert "is not a venv's interpreter" in outside.stderr
 
 
 def test_gitlab_template_validates():
@@ -208,5 +244,8 @@ def test_gitlab_template_runs(finderd_bin, client_python, tmp_path):
         del after_env["FINDERD_BIN"]  # after_script runs in a fresh shell
         after = bash("\n".join(template["after_script"]), after_env)
         assert re.search(r"snapshot requests\s+1\b", after.stdout), after.stdout + after.stderr
+        if launcher_built(client_python):
+            assert "(the finderd-python launcher)" in job.stdout, job.stdout
     finally:
         run([str(checkout / "deploy" / "ci" / "finderd-runner.sh"), "stop"], env=env, check=False)
+        disable_launcher(client_python)

@@ -50,6 +50,19 @@ def python(base_python):
 
 
 @pytest.fixture(scope="session")
+def finderd_home(base_python):
+    """A venv of @base_python with finderd, and so its finderd-python launcher, installed.
+
+    Its `python -m finderd launcher enable VENV` puts the launcher into other
+    venvs of the same interpreter (test_launcher.py, test_cpython_suites.py).
+    """
+    if support.python_version(base_python) < (3, 11):
+        pytest.skip("the launcher needs CPython 3.11 or later "
+                    "(test_launcher_is_not_built_before_3_11 checks what 3.9/3.10 say)")
+    return support.venv_with_finderd(base_python, "-launcher-home")
+
+
+@pytest.fixture(scope="session")
 def ci_set_venvs():
     """Venvs with scenario S3's CI set (pytest, requests, rich...), one per interpreter."""
     made = {}

@@ -59,8 +59,10 @@ def venv_with_finderd(base_python, name="", packages=()):
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([base_python, "-m", "venv", venv], check=True)
     python = os.path.join(venv, "bin", "python")
+    # FINDERD_WERROR: the launcher's C sources build without a warning.
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    os.path.join(ROOT, "client-py"), *packages], check=True)
+                    os.path.join(ROOT, "client-py"), *packages], check=True,
+                   env=dict(os.environ, FINDERD_WERROR="1"))
     return python
 
 
@@ -81,6 +83,28 @@ def new_module(name, value):
 """
 
 
+def plain_venv(base_python, path, copies=False):
+    """A fresh venv of @base_python at @path, nothing installed (--copies: no symlinks)."""
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([base_python, "-m", "venv", "--without-pip"] + (["--copies"] if copies else [])
+                   + [path], check=True)
+    return path
+
+
+def launcher(finderd_python, action, venv, check=True, args=()):
+    """`python -m finderd launcher ACTION VENV` with the finderd of @finderd_python."""
+    proc = subprocess.run([finderd_python, "-m", "finderd", "launcher", *args, action, venv],
+                          capture_output=True, text=True, env=clean_env("/nonexistent"))
+    if check and proc.returncode != 0:
+        raise AssertionError("launcher %s %s failed:\n%s%s" % (action, venv, proc.stdout,
+                                                                proc.stderr))
+    return proc
+
+
+def glob_files(root, pattern):
+    return sorted(glob.glob(os.path.join(root, pattern)))
+
+
 def clean_env(socket_path, **extra):
     """An environment without the caller's Python or finderd settings.
 
@@ -88,7 +112,8 @@ def clean_env(socket_path, **extra):
     to run on the machine's default socket. The call deadline is PATIENT_MS.
     """
     env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
+           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "ASAN_OPTIONS",
+                    "UBSAN_OPTIONS")}
     env["FINDERD_SOCKET"] = socket_path
     env["FINDERD_TIMEOUT_MS"] = env["FINDERD_CONNECT_TIMEOUT_MS"] = str(PATIENT_MS)
     env.update({k: v for k, v in extra.items() if v is not None})

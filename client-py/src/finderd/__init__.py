@@ -21,6 +21,14 @@ _busy = False    # activating: nested stat/listdir go to posix
 _reason = "not installed"
 
 
+# Under the finderd-python launcher, which served this interpreter from its
+# first lookup: its client and importlib's posix stand-in are the ones here.
+_launcher = sys.modules.get("finderd._launcher")
+if _launcher is not None and getattr(_launcher, "proxy", None) is not None:
+    _socket, _proxy, _client, _reason = (_launcher.socket, _launcher.proxy, _launcher.client,
+                                         _launcher.state)
+
+
 def socket_path():
     """$FINDERD_SOCKET, else $XDG_RUNTIME_DIR/finderd/finderd.sock, else /run/finderd/finderd.sock."""
     env = sys.modules["os"].environ

@@ -1,4 +1,4 @@
-"""python -m finderd status|doctor|stats: what finderd does for this interpreter."""
+"""python -m finderd status|doctor|stats|launcher: what finderd does for this interpreter."""
 
 import argparse
 import os
@@ -103,12 +103,26 @@ def stats(_args):
     return 0
 
 
+def launcher(args):
+    """Put finderd-python in place of a venv's python (enable), restore it (disable), or say which (status)."""
+    from finderd import launcher as launcher_module
+
+    return launcher_module.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m finderd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help=status.__doc__).set_defaults(run=status)
     commands.add_parser("doctor", help=doctor.__doc__).set_defaults(run=doctor)
     commands.add_parser("stats", help=stats.__doc__).set_defaults(run=stats)
+    launch = commands.add_parser("launcher", help=launcher.__doc__)
+    launch.add_argument("action", choices=["enable", "disable", "status"])
+    launch.add_argument("venv", nargs="?", help="the venv (default: this interpreter's, %s)"
+                        % sys.prefix)
+    launch.add_argument("--binary", help="enable: this launcher build instead of the package's "
+                        "(built for this same interpreter)")
+    launch.set_defaults(run=launcher)
     args = parser.parse_args(argv)
     return args.run(args)
 

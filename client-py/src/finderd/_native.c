@@ -74,6 +74,8 @@ typedef struct {
 	int debug;
 	PyObject *socket;               /* the socket path, fs-encoded bytes */
 	struct finderd_client_status seen; /* as last reported */
+
+	int borrowed; /* the launcher owns the client (finderd_native_borrow()) */
 } ClientObject;
 
 static PyObject *epoch_name; /* interned "_epoch" */
@@ -316,7 +318,7 @@ static PyObject *make_stat_result(const struct finderd_stat *st)
 
 /*
  * The bytes of a str or bytes path, without copying when possible.
- * Returns 1 with *data/*len set (and *owner holding a new reference to keep
+ * Returns 1 with *data and *len set (and *owner holding a new reference to keep
  * them alive, possibly NULL), 0 when @path is not a type served here.
  */
 static int path_bytes(PyObject *path, const char **data, Py_ssize_t *len, PyObject **owner)
@@ -539,9 +541,24 @@ static PyObject *entry_names(const struct finderd_entry *entries, size_t n, int 
 		return NULL;
 	for (i = 0; i < n; i++) {
 		const struct finderd_str *name = &entries[i].name;
-		PyObject *item = as_bytes
-			? PyBytes_FromStringAndSize(name->data, (Py_ssize_t)name->len)
-			: PyUnicode_DecodeFSDefaultAndSize(name->data, (Py_ssize_t)name->len);
+		char terminated[256];
+		PyObject *item;
+
+		/*
+		 * Before the interpreter's codecs exist (the launcher answers
+		 * the `encodings` import itself), PyUnicode_DecodeFSDefault
+		 * decodes with mbstowcs() and wants a NUL after the name; names
+		 * in a reply have none. NAME_MAX is 255 on Linux.
+		 */
+		if (!as_bytes && name->len < sizeof(terminated)) {
+			memcpy(terminated, name->data, name->len);
+			terminated[name->len] = '\0';
+			item = PyUnicode_DecodeFSDefaultAndSize(terminated, (Py_ssize_t)name->len);
+		} else {
+			item = as_bytes ? PyBytes_FromStringAndSize(name->data, (Py_ssize_t)name->len)
+					: PyUnicode_DecodeFSDefaultAndSize(name->data,
+									   (Py_ssize_t)name->len);
+		}
 
 		if (!item) {
 			Py_DECREF(list);
@@ -837,7 +854,8 @@ static void Client_dealloc(ClientObject *self)
 	Py_XDECREF(self->socket);
 	Py_XDECREF(self->epoch_owner);
 	Py_XDECREF(self->epoch_seen);
-	finderd_client_free(self->client);
+	if (!self->borrowed)
+		finderd_client_free(self->client);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1131,7 +1149,8 @@ static PyObject *Client_close(ClientObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (tracked == self)
 		Py_CLEAR(tracked);
-	finderd_client_free(self->client);
+	if (!self->borrowed)
+		finderd_client_free(self->client);
 	self->client = NULL;
 	Py_RETURN_NONE;
 }
@@ -1336,7 +1355,44 @@ static int load_posix(void)
 	return learn_stat_layout();
 }
 
-PyMODINIT_FUNC PyInit__native(void)
+#ifdef FINDERD_NATIVE_EMBED
+/*
+ * Compiled into the finderd-python launcher (client-py/launcher), which
+ * creates this module itself before the interpreter can import anything:
+ * the same code, under another entry point, hidden like every other name
+ * of the launcher.
+ */
+#define NATIVE_INIT_FUNC PyObject *finderd_native_module(void)
+PyObject *finderd_native_module(void);
+PyObject *finderd_native_borrow(struct finderd_client *client, PyObject *epoch_owner);
+
+/*
+ * A Client around @client, which the launcher connected and fed its
+ * start-up answer before the interpreter existed. The launcher keeps
+ * owning it (it reports and frees it after the interpreter is finalized):
+ * the Client never frees it, and close() only stops using it.
+ * @epoch_owner: as for Client(), or NULL.
+ */
+PyObject *finderd_native_borrow(struct finderd_client *client, PyObject *epoch_owner)
+{
+	ClientObject *self = (ClientObject *)ClientType.tp_alloc(&ClientType, 0);
+
+	if (!self)
+		return NULL;
+	self->client = client;
+	self->borrowed = 1;
+	if (epoch_owner && epoch_owner != Py_None) {
+		self->epoch_owner = Py_NewRef(epoch_owner);
+		self->epoch_seen = PyObject_GetAttr(epoch_owner, epoch_name);
+		PyErr_Clear();
+	}
+	return (PyObject *)self;
+}
+#else
+#define NATIVE_INIT_FUNC PyMODINIT_FUNC PyInit__native(void)
+#endif
+
+NATIVE_INIT_FUNC
 {
 	PyObject *m;
 
