@@ -221,6 +221,9 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 		return ret;
 	}
 	ret = fdi_sock_connect(o.socket_path, deadline, &c->fd);
+	/* The view first: the daemon reads it before the HTTP/2 preface. */
+	if (!ret && !(o.flags & FINDERD_CONNECT_NO_VIEW))
+		ret = fdi_sock_send_view(c->fd);
 	if (!ret)
 		conn_tune(c);
 	if (!ret && !(o.flags & FINDERD_CONNECT_LAZY)) {
