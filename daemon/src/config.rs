@@ -118,7 +118,7 @@ settings_table! {
     /// evicted. What the index keeps is charged to the uid last served it.
     max_nodes_per_uid: u64 {
         default: 0,
-        shown: "a quarter of `generation_slots`",
+        shown: "a quarter of `generation_slots` (at least 1024)",
         reload: Limit,
         arg: (long, value_name = "N"),
     }

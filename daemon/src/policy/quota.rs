@@ -29,6 +29,8 @@ use crate::config::LiveLimits;
 /// The share of the daemon's watches one uid may hold when
 /// `max_watches_per_uid` is 0.
 pub const DEFAULT_UID_SHARE: u64 = 4;
+/// The fewest index nodes the default `max_nodes_per_uid` allows.
+pub const MIN_DEFAULT_NODES: u64 = 1024;
 
 fn get(value: &AtomicU64) -> u64 {
     value.load(Ordering::Relaxed)
@@ -129,10 +131,12 @@ impl Quotas {
         }
     }
 
-    /// `max_nodes_per_uid` in effect.
+    /// `max_nodes_per_uid` in effect: 0 means a quarter of the slots, and
+    /// never fewer than [`MIN_DEFAULT_NODES`] (or all slots, when fewer): a
+    /// generation file of a handful of slots is a test's, not a host's.
     pub fn max_nodes_per_uid(&self) -> u64 {
         match get(&self.limits.max_nodes_per_uid) {
-            0 => (self.slots / DEFAULT_UID_SHARE).max(1),
+            0 => (self.slots / DEFAULT_UID_SHARE).max(self.slots.min(MIN_DEFAULT_NODES)),
             limit => limit,
         }
     }
