@@ -753,19 +753,7 @@ fn read_sync(dir: RawFd, wanted: &Wanted) -> ReadResult {
 }
 
 fn statx_fd(file: &OwnedFd) -> Option<libc::statx> {
-    // SAFETY: an all-zero statx is valid to be overwritten.
-    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH, an out pointer.
-    let stated = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS,
-            &mut stat,
-        )
-    };
-    (stated == 0).then_some(stat)
+    walk::statx(file, libc::STATX_BASIC_STATS).ok()
 }
 
 /// Reads until EOF or `limit` bytes.

@@ -468,18 +468,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Index {
-    pub fn new(
-        limits: Arc<LiveLimits>,
-        quotas: Arc<Quotas>,
-        refresh: &RefreshConfig,
-        genfile: Arc<GenFile>,
-        stats: Arc<Stats>,
-    ) -> std::io::Result<Self> {
-        Self::beneath(Root::Host, limits, quotas, refresh, genfile, stats)
-    }
-
     /// An empty index of the paths beneath `root`.
-    pub fn beneath(
+    pub fn new(
         root: Root,
         limits: Arc<LiveLimits>,
         quotas: Arc<Quotas>,
@@ -1575,6 +1565,7 @@ mod tests {
         );
         let stats = Arc::new(Stats::default());
         let index = Index::new(
+            Root::Host,
             Arc::new(LiveLimits::new(
                 &crate::config::Config::resolve(Default::default()).expect("defaults"),
             )),

@@ -33,6 +33,7 @@ use crate::policy::quota::Quotas;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::views::Views;
+use crate::walk::Root;
 use crate::watch::{Heartbeat, Wake};
 use crate::wire::{Finder, FinderService, Learning, PeerRequests, RouteError, RouteTable};
 
@@ -107,6 +108,7 @@ pub async fn run(
     ));
     let index = Arc::new(
         Index::new(
+            Root::Host,
             Arc::clone(&limits),
             Arc::clone(&quotas),
             &config.refresh,

@@ -37,7 +37,7 @@ use crate::genfile::{monotonic_ns, GenFile};
 use crate::index::Index;
 use crate::policy::quota::Quotas;
 use crate::stats::{Gauges, Stats};
-use crate::walk::Root;
+use crate::walk::{self, Root};
 
 /// What identifies a view: the mount and the inode of its root directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,22 +50,7 @@ pub struct ViewKey {
 impl ViewKey {
     /// The key of the directory behind `fd`; `ENOTDIR` if it is none.
     pub fn of(fd: &OwnedFd) -> io::Result<ViewKey> {
-        // SAFETY: an all-zero statx is valid to be overwritten.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH
-        // (the descriptor itself) and a valid out pointer.
-        let result = unsafe {
-            libc::statx(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
-                libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-                &mut stx,
-            )
-        };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let stx = walk::statx(fd, libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID)?;
         if u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFDIR {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
@@ -268,7 +253,7 @@ impl Views {
             ));
         }
         let parts = &self.parts;
-        let index = Index::beneath(
+        let index = Index::new(
             Root::View(Arc::new(root)),
             Arc::clone(&parts.limits),
             Arc::clone(&parts.quotas),

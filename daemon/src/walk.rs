@@ -384,20 +384,11 @@ impl Walker {
             self.real = parent.clone();
             return self.step(c"..", parent);
         }
-        let next = match self.root.open_directory(&parent, libc::O_PATH) {
-            Ok(next) => next,
-            Err(error) if vanished(&error) => return Err(self.raced()),
-            Err(error) => return Err(self.refused_by(&error)),
-        };
-        let st = fstat(&next).map_err(|e| self.refused_by(&e))?;
-        let facts = Facts::of_stat(&st, has_acl(&next));
-        if facts.dev != self.current.dev {
-            refuse_interface_filesystem(&next).map_err(|refusal| self.refused(refusal))?;
+        match self.root.open_directory(&parent, libc::O_PATH) {
+            Ok(next) => self.enter(next, parent),
+            Err(error) if vanished(&error) => Err(self.raced()),
+            Err(error) => Err(self.refused_by(&error)),
         }
-        self.current = facts;
-        self.dir = next;
-        self.real = parent;
-        Ok(())
     }
 
     fn restart_at_root(&mut self) -> Result<(), Stop> {
@@ -421,6 +412,13 @@ impl Walker {
                 })
             }
         };
+        self.enter(next, location)
+    }
+
+    /// Makes the directory `next` (opened `O_PATH`, now at `location`) the
+    /// current one, with its facts. Whatever is not a directory any more
+    /// is `Raced`; a kernel interface filesystem is refused.
+    fn enter(&mut self, next: OwnedFd, location: Vec<u8>) -> Result<(), Stop> {
         let st = fstat(&next).map_err(|e| self.refused_by(&e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(self.raced());
@@ -588,6 +586,27 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
         return Err(io::Error::last_os_error());
     }
     Ok(st)
+}
+
+/// `statx` of an open descriptor (`O_PATH` ones included) for `mask`.
+pub fn statx(fd: &OwnedFd, mask: libc::c_uint) -> io::Result<libc::statx> {
+    // SAFETY: an all-zero statx is valid to be overwritten.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH (the
+    // descriptor itself) and an out pointer.
+    let stated = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+            mask,
+            &mut stat,
+        )
+    };
+    if stated < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat)
 }
 
 pub fn fstatat(dir: &OwnedFd, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {

@@ -156,15 +156,20 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream as StdStream;
 
+    /// A connected pair: the client's end, and the daemon's as tokio has it.
+    fn pair() -> (StdStream, UnixStream) {
+        let (client, server) = StdStream::pair().expect("pair");
+        server.set_nonblocking(true).expect("nonblocking");
+        (client, UnixStream::from_std(server).expect("tokio"))
+    }
+
     async fn first_of(stream: &UnixStream, handshake: &mut Handshake) -> io::Result<First> {
         std::future::poll_fn(|cx| handshake.poll_first(cx, stream)).await
     }
 
     #[tokio::test]
     async fn a_view_message_brings_its_descriptor() {
-        let (client, server) = StdStream::pair().expect("pair");
-        server.set_nonblocking(true).expect("nonblocking");
-        let server = UnixStream::from_std(server).expect("tokio");
+        let (client, server) = pair();
         let root = std::fs::File::open("/").expect("open /");
         crate::uds::send_view(client.as_raw_fd(), root.as_raw_fd()).expect("send");
         std::io::Write::write_all(&mut &client, b"PRI * HTTP/2.0").expect("write");
@@ -185,9 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_preface_is_handed_on_whole() {
-        let (client, server) = StdStream::pair().expect("pair");
-        server.set_nonblocking(true).expect("nonblocking");
-        let server = UnixStream::from_std(server).expect("tokio");
+        let (client, server) = pair();
         std::io::Write::write_all(&mut &client, b"PRI * HTTP/2.0\r\n").expect("write");
         let mut handshake = Handshake::default();
         assert!(matches!(
@@ -201,9 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_message_is_an_error() {
-        let (client, server) = StdStream::pair().expect("pair");
-        server.set_nonblocking(true).expect("nonblocking");
-        let server = UnixStream::from_std(server).expect("tokio");
+        let (client, server) = pair();
         std::io::Write::write_all(&mut &client, b"FDVIEWxx").expect("write");
         let mut handshake = Handshake::default();
         assert!(first_of(&server, &mut handshake).await.is_err());
