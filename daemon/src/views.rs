@@ -314,13 +314,11 @@ impl Views {
         }
     }
 
-    /// Every live view.
+    /// Every live view (upgraded once the lock is released: dropping the
+    /// last reference to a view takes it).
     pub fn live(&self) -> Vec<Arc<View>> {
-        lock(&self.live)
-            .by_key
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
+        let weak: Vec<Weak<View>> = lock(&self.live).by_key.values().cloned().collect();
+        weak.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// How many views are open.
@@ -350,15 +348,23 @@ impl Views {
             let Ok(n) = usize::try_from(n) else {
                 break;
             };
-            let live = lock(&self.live);
-            for event in &events[..n] {
-                let fd = event.u64 as RawFd;
-                if fd == self.host.inotify_fd() {
-                    host = true;
-                } else if let Some(view) = live.by_inotify.get(&fd).and_then(Weak::upgrade) {
-                    if !views.iter().any(|v: &Arc<View>| Arc::ptr_eq(v, &view)) {
-                        views.push(view);
+            // Upgraded once the lock is released: dropping the last
+            // reference to a view takes the lock (`View::drop`).
+            let mut weak: Vec<Weak<View>> = Vec::new();
+            {
+                let live = lock(&self.live);
+                for event in &events[..n] {
+                    let fd = event.u64 as RawFd;
+                    if fd == self.host.inotify_fd() {
+                        host = true;
+                    } else if let Some(view) = live.by_inotify.get(&fd) {
+                        weak.push(view.clone());
                     }
+                }
+            }
+            for view in weak.iter().filter_map(Weak::upgrade) {
+                if !views.iter().any(|v: &Arc<View>| Arc::ptr_eq(v, &view)) {
+                    views.push(view);
                 }
             }
             if n < EPOLL_BATCH {
