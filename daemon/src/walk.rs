@@ -822,6 +822,42 @@ mod tests {
     }
 
     #[test]
+    fn in_a_view_absolute_links_restart_at_its_root_and_dot_dot_stops_there() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonicalize");
+        std::fs::create_dir_all(root.join("usr/lib")).expect("mkdir");
+        std::fs::write(root.join("usr/lib/m.py"), b"x").expect("write");
+        symlink("/usr/lib", root.join("abs")).expect("symlink");
+        symlink("../../../../../usr", root.join("usr/lib/up")).expect("symlink");
+        let fd = open_directory(&bytes_of(&root), libc::O_PATH).expect("open");
+        let view = Root::View(Arc::new(fd));
+        for path in [
+            &b"/abs/m.py"[..],
+            b"/usr/lib/up/lib/m.py",
+            b"/../../usr/lib/m.py",
+        ] {
+            let start = Start::root(&view).expect("root");
+            let walked = walk(start, path, &Recorder::default()).expect("walk");
+            assert_eq!(walked.real, b"/usr/lib/m.py", "{}", path.escape_ascii());
+            assert_eq!(walked.stat.st_size, 1);
+        }
+        assert!(
+            view.stat(b"/abs/m.py").is_ok(),
+            "stat follows links in the view"
+        );
+        assert!(
+            view.open_directory(b"/abs", libc::O_PATH).is_err(),
+            "no symlink in a real path"
+        );
+        assert_eq!(
+            view.open_directory(b"/usr/lib", libc::O_PATH)
+                .map(|_| ())
+                .ok(),
+            Some(())
+        );
+    }
+
+    #[test]
     fn a_walk_can_start_at_a_directory() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = std::fs::canonicalize(tmp.path()).expect("canonicalize");
