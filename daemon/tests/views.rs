@@ -167,3 +167,44 @@ async fn a_view_of_the_daemons_own_root_is_the_host_index() {
     assert_eq!(status(&second), DirectoryStatus::Served);
     assert_eq!(second.generation, first.generation, "one index");
 }
+
+#[tokio::test]
+async fn a_plan_learned_in_one_view_serves_the_next_view_of_the_same_image() {
+    let daemon = Daemon::start(&[]);
+    let lib = unique().join("lib");
+    let deep = lib.join("pkg/sub/deep");
+    let image = |marker: &str| {
+        let root = root_with(&["a.py"]);
+        let real = root.path().join(deep.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(&real).expect("mkdir");
+        std::fs::write(real.join(marker), b"").expect("write");
+        root
+    };
+    let (a, b) = (image("first_pod.py"), image("second_pod.py"));
+    let program = bytes::Bytes::from_static(b"python -m app");
+    let request = pb::SnapshotRequest {
+        program_key: program.clone(),
+        ..snapshot_request(&[&lib], 0)
+    };
+    let mut in_a = client_in(&daemon, a.path()).await;
+    in_a.snapshot(request.clone()).await.expect("snapshot");
+    in_a.report(pb::ReportRequest {
+        protocol_version: finderd_proto::v1::PROTOCOL_VERSION,
+        program_key: program.clone(),
+        directories: vec![bytes_of(&deep)],
+        ..Default::default()
+    })
+    .await
+    .expect("report");
+    drop(in_a);
+    // A new pod of the same image: one Snapshot brings the planned
+    // directory, read in this pod's view.
+    let mut in_b = client_in(&daemon, b.path()).await;
+    let reply = in_b.snapshot(request).await.expect("snapshot").into_inner();
+    assert_eq!(reply.planned_directories, 1, "{reply:?}");
+    let planned = (reply.directories.iter())
+        .find(|d| d.path == bytes_of(&deep))
+        .expect("the planned directory");
+    assert_eq!(status(planned), DirectoryStatus::Served);
+    assert_eq!(names(planned), ["second_pod.py"]);
+}
