@@ -523,7 +523,10 @@ impl Index {
     /// refunded to its owner, every slot released, every watch removed.
     pub fn clear(&self) {
         let mut watcher = lock(&self.watcher);
-        self.apply(vec![Change::Overflow], &mut watcher);
+        let keys: Vec<Bytes> = self.nodes.iter().map(|n| n.key().clone()).collect();
+        let mut released = Released::default();
+        self.invalidate_all_of(&keys, &mut released);
+        self.release_unused(&mut watcher, released);
     }
 
     pub fn gauges(&self) -> Gauges {

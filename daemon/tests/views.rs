@@ -208,3 +208,34 @@ async fn a_plan_learned_in_one_view_serves_the_next_view_of_the_same_image() {
     assert_eq!(status(planned), DirectoryStatus::Served);
     assert_eq!(names(planned), ["second_pod.py"]);
 }
+
+#[tokio::test]
+async fn a_view_gives_back_its_watches_and_slots_when_its_last_connection_closes() {
+    let daemon = Daemon::start(&[]);
+    let a = root_with(&["a.py"]);
+    let mut host = daemon.client().await;
+    let before = stats(&mut host).await;
+    let mut in_a = client_in(&daemon, a.path()).await;
+    let kept = lookup_one(&mut in_a, &unique().join("lib")).await;
+    assert_ne!(kept.slot, 0);
+    let held = stats(&mut host).await;
+    assert!(held.watches > before.watches, "{held:?}");
+    assert!(held.directories > before.directories);
+    drop(in_a);
+    let mut after = stats(&mut host).await;
+    for _ in 0..200 {
+        if after.watches == before.watches {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = stats(&mut host).await;
+    }
+    assert_eq!(after.watches, before.watches, "{after:?}");
+    assert_eq!(after.directories, before.directories);
+    let genfile = format!("{}.gen", daemon.socket.display());
+    assert_eq!(
+        read_gen_u64(Path::new(&genfile), generation_offset(kept.slot)),
+        0,
+        "slot released"
+    );
+}
