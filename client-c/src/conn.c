@@ -221,11 +221,15 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 		return ret;
 	}
 	ret = fdi_sock_connect(o.socket_path, deadline, &c->fd);
-	/* The view first: the daemon reads it before the HTTP/2 preface. */
-	if (!ret && !(o.flags & FINDERD_CONNECT_NO_VIEW))
-		ret = fdi_sock_send_view(c->fd);
 	if (!ret)
 		conn_tune(c);
+	/*
+	 * The view before the HTTP/2 preface (the daemon reads it first), and
+	 * only to a listener that passed the trust check: the descriptor gives
+	 * whoever listens this process's view of its files.
+	 */
+	if (!ret && !(o.flags & FINDERD_CONNECT_NO_VIEW))
+		ret = fdi_sock_send_view(c->fd);
 	if (!ret && !(o.flags & FINDERD_CONNECT_LAZY)) {
 		c->hs_deadline = deadline;
 		ret = conn_run(c, deadline, handshake_done);
