@@ -181,9 +181,10 @@ struct finderd_options {
 	/**
 	 * The caller's mount namespace, sent with every Snapshot, Lookup and
 	 * Report: the st_ino of /proc/self/ns/mnt, or 0 for unknown (since 0.2).
-	 * Paths mean what they mean in that namespace; a daemon in another
-	 * namespace serves only directories it can verify are the same. The
-	 * resolver (finderd_client_new()) fills it in itself when it is 0.
+	 * It matters only for a connection that passes no view
+	 * (FINDERD_CONNECT_NO_VIEW): a daemon in another namespace then serves
+	 * it nothing. The resolver (finderd_client_new()) fills it in itself
+	 * when it is 0.
 	 */
 	uint64_t mount_namespace;
 	/**
@@ -220,6 +221,22 @@ struct finderd_options {
  * finderd_client_new() always connects this way.
  */
 #define FINDERD_CONNECT_LAZY 0x1u
+
+/**
+ * FINDERD_CONNECT_NO_VIEW - do not pass the caller's view (since 0.3).
+ *
+ * By default finderd_connect() passes an O_PATH descriptor of the caller's
+ * root directory ("/") to the daemon with SCM_RIGHTS, before the HTTP/2
+ * preface: the daemon then resolves every path of the connection beneath
+ * that root, as the caller's own system calls would, even when the daemon
+ * runs in another mount namespace (a node daemon serving containers)
+ * without any privilege. The daemon reads through it with its own
+ * credentials and gives the caller only what the caller could read
+ * itself. The descriptor is sent only to a daemon that passed the trust
+ * check. With this flag the connection passes nothing and is answered in
+ * the daemon's own view, as a standard gRPC client is.
+ */
+#define FINDERD_CONNECT_NO_VIEW 0x2u
 
 /**
  * finderd_options_init() - fill @opts with the defaults.

@@ -252,6 +252,13 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 		ret = fdi_check_listener(c->fd, o.daemon_user);
 	if (!ret)
 		conn_tune(c);
+	/*
+	 * The view before the HTTP/2 preface (the daemon reads it first), and
+	 * only to a listener that passed the trust check: the descriptor gives
+	 * whoever listens this process's view of its files.
+	 */
+	if (!ret && !(o.flags & FINDERD_CONNECT_NO_VIEW))
+		ret = fdi_sock_send_view(c->fd);
 	if (!ret && !(o.flags & FINDERD_CONNECT_LAZY)) {
 		c->hs_deadline = deadline;
 		ret = conn_run(c, deadline, handshake_done);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,6 +132,46 @@ int fdi_sock_peer(int fd, struct finderd_peer *peer)
 	peer->uid = (uint32_t)cred.uid;
 	peer->gid = (uint32_t)cred.gid;
 	return 0;
+}
+
+int fdi_sock_send_view(int fd)
+{
+	static const char magic[8] = { 'F', 'D', 'V', 'I', 'E', 'W', 0, 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov;
+	struct msghdr msg;
+	struct cmsghdr *cmsg;
+	ssize_t sent;
+	int root, err = 0;
+
+	root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return -errno;
+	memset(&control, 0, sizeof(control));
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = (void *)magic;
+	iov.iov_len = sizeof(magic);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control.buf;
+	msg.msg_controllen = sizeof(control.buf);
+	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &root, sizeof(int));
+	do
+		sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (sent < 0 && errno == EINTR);
+	if (sent < 0)
+		err = -errno;
+	else if ((size_t)sent != sizeof(magic))
+		err = -EPROTO; /* a fresh socket's buffer takes 8 bytes whole */
+	close(root);
+	return err;
 }
 
 long fdi_sock_send(int fd, const void *p, size_t n)

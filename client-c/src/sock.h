@@ -21,6 +21,15 @@ int64_t fdi_now_us(void);
 int fdi_sock_connect(const char *path, int64_t deadline, int *fdp);
 
 /**
+ * fdi_sock_send_view() - pass the caller's view to the daemon on @fd: the
+ * 8 bytes "FDVIEW\0\1" with an O_PATH descriptor of "/" in SCM_RIGHTS, in
+ * one sendmsg(), before anything else is sent (daemon/src/connection/
+ * handshake.rs). The descriptor is closed here once sent.
+ * Return: 0 or -errno.
+ */
+int fdi_sock_send_view(int fd);
+
+/**
  * fdi_sock_wait() - poll @fd for @events until @deadline (EINTR retried).
  * Return: 0 with *@revents set, -ETIMEDOUT, or -errno.
  */

@@ -145,7 +145,7 @@ int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in)
 	hooks = (o.alloc != NULL) + (o.realloc != NULL) + (o.free != NULL);
 	if (hooks != 0 && hooks != 3)
 		return -EINVAL;
-	if (o.flags & ~(uint32_t)FINDERD_CONNECT_LAZY)
+	if (o.flags & ~(uint32_t)(FINDERD_CONNECT_LAZY | FINDERD_CONNECT_NO_VIEW))
 		return -EINVAL;
 	out->socket_path = o.socket_path;
 	out->flags = o.flags;

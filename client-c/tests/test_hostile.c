@@ -15,6 +15,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -179,6 +181,39 @@ static void health_msg(struct fdi_buf *m, int status)
 
 typedef void (*server_fn)(int fd);
 
+/* The view message every connection starts with (FDVIEW\0\1 and the
+ * client's root in SCM_RIGHTS), taken as the daemon takes it: one recvmsg
+ * of 8 bytes. 0 when it came whole, with a directory. */
+static int take_view(int fd)
+{
+	static const char magic[8] = { 'F', 'D', 'V', 'I', 'E', 'W', 0, 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	char got[8];
+	struct iovec iov = { got, sizeof(got) };
+	struct msghdr msg;
+	struct cmsghdr *cmsg;
+	struct stat st;
+	int root = -1, ok;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control.buf;
+	msg.msg_controllen = sizeof(control.buf);
+	if (recvmsg(fd, &msg, 0) != (ssize_t)sizeof(got) || memcmp(got, magic, sizeof(got)))
+		return -1;
+	cmsg = CMSG_FIRSTHDR(&msg);
+	if (cmsg && cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS)
+		memcpy(&root, CMSG_DATA(cmsg), sizeof(int));
+	ok = root >= 0 && fstat(root, &st) == 0 && S_ISDIR(st.st_mode);
+	if (root >= 0)
+		close(root);
+	return ok ? 0 : -1;
+}
+
 static pid_t serve(server_fn fn)
 {
 	pid_t pid = fork();
@@ -186,7 +221,7 @@ static pid_t serve(server_fn fn)
 	if (pid == 0) {
 		int fd = accept(listen_fd, NULL, NULL);
 
-		if (fd >= 0) {
+		if (fd >= 0 && take_view(fd) == 0) {
 			fn(fd);
 			finish(fd);
 		}

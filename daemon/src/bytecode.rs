@@ -40,7 +40,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::openat2::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use crate::policy::Facts;
-use crate::walk;
+use crate::walk::{self, Root};
 
 /// Files per io_uring submission.
 const RING_ENTRIES: u32 = 64;
@@ -84,10 +84,11 @@ impl Identity {
 }
 
 /// A compiled file wanted at one identity: `name` in the directory whose
-/// listing named it (`dir`, its real path, and `dir_id`, the device and
-/// inode that listing was read from).
+/// listing named it (`dir`, its real path beneath `root`, and `dir_id`, the
+/// device and inode that listing was read from).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
+    pub root: Root,
     pub dir: Bytes,
     pub dir_id: (u64, u64),
     pub name: Bytes,
@@ -326,7 +327,7 @@ enum ReadResult {
 /// The directories of a batch, opened once each and checked to be the
 /// inodes their listings were read from.
 struct Directories {
-    opened: HashMap<Bytes, Option<OwnedFd>>,
+    opened: HashMap<(usize, Bytes), Option<OwnedFd>>,
 }
 
 impl Directories {
@@ -334,23 +335,23 @@ impl Directories {
         let mut opened = HashMap::new();
         for w in wanted {
             opened
-                .entry(w.dir.clone())
-                .or_insert_with(|| open_checked(&w.dir, w.dir_id));
+                .entry((w.root.id(), w.dir.clone()))
+                .or_insert_with(|| open_checked(&w.root, &w.dir, w.dir_id));
         }
         Directories { opened }
     }
 
     fn fd(&self, wanted: &Wanted) -> Option<RawFd> {
         self.opened
-            .get(&wanted.dir)
+            .get(&(wanted.root.id(), wanted.dir.clone()))
             .and_then(|fd| fd.as_ref().map(AsRawFd::as_raw_fd))
     }
 }
 
-/// The directory at the real path `dir` (no symlink followed), when it is
-/// still the inode `id`.
-fn open_checked(dir: &[u8], id: (u64, u64)) -> Option<OwnedFd> {
-    let fd = walk::open_directory(dir, libc::O_PATH).ok()?;
+/// The directory at the real path `dir` beneath `root` (no symlink
+/// followed), when it is still the inode `id`.
+fn open_checked(root: &Root, dir: &[u8], id: (u64, u64)) -> Option<OwnedFd> {
+    let fd = root.open_directory(dir, libc::O_PATH).ok()?;
     let st = walk::fstat(&fd).ok()?;
     ((st.st_dev, st.st_ino) == id).then_some(fd)
 }
@@ -752,19 +753,7 @@ fn read_sync(dir: RawFd, wanted: &Wanted) -> ReadResult {
 }
 
 fn statx_fd(file: &OwnedFd) -> Option<libc::statx> {
-    // SAFETY: an all-zero statx is valid to be overwritten.
-    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH, an out pointer.
-    let stated = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS,
-            &mut stat,
-        )
-    };
-    (stated == 0).then_some(stat)
+    walk::statx(file, libc::STATX_BASIC_STATS).ok()
 }
 
 /// Reads until EOF or `limit` bytes.
@@ -822,6 +811,7 @@ mod tests {
         let dir = path.parent().expect("parent");
         let dir_meta = std::fs::metadata(dir).expect("stat dir");
         Wanted {
+            root: Root::Host,
             dir: Bytes::copy_from_slice(dir.as_os_str().as_bytes()),
             dir_id: (dir_meta.dev(), dir_meta.ino()),
             name: Bytes::copy_from_slice(path.file_name().expect("name").as_bytes()),

@@ -10,7 +10,7 @@
 //! The stamp is taken *before* the crawl reads anything, so a change made
 //! during the crawl is either in the listing or moves the stamp.
 
-use std::ffi::CString;
+use crate::walk::Root;
 
 /// Why a directory is checked instead of watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +40,12 @@ pub struct Check {
     pub stamp: Stamp,
 }
 
-/// `stat(path)` now.
-pub fn stamp_of(path: &[u8]) -> Stamp {
-    let Ok(c_path) = CString::new(path) else {
-        return Stamp::Missing(libc::EINVAL);
+/// `stat(path)` now, `path` resolved beneath `root`.
+pub fn stamp_of(root: &Root, path: &[u8]) -> Stamp {
+    let st = match root.stat(path) {
+        Ok(st) => st,
+        Err(error) => return Stamp::Missing(error.raw_os_error().unwrap_or(libc::EIO)),
     };
-    // SAFETY: an all-zero stat is valid to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and out pointer.
-    if unsafe { libc::stat(c_path.as_ptr(), &mut st) } < 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        return Stamp::Missing(errno);
-    }
     Stamp::Found {
         dev: st.st_dev,
         ino: st.st_ino,
@@ -66,8 +58,8 @@ pub fn stamp_of(path: &[u8]) -> Stamp {
 
 impl Check {
     /// Whether the path still looks as it did when the node was crawled.
-    pub fn holds(&self, path: &[u8]) -> bool {
-        stamp_of(path) == self.stamp
+    pub fn holds(&self, root: &Root, path: &[u8]) -> bool {
+        stamp_of(root, path) == self.stamp
     }
 }
 
@@ -82,15 +74,15 @@ mod tests {
         let path = tmp.path().as_os_str().as_bytes();
         let check = Check {
             kind: CheckKind::Polled,
-            stamp: stamp_of(path),
+            stamp: stamp_of(&Root::Host, path),
         };
-        assert!(check.holds(path));
+        assert!(check.holds(&Root::Host, path));
         // Directory timestamps move with the kernel's coarse clock.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(tmp.path().join("new.py"), b"").expect("write");
-        assert!(!check.holds(path));
+        assert!(!check.holds(&Root::Host, path));
         assert!(matches!(
-            stamp_of(b"/no/such/dir"),
+            stamp_of(&Root::Host, b"/no/such/dir"),
             Stamp::Missing(libc::ENOENT)
         ));
     }

@@ -145,6 +145,16 @@ settings_table! {
         reload: Limit,
         arg: (long, value_name = "N"),
     }
+    /// Peer views (the root directories container peers pass at connect)
+    /// one peer uid may have open at once, each with its own index and
+    /// inotify instance (the kernel's `fs.inotify.max_user_instances`
+    /// bounds them all); a connection past it is answered NOT_SERVED for
+    /// every path, naming the limit. A view goes with its last connection.
+    max_views_per_uid: u64 {
+        default: 32,
+        reload: Limit,
+        arg: (long, value_name = "N"),
+    }
     /// Bytes one peer uid may have in flight (request bodies being
     /// received, requests being answered, replies being sent); more is
     /// RESOURCE_EXHAUSTED naming the limit.

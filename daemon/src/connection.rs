@@ -3,14 +3,18 @@
 //! open for `max_connections_per_peer`, drops a peer that stalls in the
 //! middle of a frame, and gives the requests of standard gRPC clients an
 //! `:authority` h2 accepts (`authority.rs`). A connection refused at accept
-//! is answered with frames that name the limit.
+//! is answered with frames that name the limit. Its first message may be the
+//! peer's view (`handshake.rs`, `crate::views`).
 
 mod authority;
+mod handshake;
 mod hpack;
 
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,7 +23,9 @@ use tonic::transport::server::Connected;
 
 use crate::activity::OpenConnection;
 use crate::policy::PeerInfo;
+use crate::views::{PeerView, Views};
 use authority::AuthorityFix;
+use handshake::{First, Handshake};
 
 /// A Unix stream with its peer's credentials read once, at accept, and the
 /// guard that counts it as open (for `max_connections_per_peer`).
@@ -33,6 +39,9 @@ pub struct PeerStream {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What h2 reads, when the peer's `:authority` needs rewriting.
     authority: AuthorityFix,
+    /// The optional view message before the preface, and where views live.
+    handshake: Handshake,
+    views: Arc<Views>,
 }
 
 /// Bytes read from the socket at a time while they pass through [`AuthorityFix`].
@@ -105,8 +114,14 @@ impl Framing {
 }
 
 impl PeerStream {
-    /// A stream whose peer is `peer` (from [`peer_of`]), counted as `open`.
-    pub fn new(stream: UnixStream, peer: PeerInfo, open: OpenConnection) -> Self {
+    /// A stream whose peer is `peer` (from [`peer_of`]), counted as `open`;
+    /// a view it passes is opened in `views`.
+    pub fn new(
+        stream: UnixStream,
+        peer: PeerInfo,
+        open: OpenConnection,
+        views: Arc<Views>,
+    ) -> Self {
         Self {
             stream,
             peer,
@@ -114,17 +129,20 @@ impl PeerStream {
             framing: Framing::Preface { seen: 0 },
             stall: None,
             authority: AuthorityFix::default(),
+            handshake: Handshake::default(),
+            views,
         }
     }
 
-    /// Reads what the peer sent into @buf, dropping a peer stalled mid-frame.
+    /// Reads what the peer sent into @buf (after its view message), dropping
+    /// a peer stalled mid-frame.
     fn poll_read_peer(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+        match self.poll_read_raw(cx, buf) {
             Poll::Ready(Ok(())) => {
                 self.framing.consume(&buf.filled()[before..]);
                 if !self.framing.mid_frame() {
@@ -180,6 +198,41 @@ impl PeerStream {
                 other => return other,
             }
         }
+    }
+
+    /// Reads what the peer sent: first the optional view message (the
+    /// view is attached to the peer before any request can be read), then
+    /// HTTP/2 bytes, those of the first read that were not a view first.
+    fn poll_read_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.handshake.done() {
+            match self.handshake.poll_first(cx, &self.stream) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(First::Plain)) => {}
+                Poll::Ready(Ok(First::View(fd))) => self.attach(fd),
+            }
+        }
+        if let Some(bytes) = self.handshake.take_replay(buf.remaining()) {
+            buf.put_slice(bytes);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+
+    /// The peer passed `fd` as its view.
+    fn attach(&self, fd: Option<OwnedFd>) {
+        let Some(peer) = &self.peer else {
+            return; // nothing is served to it anyway
+        };
+        let view = match fd {
+            Some(fd) => self.views.attach(fd, Some(peer.uid)),
+            None => PeerView::Refused("the view message carried no descriptor".to_string()),
+        };
+        peer.view.set(view);
     }
 }
 

@@ -52,6 +52,10 @@ pub struct GenFile {
     epoch: u64,
     lease: Duration,
     free: Mutex<SlotPool>,
+    /// The one daemon-wide generation counter: every index (the host's and
+    /// each view's) publishes into these slots, so a reused slot must never
+    /// see a value again.
+    generations: AtomicU64,
 }
 
 // SAFETY: the mapping is only accessed through atomics (slots, dry_ns) or
@@ -93,6 +97,7 @@ impl GenFile {
                 next_unused: 1,
                 released: Vec::new(),
             }),
+            generations: AtomicU64::new(1),
         };
         genfile.write_header();
         Ok(genfile)
@@ -152,6 +157,11 @@ impl GenFile {
             self.word(HEADER_BYTES + 8 * slot as usize)
                 .store(generation, Ordering::Release);
         }
+    }
+
+    /// A generation never handed out before (by any index).
+    pub fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::SeqCst)
     }
 
     /// Hands out an unused slot, or 0 when all are taken (the client then

@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -39,7 +39,7 @@ use crate::refresh::engine::{Engines, Used};
 use crate::refresh::{self, join, parent_of, Entry, Fingerprint, Observer, Outcome, Refusal};
 use crate::stats::{bump, EngineReport, Gauges, Stats};
 use crate::targets::{self, EntryId, LinkDependencies, LinkTarget, Unused};
-use crate::walk;
+use crate::walk::{self, Root};
 use crate::watch::{Change, WatchError, Watcher};
 
 /// Crawls of one path before answering from a read that kept changing.
@@ -425,15 +425,17 @@ impl Released {
     }
 }
 
-/// The index and the watcher that keeps it fresh.
+/// The index and the watcher that keeps it fresh: of the daemon's own view
+/// (`Root::Host`), or of one peer view (`crate::views`), whose keys and
+/// real paths are paths beneath that view's root.
 pub struct Index {
+    root: Root,
     nodes: DashMap<Bytes, Node>,
     dependencies: Mutex<Dependencies>,
     /// Also the barrier: reading the queue and applying it happen under it.
     watcher: Mutex<Watcher>,
     inotify_fd: RawFd,
     genfile: Arc<GenFile>,
-    next_generation: AtomicU64,
     limits: Arc<LiveLimits>,
     quotas: Arc<Quotas>,
     stats: Arc<Stats>,
@@ -466,21 +468,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Index {
+    /// An empty index of the paths beneath `root`.
     pub fn new(
+        root: Root,
         limits: Arc<LiveLimits>,
         quotas: Arc<Quotas>,
         refresh: &RefreshConfig,
         genfile: Arc<GenFile>,
         stats: Arc<Stats>,
     ) -> std::io::Result<Self> {
-        let watcher = Watcher::new(Arc::clone(&limits), Arc::clone(&quotas), Arc::clone(&stats))?;
+        let watcher = Watcher::new(
+            root.clone(),
+            Arc::clone(&limits),
+            Arc::clone(&quotas),
+            Arc::clone(&stats),
+        )?;
         Ok(Self {
+            root,
             nodes: DashMap::new(),
             dependencies: Mutex::new(Dependencies::default()),
             inotify_fd: watcher.raw_fd(),
             watcher: Mutex::new(watcher),
             genfile,
-            next_generation: AtomicU64::new(1),
             limits,
             quotas,
             stats,
@@ -503,6 +512,21 @@ impl Index {
 
     pub fn genfile(&self) -> &GenFile {
         &self.genfile
+    }
+
+    /// Where this index's paths begin.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Drops everything (a view whose last connection closed): every node
+    /// refunded to its owner, every slot released, every watch removed.
+    pub fn clear(&self) {
+        let mut watcher = lock(&self.watcher);
+        let keys: Vec<Bytes> = self.nodes.iter().map(|n| n.key().clone()).collect();
+        let mut released = Released::default();
+        self.invalidate_all_of(&keys, &mut released);
+        self.release_unused(&mut watcher, released);
     }
 
     pub fn gauges(&self) -> Gauges {
@@ -531,45 +555,39 @@ impl Index {
         self.engines.report()
     }
 
-    /// Applies every change queued before now, then publishes `dry_ns`.
-    /// Returns how long it took.
-    pub fn barrier(&self) -> Duration {
-        let started = Instant::now();
+    /// Reads this index's queue until it is dry, applying it (waiting for
+    /// the watcher). False: reading failed, so `dry_ns` must stay old. The
+    /// barrier (`crate::views::Views::barrier`) publishes `dry_ns` once
+    /// every index with events is drained.
+    pub fn drain(&self) -> bool {
         let mut watcher = lock(&self.watcher);
-        self.drain(&mut watcher);
-        started.elapsed()
+        self.drain_locked(&mut watcher)
     }
 
-    /// [`barrier`](Self::barrier) when nobody else holds the watcher (the
+    /// [`drain`](Self::drain) when nobody else holds the watcher (the
     /// reader thread applying a burst of events, a crawl taking a watch);
     /// `None` otherwise, so the async thread never waits on that mutex.
-    pub fn try_barrier(&self) -> Option<Duration> {
-        let started = Instant::now();
+    pub fn try_drain(&self) -> Option<bool> {
         let mut watcher = match self.watcher.try_lock() {
             Ok(watcher) => watcher,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        self.drain(&mut watcher);
-        Some(started.elapsed())
+        Some(self.drain_locked(&mut watcher))
     }
 
-    /// Reads the queue until it is dry, applying it, then publishes `dry_ns`.
-    fn drain(&self, watcher: &mut Watcher) {
+    /// Reads the queue until it is dry, applying it.
+    fn drain_locked(&self, watcher: &mut Watcher) -> bool {
         loop {
-            let before_read = monotonic_ns();
             match watcher.read() {
-                Ok(None) => {
-                    self.genfile.set_dry_ns(before_read);
-                    break;
-                }
+                Ok(None) => return true,
                 Ok(Some(changes)) => self.apply(changes, watcher),
                 Err(error) => {
                     // Not knowing what changed is an overflow; dry_ns stays
                     // old so clients revalidate.
                     tracing::error!(%error, "reading inotify failed; dropping the index");
                     self.apply(vec![Change::Overflow], watcher);
-                    break;
+                    return false;
                 }
             }
         }
@@ -605,7 +623,7 @@ impl Index {
                 return indexed;
             };
             bump(&self.stats.mtime_checks);
-            if check.holds(key) {
+            if check.holds(&self.root, key) {
                 return indexed;
             }
             bump(&self.stats.mtime_recrawls);
@@ -731,7 +749,7 @@ impl Index {
         check: Option<Check>,
         charge: (Option<u32>, u64),
     ) -> Node {
-        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let generation = self.genfile.next_generation();
         let (owner, deps_bytes) = (Owner::new(charge.0), charge.1);
         match outcome {
             Outcome::Listed(listed) => Node::Listed(Arc::new(Listing {
@@ -830,7 +848,7 @@ impl Index {
         let mut resolved = Vec::with_capacity(links.len());
         'links: for name in links {
             let id: EntryId = (key.clone(), name.clone());
-            let mut target = targets::resolve(real, name);
+            let mut target = targets::resolve(&self.root, real, name);
             for _ in 0..CRAWL_ATTEMPTS {
                 let mut unused = Unused::default();
                 self.dependencies()
@@ -847,7 +865,7 @@ impl Index {
                         return self.link_watch_failed(key);
                     }
                 }
-                let again = targets::resolve(real, name);
+                let again = targets::resolve(&self.root, real, name);
                 if again == target {
                     resolved.push((name.clone(), target));
                     continue 'links;
@@ -1019,7 +1037,7 @@ impl Index {
             };
             let Some(check) = node.check() else { continue };
             bump(&self.stats.mtime_checks);
-            let same = check.holds(&key)
+            let same = check.holds(&self.root, &key)
                 && !matches!(&node, Indexed::Listed(listing) if self.listing_moved(listing));
             if !same {
                 bump(&self.stats.mtime_recrawls);
@@ -1035,13 +1053,13 @@ impl Index {
     /// Whether a listing's entries differ from the directory now.
     fn listing_moved(&self, listing: &Listing) -> bool {
         let max = LiveLimits::get(&self.limits.max_entries_per_directory);
-        let Ok((stat, entries)) = refresh::relist(&listing.real, max) else {
+        let Ok((stat, entries)) = refresh::relist(&self.root, &listing.real, max) else {
             return true;
         };
         let links: Vec<Bytes> = (entries.iter().filter(|e| e.link))
             .map(|e| e.name.clone())
             .collect();
-        let (updates, resolved) = link_entries(resolve_links(&listing.real, &links));
+        let (updates, resolved) = link_entries(resolve_links(&self.root, &listing.real, &links));
         stat != listing.stat
             || merge(&entries, updates) != listing.entries
             || resolved != listing.links
@@ -1167,7 +1185,7 @@ impl Index {
             stat,
             names: mut found,
             links,
-        }) = refresh::restat(&old.real, &names)
+        }) = refresh::restat(&self.root, &old.real, &names)
         else {
             self.invalidate(key, released);
             return false;
@@ -1210,7 +1228,7 @@ impl Index {
         let listing = Arc::new(Listing {
             path: old.path.clone(),
             real: old.real.clone(),
-            generation: self.next_generation.fetch_add(1, Ordering::SeqCst),
+            generation: self.genfile.next_generation(),
             slot: old.slot,
             stat,
             entries,
@@ -1311,7 +1329,7 @@ impl CrawlGuard<'_> {
             self.ticket.dirty.store(false, Ordering::SeqCst);
             self.unwatched.set(false);
             self.polled.set(false);
-            let stamp = stamp_of(self.key);
+            let stamp = stamp_of(&index.root, self.key);
             let outcome = self.crawl_once();
             if self.screened.get() {
                 return Indexed::Screened;
@@ -1360,7 +1378,7 @@ impl CrawlGuard<'_> {
         let index = self.index;
         let started = Instant::now();
         let max_entries = LiveLimits::get(&index.limits.max_entries_per_directory);
-        let outcome = refresh::crawl(self.key, self, max_entries, &index.engines);
+        let outcome = refresh::crawl(&index.root, self.key, self, max_entries, &index.engines);
         if let Outcome::Listed(listed) = &outcome {
             match listed.used {
                 Used::Sync => bump(&index.stats.crawls_sync),
@@ -1400,7 +1418,8 @@ impl CrawlGuard<'_> {
         index.release_unused(&mut watcher, released);
         drop(watcher);
         let keepable = targets.is_some();
-        let targets = targets.unwrap_or_else(|| resolve_links(&listed.real, &listed.links));
+        let targets =
+            targets.unwrap_or_else(|| resolve_links(&index.root, &listed.real, &listed.links));
         let (updates, resolved) = link_entries(targets);
         listed.entries = merge(&listed.entries, updates);
         listed.resolved = resolved;
@@ -1455,10 +1474,10 @@ impl Observer for CrawlGuard<'_> {
 
 /// The symlink entries `names` of the directory at `real`, resolved without
 /// watches (for an answer that is not kept, or a background comparison).
-fn resolve_links(real: &[u8], names: &[Bytes]) -> Vec<(Bytes, LinkTarget)> {
+fn resolve_links(root: &Root, real: &[u8], names: &[Bytes]) -> Vec<(Bytes, LinkTarget)> {
     names
         .iter()
-        .map(|name| (name.clone(), targets::resolve(real, name)))
+        .map(|name| (name.clone(), targets::resolve(root, real, name)))
         .collect()
 }
 
@@ -1544,10 +1563,12 @@ mod tests {
         std::fs::create_dir(&tree).expect("mkdir");
         let genfile_path = tmp.path().join("gen");
         let genfile = Arc::new(
-            GenFile::create(&genfile_path, 16, Duration::from_millis(200)).expect("genfile"),
+            GenFile::create(&genfile_path, 16, std::time::Duration::from_millis(200))
+                .expect("genfile"),
         );
         let stats = Arc::new(Stats::default());
         let index = Index::new(
+            Root::Host,
             Arc::new(LiveLimits::new(
                 &crate::config::Config::resolve(Default::default()).expect("defaults"),
             )),

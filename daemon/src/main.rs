@@ -25,6 +25,7 @@ mod systemd;
 mod targets;
 mod uds;
 mod uring;
+mod views;
 mod walk;
 mod watch;
 mod wire;

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use tokio::net::UnixStream;
 
+use crate::views::ViewCell;
+
 /// A connected client's credentials, as the kernel reported them at accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -25,6 +27,8 @@ pub struct Peer {
     /// empty when neither could be read, which can only make the check
     /// refuse more.
     pub groups: Vec<u32>,
+    /// The view its client passed at connect (`crate::views`), if any.
+    pub view: ViewCell,
 }
 
 impl Peer {
@@ -51,6 +55,7 @@ pub fn peer_of(stream: &UnixStream) -> PeerInfo {
             groups: peer_groups(stream.as_raw_fd())
                 .or_else(|| cred.pid().and_then(supplementary_groups))
                 .unwrap_or_default(),
+            view: ViewCell::default(),
         })),
         Err(error) => {
             tracing::warn!(%error, "cannot read peer credentials; serving nothing to it");
@@ -263,6 +268,7 @@ mod tests {
             gid,
             pid: None,
             groups: groups.to_vec(),
+            view: ViewCell::default(),
         }
     }
 

@@ -22,6 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::policy::{Access, Facts};
+pub use crate::walk::Root;
 use crate::walk::{self, fstat, fstatat, Start, Stop, Walked};
 use engine::{Engines, Filesystem, Plan, Used};
 
@@ -175,12 +176,13 @@ impl From<Stop> for Outcome {
 
 /// Resolves `path` (absolute, canonical) and lists the directory it names.
 pub fn crawl(
+    root: &Root,
     path: &[u8],
     observer: &dyn Observer,
     max_entries: usize,
     engines: &Engines,
 ) -> Outcome {
-    let start = match Start::root() {
+    let start = match Start::root(root) {
         Ok(start) => start,
         Err(error) => return refused(walk::refusal_for(&error, b"/"), Vec::new()),
     };
@@ -274,8 +276,12 @@ pub struct Restat {
 
 /// The directory at the real path `real`, listed again synchronously (the
 /// background check of polled directories); symlinks unresolved.
-pub fn relist(real: &[u8], max_entries: usize) -> io::Result<(Fingerprint, Vec<Entry>)> {
-    let dir = walk::open_directory(real, libc::O_RDONLY)?;
+pub fn relist(
+    root: &Root,
+    real: &[u8],
+    max_entries: usize,
+) -> io::Result<(Fingerprint, Vec<Entry>)> {
+    let dir = root.open_directory(real, libc::O_RDONLY)?;
     let st = fstat(&dir)?;
     let names = read_names(&dir, max_entries).map_err(|error| match error {
         ReadError::TooMany => io::Error::from_raw_os_error(libc::EFBIG),
@@ -289,8 +295,8 @@ pub fn relist(real: &[u8], max_entries: usize) -> io::Result<(Fingerprint, Vec<E
 }
 
 /// Re-reads `names` in the directory at the real path `real`.
-pub fn restat(real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
-    let dir = walk::open_directory(real, libc::O_RDONLY)?;
+pub fn restat(root: &Root, real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
+    let dir = root.open_directory(real, libc::O_RDONLY)?;
     let st = fstat(&dir)?;
     let mut found = Vec::with_capacity(names.len());
     let mut links = Vec::new();
@@ -672,7 +678,7 @@ mod tests {
         let gone = tmp.path().join("gone");
         std::fs::create_dir(&gone).expect("mkdir");
         let path = bytes_of(&gone);
-        match crawl(&path, &Remover, 100, &engines()) {
+        match crawl(&Root::Host, &path, &Remover, 100, &engines()) {
             Outcome::Raced { access } => {
                 let depth = path.iter().filter(|&&byte| byte == b'/').count();
                 assert_eq!(access.searched.len(), depth, "{access:?}");
@@ -700,7 +706,13 @@ mod tests {
                 target: private.clone(),
                 at_lookup_of,
             };
-            let outcome = crawl(&bytes_of(&public.join("inner")), &swapper, 100, &engines());
+            let outcome = crawl(
+                &Root::Host,
+                &bytes_of(&public.join("inner")),
+                &swapper,
+                100,
+                &engines(),
+            );
             match outcome {
                 Outcome::Listed(listed) => {
                     let names: Vec<&[u8]> = listed.entries.iter().map(|e| &e.name[..]).collect();
@@ -727,6 +739,7 @@ mod tests {
         symlink("real", tmp.path().join("link")).expect("symlink");
         let recorder = Recorder::default();
         let Outcome::Listed(listed) = crawl(
+            &Root::Host,
             &bytes_of(&tmp.path().join("link")),
             &recorder,
             100,
@@ -761,6 +774,7 @@ mod tests {
         std::fs::write(tmp.path().join("file"), b"").expect("write");
         let recorder = Recorder::default();
         let absent = crawl(
+            &Root::Host,
             &bytes_of(&tmp.path().join("nope/deeper")),
             &recorder,
             100,
@@ -777,6 +791,7 @@ mod tests {
             "{absent:?}"
         );
         let through_file = crawl(
+            &Root::Host,
             &bytes_of(&tmp.path().join("file/x")),
             &recorder,
             100,
@@ -790,6 +805,7 @@ mod tests {
             }
         ));
         let file = crawl(
+            &Root::Host,
             &bytes_of(&tmp.path().join("file")),
             &recorder,
             100,
@@ -806,6 +822,7 @@ mod tests {
         symlink("loop", tmp.path().join("loop")).expect("symlink");
         let recorder = Recorder::default();
         let looping = crawl(
+            &Root::Host,
             &bytes_of(&tmp.path().join("loop")),
             &recorder,
             100,
@@ -820,7 +837,7 @@ mod tests {
         for name in ["a", "b", "c"] {
             std::fs::write(dir.join(name), b"").expect("write");
         }
-        let limited = crawl(&bytes_of(&dir), &recorder, 2, &engines());
+        let limited = crawl(&Root::Host, &bytes_of(&dir), &recorder, 2, &engines());
         assert!(
             matches!(&limited, Outcome::Refused { refusal, .. } if refusal.reason.contains("more than 2 entries"))
         );

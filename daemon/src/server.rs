@@ -32,6 +32,8 @@ use crate::policy;
 use crate::policy::quota::Quotas;
 use crate::stats::Stats;
 use crate::systemd;
+use crate::views::Views;
+use crate::walk::Root;
 use crate::watch::{Heartbeat, Wake};
 use crate::wire::{Finder, FinderService, Learning, PeerRequests, RouteError, RouteTable};
 
@@ -106,6 +108,18 @@ pub async fn run(
     ));
     let index = Arc::new(
         Index::new(
+            Root::Host,
+            Arc::clone(&limits),
+            Arc::clone(&quotas),
+            &config.refresh,
+            Arc::clone(&genfile),
+            Arc::clone(&stats),
+        )
+        .map_err(ServerError::Inotify)?,
+    );
+    let views = Arc::new(
+        Views::new(
+            Arc::clone(&index),
             Arc::clone(&limits),
             Arc::clone(&quotas),
             &config.refresh,
@@ -118,14 +132,14 @@ pub async fn run(
         Heartbeat::new(config.lease(), Arc::clone(&limits)).map_err(ServerError::Inotify)?,
     );
     let reader =
-        spawn_reader(Arc::clone(&index), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
+        spawn_reader(Arc::clone(&views), Arc::clone(&heartbeat)).map_err(ServerError::Inotify)?;
     let (stop_checker, checker_stop) = std::sync::mpsc::channel::<()>();
-    let checker = spawn_checker(Arc::clone(&index), Arc::clone(&limits), checker_stop)
+    let checker = spawn_checker(Arc::clone(&views), Arc::clone(&limits), checker_stop)
         .map_err(ServerError::Inotify)?;
-    let learning = Learning::start(&config, &index).map_err(ServerError::Keeper)?;
+    let learning = Learning::start(&config, &views).map_err(ServerError::Keeper)?;
     let keeper = Arc::clone(&learning.keeper);
     let finder = Finder::new(
-        Arc::clone(&index),
+        Arc::clone(&views),
         Arc::clone(&stats),
         Arc::clone(&limits),
         quotas,
@@ -140,7 +154,7 @@ pub async fn run(
         limits,
         stats,
     };
-    let result = serve(config, listener, finder, &requests, &index, reload, signals).await;
+    let result = serve(config, listener, finder, &requests, &views, reload, signals).await;
     // Writes the plan state file one last time.
     keeper.stop();
     heartbeat.stop();
@@ -261,7 +275,7 @@ async fn serve(
     listener: UnixListener,
     finder: FinderService,
     requests: &PeerRequests,
-    index: &Index,
+    views: &Arc<Views>,
     reload: Reload,
     mut signals: Signals,
 ) -> Result<(), ServerError> {
@@ -286,7 +300,12 @@ async fn serve(
         )?
         .finish();
     let activity = Arc::clone(&reload.stats.connections);
-    let incoming = Incoming::new(listener, Arc::clone(&activity), Arc::clone(&reload.limits));
+    let incoming = Incoming::new(
+        listener,
+        Arc::clone(views),
+        Arc::clone(&activity),
+        Arc::clone(&reload.limits),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -324,7 +343,7 @@ async fn serve(
             _ = signals.interrupt.recv() => break StopReason::Signal("SIGINT"),
             _ = signals.hangup.recv() => reload.apply(&mut config),
             idle = idle_timeout(config.idle_exit(), &activity) => break StopReason::Idle(idle),
-            _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(index)),
+            _ = tokio::time::sleep(STATUS_INTERVAL) => systemd::status(&status_line(views)),
         }
     };
     match reason {
@@ -386,6 +405,7 @@ async fn no_request_in_flight(requests: &PeerRequests) {
 /// Clients waiting meanwhile time out and run stock CPython.
 struct Incoming {
     listener: UnixListener,
+    views: Arc<Views>,
     activity: Arc<Activity>,
     limits: Arc<LiveLimits>,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -397,9 +417,15 @@ struct Incoming {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Incoming {
-    fn new(listener: UnixListener, activity: Arc<Activity>, limits: Arc<LiveLimits>) -> Self {
+    fn new(
+        listener: UnixListener,
+        views: Arc<Views>,
+        activity: Arc<Activity>,
+        limits: Arc<LiveLimits>,
+    ) -> Self {
         Self {
             listener,
+            views,
             activity,
             limits,
             backoff: None,
@@ -416,7 +442,7 @@ impl Incoming {
         let uid = peer.as_ref().map(|peer| peer.uid);
         let limit = LiveLimits::get(&self.limits.max_connections_per_peer);
         match self.activity.connection(uid, limit) {
-            Ok(open) => Some(PeerStream::new(stream, peer, open)),
+            Ok(open) => Some(PeerStream::new(stream, peer, open, Arc::clone(&self.views))),
             Err(over) => {
                 let uid = uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
                 let why = format!(
@@ -525,11 +551,14 @@ fn raise_descriptor_limit() {
 const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One line for `systemctl status`.
-fn status_line(index: &Index) -> String {
-    let gauges = index.gauges();
+fn status_line(views: &Views) -> String {
+    let gauges = views.gauges();
     format!(
-        "serving: {} roots, {} directories, {} entries",
-        gauges.roots, gauges.directories, gauges.entries
+        "serving: {} roots, {} directories, {} entries, {} peer views",
+        gauges.roots,
+        gauges.directories,
+        gauges.entries,
+        views.count()
     )
 }
 
@@ -551,13 +580,14 @@ async fn idle_timeout(idle_exit: Option<Duration>, activity: &Activity) -> Durat
 
 /// The thread that reads inotify while no request does: it keeps slots and
 /// `dry_ns` current for clients that check the generation file.
-fn spawn_reader(index: Arc<Index>, heartbeat: Arc<Heartbeat>) -> io::Result<JoinHandle<()>> {
+fn spawn_reader(views: Arc<Views>, heartbeat: Arc<Heartbeat>) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("finderd-inotify".to_string())
         .spawn(move || {
-            let fd = index.inotify_fd();
+            // Readable when any index (the host's, a view's) has events.
+            let fd = views.poll_fd();
             while heartbeat.wait(fd) == Wake::Barrier {
-                index.barrier();
+                views.barrier_all();
             }
         })
 }
@@ -567,7 +597,7 @@ fn spawn_reader(index: Arc<Index>, heartbeat: Arc<Heartbeat>) -> io::Result<Join
 /// in-place rewrites. It wakes at least every [`CHECKER_TICK`] so that a
 /// reloaded interval takes effect at once.
 fn spawn_checker(
-    index: Arc<Index>,
+    views: Arc<Views>,
     limits: Arc<LiveLimits>,
     stop: std::sync::mpsc::Receiver<()>,
 ) -> io::Result<JoinHandle<()>> {
@@ -583,7 +613,7 @@ fn spawn_checker(
                 }
                 if last.elapsed() >= limits.poll_interval() {
                     last = std::time::Instant::now();
-                    index.recheck();
+                    views.recheck();
                 }
             }
         })

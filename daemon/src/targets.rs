@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use crate::policy::{Access, Facts};
 use crate::refresh::{join, parent_of, Fingerprint, Kind};
-use crate::walk::{self, Refusal, Start, Walked};
+use crate::walk::{self, Refusal, Root, Start, Walked};
 
 /// One symlink entry: the listing it is in and its name.
 pub type EntryId = (Bytes, Bytes);
@@ -69,10 +69,11 @@ impl walk::Observer for Lookups {
     }
 }
 
-/// Resolves the symlink `dir/name` (`dir` a real path) as the kernel would.
-pub fn resolve(dir: &[u8], name: &[u8]) -> LinkTarget {
+/// Resolves the symlink `dir/name` (`dir` a real path beneath `root`) as
+/// the kernel would.
+pub fn resolve(root: &Root, dir: &[u8], name: &[u8]) -> LinkTarget {
     let lookups = Lookups::default();
-    let walked = Start::directory(dir)
+    let walked = Start::directory(root, dir)
         .map_err(|_| None)
         .and_then(|start| walk::walk(start, name, &lookups).map_err(Some));
     let lookups = lookups.0.into_inner();
@@ -333,7 +334,7 @@ mod tests {
         symlink("real", root.join("via")).expect("symlink");
         std::fs::create_dir(root.join("listed")).expect("mkdir");
         symlink("../via/pkg/mod.py", root.join("listed/mod.py")).expect("symlink");
-        let target = resolve(&bytes_of(&root.join("listed")), b"mod.py");
+        let target = resolve(&Root::Host, &bytes_of(&root.join("listed")), b"mod.py");
         let locations: Vec<Vec<u8>> = target.lookups.iter().map(|(_, l)| l.clone()).collect();
         assert_eq!(
             locations,
@@ -355,7 +356,7 @@ mod tests {
         );
 
         symlink(root.join("real/pkg"), root.join("listed/pkg")).expect("symlink");
-        let dir_target = resolve(&bytes_of(&root.join("listed")), b"pkg");
+        let dir_target = resolve(&Root::Host, &bytes_of(&root.join("listed")), b"pkg");
         assert_eq!(dir_target.file, None);
         assert_eq!(
             dir_target.contents.as_deref(),
@@ -363,7 +364,7 @@ mod tests {
         );
 
         symlink("nowhere/x", root.join("listed/dangling")).expect("symlink");
-        let dangling = resolve(&bytes_of(&root.join("listed")), b"dangling");
+        let dangling = resolve(&Root::Host, &bytes_of(&root.join("listed")), b"dangling");
         assert_eq!(dangling.contents, None);
         assert_eq!(dangling.reached, None);
         assert_eq!(
@@ -373,7 +374,7 @@ mod tests {
 
         symlink("loop", root.join("listed/loop")).expect("symlink");
         assert_eq!(
-            resolve(&bytes_of(&root.join("listed")), b"loop").contents,
+            resolve(&Root::Host, &bytes_of(&root.join("listed")), b"loop").contents,
             None
         );
     }

@@ -15,6 +15,12 @@
 //! the filesystem is read, and so that a walk made for a peer stops at the
 //! first directory that peer could not search itself.
 //!
+//! A walk begins at a [`Root`]: the daemon's own `/`, or a peer's view (the
+//! root directory that peer passed at connect, see `crate::views`). In a
+//! view, paths resolve as `openat2(RESOLVE_IN_ROOT)` would resolve them:
+//! absolute symlinks restart at the view's root and `..` never goes above
+//! it, so a peer's paths mean what they mean in its own mount namespace.
+//!
 //! Kernel interface filesystems are never walked into: `/proc` answers by
 //! rules other than mode bits (`hidepid`, ptrace checks), and its symlinks
 //! are magic (`/proc/PID/cwd`, `/proc/self`) — followed by the daemon they
@@ -24,8 +30,9 @@ use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
-use crate::openat2::{openat2, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
+use crate::openat2::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use crate::policy::Facts;
 
 /// Symlinks followed in one walk before giving up, as Linux's MAXSYMLINKS.
@@ -128,20 +135,113 @@ pub enum Stop {
     Raced { searched: Vec<Facts> },
 }
 
+/// Where absolute paths begin: the daemon's own `/`, or a peer's view (a
+/// directory descriptor that peer passed; its paths resolve beneath it).
+#[derive(Debug, Clone)]
+pub enum Root {
+    Host,
+    View(Arc<OwnedFd>),
+}
+
+/// The same root: the host's, or the same view's descriptor.
+impl PartialEq for Root {
+    fn eq(&self, other: &Root) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Root {}
+
+impl Root {
+    pub fn is_host(&self) -> bool {
+        matches!(self, Root::Host)
+    }
+
+    /// Tells roots apart (0: the host's); equal while both are alive.
+    pub fn id(&self) -> usize {
+        match self {
+            Root::Host => 0,
+            Root::View(fd) => Arc::as_ptr(fd) as usize,
+        }
+    }
+
+    /// A fresh `O_PATH` descriptor of this root.
+    fn open(&self) -> io::Result<OwnedFd> {
+        match self {
+            Root::Host => open_raw(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY),
+            Root::View(fd) => open_raw(fd.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY),
+        }
+    }
+
+    /// `real` (absolute, canonical, no symlink in it) opened beneath this
+    /// root with `flags` (`O_DIRECTORY` added), following no symlink:
+    /// `open_directory` for the host, `openat2(RESOLVE_IN_ROOT |
+    /// RESOLVE_NO_SYMLINKS)` below a view's root (no fallback: views need
+    /// Linux 5.6).
+    pub fn open_directory(&self, real: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        match self {
+            Root::Host => open_directory(real, flags),
+            Root::View(root) => {
+                let flags = flags | libc::O_DIRECTORY | libc::O_CLOEXEC;
+                let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+                openat2(root.as_raw_fd(), &relative(real)?, flags, resolve)
+            }
+        }
+    }
+
+    /// `stat(path)` as a process whose root this is would see it (symlinks
+    /// followed, absolute ones from this root).
+    pub fn stat(&self, path: &[u8]) -> io::Result<libc::stat> {
+        match self {
+            Root::Host => {
+                let c_path =
+                    CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                // SAFETY: an all-zero stat is valid to be overwritten.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: a valid C string and out pointer.
+                if unsafe { libc::stat(c_path.as_ptr(), &mut st) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(st)
+            }
+            Root::View(root) => {
+                let flags = libc::O_PATH | libc::O_CLOEXEC;
+                let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+                let fd = openat2(root.as_raw_fd(), &relative(path)?, flags, resolve)?;
+                fstat(&fd)
+            }
+        }
+    }
+}
+
+/// An absolute path as one relative to the root it is resolved beneath
+/// (`.` for `/`).
+fn relative(path: &[u8]) -> io::Result<CString> {
+    let rest = path.strip_prefix(b"/").unwrap_or(path);
+    let rest = if rest.is_empty() {
+        b".".as_slice()
+    } else {
+        rest
+    };
+    CString::new(rest).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// Where a walk begins: a directory, its real path and its facts.
 pub struct Start {
+    root: Root,
     fd: OwnedFd,
     real: Vec<u8>,
     facts: Facts,
 }
 
 impl Start {
-    /// `/`.
-    pub fn root() -> io::Result<Start> {
-        let fd = open_raw(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY)?;
+    /// `/` of `root`.
+    pub fn root(root: &Root) -> io::Result<Start> {
+        let fd = root.open()?;
         let stat = fstat(&fd)?;
         let facts = Facts::of_stat(&stat, has_acl(&fd));
         Ok(Start {
+            root: root.clone(),
             fd,
             real: b"/".to_vec(),
             facts,
@@ -152,11 +252,12 @@ impl Start {
     /// swapped in since `real` was resolved fails with `ELOOP`). Its own
     /// facts count as searched by the walks that start here; those of its
     /// ancestors do not (the caller holds them).
-    pub fn directory(real: &[u8]) -> io::Result<Start> {
-        let fd = open_directory(real, libc::O_PATH)?;
+    pub fn directory(root: &Root, real: &[u8]) -> io::Result<Start> {
+        let fd = root.open_directory(real, libc::O_PATH)?;
         let stat = fstat(&fd)?;
         let facts = Facts::of_stat(&stat, has_acl(&fd));
         Ok(Start {
+            root: root.clone(),
             fd,
             real: real.to_vec(),
             facts,
@@ -165,9 +266,10 @@ impl Start {
 }
 
 /// Resolves `path` from `start` (`path` relative to it; a leading `/` or an
-/// absolute symlink target goes back to `/`).
+/// absolute symlink target goes back to the root's `/`).
 pub fn walk(start: Start, path: &[u8], observer: &dyn Observer) -> Result<Walked, Stop> {
     let mut walker = Walker {
+        root: start.root,
         pending: components(path).collect(),
         real: start.real,
         dir: start.fd,
@@ -183,6 +285,7 @@ pub fn walk(start: Start, path: &[u8], observer: &dyn Observer) -> Result<Walked
 }
 
 struct Walker {
+    root: Root,
     pending: VecDeque<Vec<u8>>,
     real: Vec<u8>,
     /// The directory `real` names, as reached.
@@ -201,9 +304,7 @@ impl Walker {
             }
             self.searched.push(self.current);
             if name == b".." {
-                self.real = parent_of(&self.real).to_vec();
-                let parent = self.real.clone();
-                self.step(c"..", parent)?;
+                self.up()?;
                 continue;
             }
             self.lookups += 1;
@@ -270,8 +371,28 @@ impl Walker {
         Ok(())
     }
 
+    /// `..`: the lexical parent (the real path has no symlink in it). At
+    /// the root it stays there. In a view the parent is opened again
+    /// beneath the view's root, so that a directory moved out of the view
+    /// during the walk cannot lead the walk out with it.
+    fn up(&mut self) -> Result<(), Stop> {
+        if self.real.as_slice() == b"/" {
+            return Ok(());
+        }
+        let parent = parent_of(&self.real).to_vec();
+        if self.root.is_host() {
+            self.real = parent.clone();
+            return self.step(c"..", parent);
+        }
+        match self.root.open_directory(&parent, libc::O_PATH) {
+            Ok(next) => self.enter(next, parent),
+            Err(error) if vanished(&error) => Err(self.raced()),
+            Err(error) => Err(self.refused_by(&error)),
+        }
+    }
+
     fn restart_at_root(&mut self) -> Result<(), Stop> {
-        let root = Start::root().map_err(|e| self.refused_by(&e))?;
+        let root = Start::root(&self.root).map_err(|e| self.refused_by(&e))?;
         self.real = root.real;
         self.dir = root.fd;
         self.current = root.facts;
@@ -291,6 +412,13 @@ impl Walker {
                 })
             }
         };
+        self.enter(next, location)
+    }
+
+    /// Makes the directory `next` (opened `O_PATH`, now at `location`) the
+    /// current one, with its facts. Whatever is not a directory any more
+    /// is `Raced`; a kernel interface filesystem is refused.
+    fn enter(&mut self, next: OwnedFd, location: Vec<u8>) -> Result<(), Stop> {
         let st = fstat(&next).map_err(|e| self.refused_by(&e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(self.raced());
@@ -460,6 +588,27 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `statx` of an open descriptor (`O_PATH` ones included) for `mask`.
+pub fn statx(fd: &OwnedFd, mask: libc::c_uint) -> io::Result<libc::statx> {
+    // SAFETY: an all-zero statx is valid to be overwritten.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an open descriptor, an empty C string with AT_EMPTY_PATH (the
+    // descriptor itself) and an out pointer.
+    let stated = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+            mask,
+            &mut stat,
+        )
+    };
+    if stated < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat)
+}
+
 pub fn fstatat(dir: &OwnedFd, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {
     // SAFETY: an all-zero `stat` is a valid value to be overwritten.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -562,7 +711,7 @@ mod tests {
     }
 
     fn walk_path(path: &[u8], observer: &dyn Observer) -> Result<Walked, Stop> {
-        walk(Start::root().expect("root"), path, observer)
+        walk(Start::root(&Root::Host).expect("root"), path, observer)
     }
 
     #[test]
@@ -673,17 +822,53 @@ mod tests {
     }
 
     #[test]
+    fn in_a_view_absolute_links_restart_at_its_root_and_dot_dot_stops_there() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonicalize");
+        std::fs::create_dir_all(root.join("usr/lib")).expect("mkdir");
+        std::fs::write(root.join("usr/lib/m.py"), b"x").expect("write");
+        symlink("/usr/lib", root.join("abs")).expect("symlink");
+        symlink("../../../../../usr", root.join("usr/lib/up")).expect("symlink");
+        let fd = open_directory(&bytes_of(&root), libc::O_PATH).expect("open");
+        let view = Root::View(Arc::new(fd));
+        for path in [
+            &b"/abs/m.py"[..],
+            b"/usr/lib/up/lib/m.py",
+            b"/../../usr/lib/m.py",
+        ] {
+            let start = Start::root(&view).expect("root");
+            let walked = walk(start, path, &Recorder::default()).expect("walk");
+            assert_eq!(walked.real, b"/usr/lib/m.py", "{}", path.escape_ascii());
+            assert_eq!(walked.stat.st_size, 1);
+        }
+        assert!(
+            view.stat(b"/abs/m.py").is_ok(),
+            "stat follows links in the view"
+        );
+        assert!(
+            view.open_directory(b"/abs", libc::O_PATH).is_err(),
+            "no symlink in a real path"
+        );
+        assert_eq!(
+            view.open_directory(b"/usr/lib", libc::O_PATH)
+                .map(|_| ())
+                .ok(),
+            Some(())
+        );
+    }
+
+    #[test]
     fn a_walk_can_start_at_a_directory() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = std::fs::canonicalize(tmp.path()).expect("canonicalize");
         std::fs::create_dir(root.join("a")).expect("mkdir");
         std::fs::write(root.join("a/f"), b"abc").expect("write");
-        let start = Start::directory(&bytes_of(&root)).expect("start");
+        let start = Start::directory(&Root::Host, &bytes_of(&root)).expect("start");
         let walked = walk(start, b"a/f", &Recorder::default()).expect("walk");
         assert_eq!(walked.real, bytes_of(&root.join("a/f")));
         assert_eq!(walked.searched.len(), 2, "the start and a");
         symlink(root.join("a"), root.join("l")).expect("symlink");
-        let through_link = Start::directory(&bytes_of(&root.join("l")));
+        let through_link = Start::directory(&Root::Host, &bytes_of(&root.join("l")));
         assert!(through_link.is_err(), "a start path has no symlinks");
     }
 }

@@ -35,6 +35,7 @@ use crate::genfile::{duration_ns, monotonic_ns};
 use crate::policy::quota::Quotas;
 use crate::refresh::{as_path, join};
 use crate::stats::{bump, Stats};
+use crate::walk::Root;
 
 /// Events that change a directory's namespace or an entry's attributes.
 fn namespace_mask() -> WatchMask {
@@ -123,8 +124,12 @@ struct Watch {
 }
 
 /// Owns the inotify descriptor and what each watch stands for. Lives behind
-/// the index's barrier mutex.
+/// the index's barrier mutex. Paths are real paths beneath `root`: in a
+/// peer's view (`crate::views`) each watch is added on the directory opened
+/// beneath the view's root, through its `/proc/self/fd` link, since the
+/// daemon's own paths name other files.
 pub struct Watcher {
+    root: Root,
     inotify: Inotify,
     by_wd: HashMap<i32, Watch>,
     /// Per listing key: its watch and the real path it was taken on.
@@ -141,11 +146,13 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(
+        root: Root,
         limits: Arc<LiveLimits>,
         quotas: Arc<Quotas>,
         stats: Arc<Stats>,
     ) -> io::Result<Self> {
         Ok(Self {
+            root,
             inotify: Inotify::init()?,
             by_wd: HashMap::new(),
             wd_of_listing: HashMap::new(),
@@ -255,17 +262,29 @@ impl Watcher {
     fn add(&mut self, path: &[u8], mask: WatchMask, owner: Option<u32>) -> Result<i32, WatchError> {
         // MASK_ADD: one inode may be both searched and listed; never narrow
         // a mask another target needs.
-        let added = self
-            .inotify
-            .watches()
-            .add(as_path(path), mask | WatchMask::MASK_ADD);
+        let added = match &self.root {
+            Root::Host => self
+                .inotify
+                .watches()
+                .add(as_path(path), mask | WatchMask::MASK_ADD),
+            Root::View(_) => {
+                let dir = match self.root.open_directory(path, libc::O_PATH) {
+                    Ok(dir) => dir,
+                    Err(error) => return Err(classify_add_error(error)),
+                };
+                let link = format!("/proc/self/fd/{}", dir.as_raw_fd());
+                self.inotify
+                    .watches()
+                    .add(&link, mask | WatchMask::MASK_ADD)
+            }
+        };
         let wd = match added {
             Ok(wd) => wd,
             Err(error) => return Err(classify_add_error(error)),
         };
         let id = wd.get_watch_descriptor_id();
         if !self.by_wd.contains_key(&id) {
-            if self.by_wd.len() as u64 >= self.daemon_max() {
+            if self.stats.watches.load(Ordering::Relaxed) >= self.daemon_max() {
                 // Undo: this daemon's own limit is reached.
                 let _ = self.inotify.watches().remove(wd);
                 return Err(WatchError::Limit);
@@ -280,7 +299,7 @@ impl Watcher {
                 owner,
             };
             self.by_wd.insert(id, watch);
-            self.publish_count();
+            self.stats.watches.fetch_add(1, Ordering::Relaxed);
         }
         Ok(id)
     }
@@ -299,8 +318,8 @@ impl Watcher {
                 // Fails only when the kernel already dropped the watch.
                 let _ = self.inotify.watches().remove(watch.descriptor);
                 self.quotas.unwatch(watch.owner);
+                self.stats.watches.fetch_sub(1, Ordering::Relaxed);
             }
-            self.publish_count();
         }
     }
 
@@ -323,14 +342,8 @@ impl Watcher {
         }
         // After IN_MOVE_SELF the watch lives on at the new place; drop it.
         let _ = self.inotify.watches().remove(descriptor);
-        self.publish_count();
+        self.stats.watches.fetch_sub(1, Ordering::Relaxed);
         Some(targets)
-    }
-
-    fn publish_count(&self) {
-        self.stats
-            .watches
-            .store(self.by_wd.len() as u64, Ordering::Relaxed);
     }
 
     /// Reads once from the queue. `Ok(None)`: the queue is dry.
@@ -406,6 +419,17 @@ impl Watcher {
             // The directory's own attributes (mode, owner, ACL) changed.
             None if mask.contains(EventMask::ATTRIB) => out.push(stale(targets)),
             None => {}
+        }
+    }
+}
+
+/// The daemon's watch count (`Stats::watches`, shared by every view's
+/// watcher) and each owner's share lose what a dropped watcher held.
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        for (_, watch) in self.by_wd.drain() {
+            self.quotas.unwatch(watch.owner);
+            self.stats.watches.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -576,8 +600,13 @@ mod tests {
     fn events_become_changes() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().as_os_str().as_encoded_bytes().to_vec();
-        let mut watcher =
-            Watcher::new(test_limits(None), Arc::default(), Arc::default()).expect("inotify");
+        let mut watcher = Watcher::new(
+            Root::Host,
+            test_limits(None),
+            Arc::default(),
+            Arc::default(),
+        )
+        .expect("inotify");
         let key = Bytes::from_static(b"/some/key");
         watcher.watch_listing(&key, &dir, Some(0)).expect("watch");
         watcher.watch_searched(&dir, Some(0)).expect("watch");
@@ -601,8 +630,13 @@ mod tests {
     fn own_watch_limit_is_enforced() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(tmp.path().join("a")).expect("mkdir");
-        let mut watcher =
-            Watcher::new(test_limits(Some(1)), Arc::default(), Arc::default()).expect("inotify");
+        let mut watcher = Watcher::new(
+            Root::Host,
+            test_limits(Some(1)),
+            Arc::default(),
+            Arc::default(),
+        )
+        .expect("inotify");
         let root = tmp.path().as_os_str().as_encoded_bytes().to_vec();
         watcher.watch_searched(&root, Some(0)).expect("first fits");
         let second = watcher.watch_searched(&join(&root, b"a"), Some(0));
@@ -620,8 +654,13 @@ mod tests {
             std::fs::create_dir(as_path(dir)).expect("mkdir");
         }
         let quotas: Arc<Quotas> = Arc::default();
-        let mut watcher = Watcher::new(test_limits(Some(8)), Arc::clone(&quotas), Arc::default())
-            .expect("inotify");
+        let mut watcher = Watcher::new(
+            Root::Host,
+            test_limits(Some(8)),
+            Arc::clone(&quotas),
+            Arc::default(),
+        )
+        .expect("inotify");
         let hostile: Vec<_> = (dirs[..4].iter())
             .map(|dir| watcher.watch_searched(dir, Some(1000)))
             .collect();

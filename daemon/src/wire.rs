@@ -51,9 +51,9 @@ use finderd_proto::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::config::LiveLimits;
-use crate::index::Index;
 use crate::policy::quota::{InflightLimit, Quotas};
 use crate::stats::Stats;
+use crate::views::Views;
 use crate::watch::Heartbeat;
 
 /// Everything a request can do wrong.
@@ -127,7 +127,8 @@ impl From<Error> for Status {
 
 /// The state every handler shares.
 pub struct Finder {
-    index: Arc<Index>,
+    /// Every index: the daemon's own view and the peers' (`crate::views`).
+    views: Arc<Views>,
     stats: Arc<Stats>,
     limits: Arc<LiveLimits>,
     quotas: Arc<Quotas>,
@@ -139,14 +140,14 @@ pub struct Finder {
 
 impl Finder {
     pub fn new(
-        index: Arc<Index>,
+        views: Arc<Views>,
         stats: Arc<Stats>,
         limits: Arc<LiveLimits>,
         quotas: Arc<Quotas>,
         heartbeat: Arc<Heartbeat>,
         learning: Learning,
     ) -> Self {
-        let genfile = index.genfile();
+        let genfile = views.host().genfile();
         let generations = pb::GenerationFile {
             path: bytes::Bytes::copy_from_slice(genfile.path().as_os_str().as_encoded_bytes()),
             epoch: genfile.epoch(),
@@ -154,7 +155,7 @@ impl Finder {
             lease_ns: crate::genfile::duration_ns(genfile.lease()),
         };
         Self {
-            index,
+            views,
             stats,
             limits,
             quotas,

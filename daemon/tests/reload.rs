@@ -298,6 +298,31 @@ async fn sighup_changes_max_watches_per_uid() {
 }
 
 #[tokio::test]
+async fn sighup_changes_max_views_per_uid() {
+    let served = Reloadable::start("", &[]);
+    let (a, b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let in_view = |root: &Path| {
+        let (socket, root) = (served.daemon.socket.clone(), root.to_owned());
+        async move { pb::finder_client::FinderClient::new(channel_in_view(&socket, &root).await) }
+    };
+    let mut in_a = in_view(a.path()).await;
+    let seen = lookup_one(&mut in_a, Path::new("/")).await;
+    assert_eq!(status(&seen), DirectoryStatus::Served);
+    served.reload("max_views_per_uid = 1\n");
+    let mut in_b = in_view(b.path()).await;
+    let refused = lookup_one(&mut in_b, Path::new("/")).await;
+    assert_eq!(status(&refused), DirectoryStatus::NotServed);
+    assert!(
+        refused.reason.contains("max_views_per_uid"),
+        "{}",
+        refused.reason
+    );
+}
+
+#[tokio::test]
 async fn sighup_changes_max_inflight_bytes_per_uid() {
     let served = Reloadable::start("", &[]);
     let tree = tempfile::tempdir().expect("tempdir");

@@ -4,8 +4,9 @@ PrivateTmp=. The same path names other files there, so the daemon must not
 answer for the client's paths from its own view (contract 1 of docs/design.md:
 finderd never makes an import fail that stock CPython satisfies).
 
-The daemon compares each path in the peer's view with its own
-(daemon/src/namespace.rs) and answers "not served" where they differ."""
+The client passes its root at connect and the daemon answers its paths
+beneath it (daemon/src/views.rs); test_views.py runs the same with an
+unprivileged daemon, overlayfs images and pods of their own."""
 
 import os
 import shutil

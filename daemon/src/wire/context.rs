@@ -1,5 +1,6 @@
-//! One request's context: who asks (the peer), in which mount-namespace
-//! view, where the handler runs (inline, on the blocking pool, or at its
+//! One request's context: who asks (the peer), in which view (the index of
+//! the daemon's own view, or of the root the peer passed at connect: see
+//! `crate::views`), where the handler runs (inline, on the blocking pool, or at its
 //! deadline), which filesystems are slow, and whether the barrier ran. Every
 //! path a handler answers goes through [`Context::ask`]: the index says what
 //! it holds, and the gate (`crate::policy::gate`) decides what of it this
@@ -13,8 +14,8 @@ use super::check::{non_canonical_reason, too_deep};
 use super::learning::BEING_INDEXED;
 use super::reply::{encode_answer, encode_listing, SLOW_FILESYSTEM_TRUE};
 use super::{Error, Finder};
-use crate::index::{Indexed, Listing, Role, Screen};
-use crate::namespace::{self, View};
+use crate::index::{Index, Indexed, Listing, Role, Screen};
+use crate::namespace;
 use crate::policy::{gate, Facts, PeerInfo};
 use crate::refresh::{Entry, Kind};
 use crate::stats::bump;
@@ -87,7 +88,11 @@ pub struct Context<'a> {
     pub finder: &'a Finder,
     pub peer: &'a PeerInfo,
     pub mode: Mode,
-    view: View,
+    /// The index of the peer's view.
+    index: &'a Index,
+    /// Why no path of this request is answered (a peer in another mount
+    /// namespace without a view, a view refused).
+    refusal: Option<String>,
     /// Devices of slow filesystems (`Directory.slow_filesystem`).
     slow: Vec<u64>,
     /// The barrier ran: the index reflects every change made before the
@@ -96,25 +101,32 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(finder: &'a Finder, peer: &'a PeerInfo, mode: Mode) -> Self {
+    /// Paths mean what they mean in the peer's view, or its mount namespace
+    /// (its client said `claimed`; see `crate::namespace`).
+    pub fn in_namespace_of(
+        finder: &'a Finder,
+        peer: &'a PeerInfo,
+        mode: Mode,
+        claimed: u64,
+    ) -> Self {
+        let (index, refusal) = match namespace::index_for(&finder.views, peer, claimed) {
+            Ok(index) => (index, None),
+            Err(reason) => (&**finder.views.host(), Some(reason)),
+        };
         Self {
             finder,
             peer,
             mode,
-            view: View::Same,
-            slow: finder
-                .index
-                .engines()
-                .slow_devices(finder.learning.slow_stat_ns),
+            index,
+            refusal,
+            slow: index.engines().slow_devices(finder.learning.slow_stat_ns),
             fresh: false,
         }
     }
 
-    /// Paths mean what they mean in the peer's mount namespace (its client
-    /// said `claimed`; see `crate::namespace`).
-    pub fn in_namespace_of(mut self, claimed: u64) -> Self {
-        self.view = namespace::view_of(self.peer, claimed);
-        self
+    /// The index of the peer's view.
+    pub fn index(&self) -> &'a Index {
+        self.index
     }
 
     /// Applies every change queued before now (see `Index::barrier`).
@@ -123,13 +135,13 @@ impl<'a> Context<'a> {
     pub fn barrier(&mut self) -> Result<(), Unanswered> {
         let finder = self.finder;
         finder.heartbeat.note_request();
+        let views = &finder.views;
         let elapsed = match self.mode {
-            Mode::Blocking => finder.index.barrier(),
-            Mode::Inline => finder
-                .index
-                .try_barrier()
+            Mode::Blocking => views.barrier(self.index),
+            Mode::Inline => views
+                .try_barrier(self.index)
                 .ok_or(Unanswered::NeedsFilesystem)?,
-            Mode::Deadline => match finder.index.try_barrier() {
+            Mode::Deadline => match views.try_barrier(self.index) {
                 Some(elapsed) => elapsed,
                 None => return Ok(()),
             },
@@ -158,16 +170,10 @@ impl<'a> Context<'a> {
         if !self.fresh {
             return Ok(self.being_indexed());
         }
-        match namespace::screen(self.view, path, self.mode == Mode::Blocking) {
-            namespace::Screen::Pass => {}
-            namespace::Screen::Later if self.mode == Mode::Inline => {
-                return Err(Unanswered::NeedsFilesystem)
-            }
-            namespace::Screen::Refuse | namespace::Screen::Later => {
-                return Ok(Answer::NotServed(namespace::REASON.to_string()))
-            }
+        if let Some(reason) = &self.refusal {
+            return Ok(Answer::NotServed(reason.clone()));
         }
-        let index = &self.finder.index;
+        let index = self.index;
         let indexed = match self.mode {
             Mode::Inline => index.peek(path, role).ok_or(Unanswered::NeedsFilesystem)?,
             Mode::Blocking => index.answer(path, role, &PeerScreen(self.peer)),

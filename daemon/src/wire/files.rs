@@ -17,6 +17,7 @@ use crate::index::{Listing, Role};
 use crate::plan::PlanView;
 use crate::policy::{gate, PeerInfo};
 use crate::refresh::{parent_of, Kind};
+use crate::walk::Root;
 
 /// One compiled file chosen for a reply, and the listing that names it.
 pub struct Chosen {
@@ -43,7 +44,7 @@ pub fn for_snapshot(
     if plan.files.is_empty() || budget == 0 || !files.enabled() {
         return Ok(Vec::new());
     }
-    let candidates = candidates(plan, |parent| {
+    let candidates = candidates(context.index().root(), plan, |parent| {
         Ok(match context.ask(parent, 0, Role::Other)? {
             Answer::Listed(listing) if context.is_slow(&listing) => Some(listing),
             _ => None,
@@ -79,8 +80,10 @@ pub fn fill(files: &CompiledFiles, candidates: &[Candidate], found: &[Lookup]) {
 }
 
 /// Each planned compiled file whose directory `listing_of` gives (for this
-/// peer, on a slow filesystem), listed there as a regular file.
+/// peer, on a slow filesystem, beneath `root`), listed there as a regular
+/// file.
 pub fn candidates(
+    root: &Root,
     plan: &PlanView,
     mut listing_of: impl FnMut(&Bytes) -> Result<Option<Arc<Listing>>, Unanswered>,
 ) -> Result<Vec<Candidate>, Unanswered> {
@@ -104,7 +107,7 @@ pub fn candidates(
             }
         };
         let Some(listing) = listing else { continue };
-        if let Some(wanted) = wanted(&listing, name) {
+        if let Some(wanted) = wanted(root, &listing, name) {
             candidates.push(Candidate {
                 parent: listing,
                 path: path.clone(),
@@ -116,7 +119,7 @@ pub fn candidates(
 }
 
 /// The file `name` as `listing` names it: a regular file, not a symlink.
-fn wanted(listing: &Listing, name: Bytes) -> Option<Wanted> {
+fn wanted(root: &Root, listing: &Listing, name: Bytes) -> Option<Wanted> {
     let at = (listing.entries)
         .binary_search_by(|e| e.name.as_ref().cmp(&name))
         .ok()?;
@@ -126,6 +129,7 @@ fn wanted(listing: &Listing, name: Bytes) -> Option<Wanted> {
     }
     let dir = listing.access.listed?;
     Some(Wanted {
+        root: root.clone(),
         dir: listing.real.clone(),
         dir_id: (dir.dev, dir.ino),
         name,

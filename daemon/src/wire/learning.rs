@@ -22,9 +22,11 @@ use super::context::{answer_for, Answer, PeerScreen};
 use super::files;
 use crate::bytecode::CompiledFiles;
 use crate::config::{Config, Engine};
-use crate::index::{Index, Role};
+use crate::index::Role;
+use crate::namespace;
 use crate::plan::{Keeper, PlanKey, Plans};
 use crate::policy::{Peer, PeerInfo};
+use crate::views::Views;
 
 /// The reason of a directory not indexed by the request's deadline.
 pub const BEING_INDEXED: &str = "being indexed";
@@ -46,7 +48,7 @@ pub struct Learning {
 impl Learning {
     /// Loads the plans of the daemon on `config.socket` from the state file
     /// and starts the keeper thread (stop it with `keeper.stop()`).
-    pub fn start(config: &Config, index: &Arc<Index>) -> std::io::Result<Learning> {
+    pub fn start(config: &Config, views: &Arc<Views>) -> std::io::Result<Learning> {
         let settings = &config.plans;
         let socket = config.socket.as_os_str().as_encoded_bytes().to_vec();
         let plans = Arc::new(Plans::new(settings));
@@ -57,10 +59,10 @@ impl Learning {
             config.refresh.engine != Engine::Sync,
         ));
         let warm = {
-            let (index, plans, files) = (Arc::clone(index), Arc::clone(&plans), Arc::clone(&files));
+            let (views, plans, files) = (Arc::clone(views), Arc::clone(&plans), Arc::clone(&files));
             let slow_stat_ns = settings.slow_stat_ns;
             Box::new(move |key: &PlanKey, peer: &Arc<Peer>| {
-                warm_plan(&index, &plans, &files, slow_stat_ns, key, peer)
+                warm_plan(&views, &plans, &files, slow_stat_ns, key, peer)
             })
         };
         let keeper = Arc::new(Keeper::spawn(Arc::clone(&plans), socket, warm)?);
@@ -110,10 +112,10 @@ impl Learning {
     }
 }
 
-/// Reads ahead what `key`'s plan needs, for and as `peer` (on the keeper
-/// thread, after a Report).
+/// Reads ahead what `key`'s plan needs, for and as `peer`, in its view (on
+/// the keeper thread, after a Report).
 pub fn warm_plan(
-    index: &Index,
+    views: &Views,
     plans: &Plans,
     files: &CompiledFiles,
     slow_stat_ns: u64,
@@ -124,8 +126,11 @@ pub fn warm_plan(
         return;
     };
     let started = Instant::now();
-    index.barrier();
     let peer: PeerInfo = Some(Arc::clone(peer));
+    let Ok(index) = namespace::index_for(views, &peer, 0) else {
+        return;
+    };
+    views.barrier(index);
     let screen = PeerScreen(&peer);
     let ask = |path: &Bytes| answer_for(&peer, index.answer(path, Role::Other, &screen), 0);
     for path in &plan.directories {
@@ -134,7 +139,7 @@ pub fn warm_plan(
         }
     }
     let slow = index.engines().slow_devices(slow_stat_ns);
-    let candidates = files::candidates(&plan, |parent| {
+    let candidates = files::candidates(index.root(), &plan, |parent| {
         Ok(match ask(parent) {
             Answer::Listed(listing) if slow.contains(&listing.device) => Some(listing),
             _ => None,

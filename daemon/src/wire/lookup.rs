@@ -22,7 +22,7 @@ pub fn lookup(
     mode: Mode,
 ) -> Handled {
     check_lookup(&finder.limits, request)?;
-    let mut context = Context::new(finder, peer, mode).in_namespace_of(request.mount_namespace);
+    let mut context = Context::in_namespace_of(finder, peer, mode, request.mount_namespace);
     context.barrier()?;
     let header = pb::LookupReply {
         protocol_version: PROTOCOL_VERSION,

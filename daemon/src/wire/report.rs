@@ -10,7 +10,7 @@ use finderd_proto::v1 as pb;
 use super::check::{check_report, non_canonical_reason};
 use super::context::{Handled, Mode};
 use super::Finder;
-use crate::namespace::{self, View};
+use crate::namespace;
 use crate::plan::PlanKey;
 use crate::policy::PeerInfo;
 
@@ -43,11 +43,12 @@ pub fn report(
         refused = adapted.refused,
         "plan reported"
     );
-    // Warmed as the reporting peer, in its view: a peer in another mount
-    // namespace names paths the daemon would read in its own.
-    let own_view =
-        namespace::view_of(&Some(Arc::clone(peer)), request.mount_namespace) == View::Same;
-    if (adapted.added > 0 || !files.is_empty()) && own_view {
+    // Warmed as the reporting peer, in its view (`crate::namespace`): a
+    // peer in another mount namespace that passed no view names paths the
+    // daemon would read in its own.
+    let reporter = Some(Arc::clone(peer));
+    let has_view = namespace::index_for(&finder.views, &reporter, request.mount_namespace).is_ok();
+    if (adapted.added > 0 || !files.is_empty()) && has_view {
         learning.keeper.warm(key, Arc::clone(peer));
     }
     Ok(Bytes::new())

@@ -40,7 +40,7 @@ pub fn snapshot(
     mode: Mode,
 ) -> Handled {
     check_snapshot(&finder.limits, request)?;
-    let mut context = Context::new(finder, peer, mode).in_namespace_of(request.mount_namespace);
+    let mut context = Context::in_namespace_of(finder, peer, mode, request.mount_namespace);
     context.barrier()?;
     let mut reply = Answers::new(&context, &header(finder), SNAPSHOT_DIRECTORIES_FIELD);
     let mut served = Vec::new();

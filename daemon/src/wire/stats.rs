@@ -21,11 +21,12 @@ pub fn stats(
 ) -> Handled {
     let everything = finder
         .stats
-        .reply(finder.index.gauges(), finder.index.engine_report());
+        .reply(finder.views.gauges(), finder.views.host().engine_report());
     let reply = if gate::sees_everything(peer) {
         let mut reply = everything;
         let slow = finder
-            .index
+            .views
+            .host()
             .engines()
             .slow_devices(finder.learning.slow_stat_ns);
         finder.learning.fill_stats(&mut reply, slow);

@@ -218,6 +218,14 @@ pub async fn channel(socket: &Path) -> Channel {
         .expect("connect to finderd")
 }
 
+/// As [`channel`], passing `root` as the connection's view: its paths are
+/// answered as beneath `root`.
+pub async fn channel_in_view(socket: &Path, root: &Path) -> Channel {
+    uds::connect_in_view(uds::endpoint(), socket, root)
+        .await
+        .expect("connect to finderd with a view")
+}
+
 /// As [`channel`], connecting at the first call: for a connection the
 /// daemon may refuse at accept.
 pub fn lazy_channel(socket: &Path) -> Channel {

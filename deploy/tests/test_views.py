@@ -1,0 +1,182 @@
+"""One node daemon without privilege serving pods (docs/operating.md,
+Kubernetes; daemon/src/views.rs): real mount, PID and user namespaces.
+
+The daemon runs as nobody with no capabilities (setpriv), in a mount and PID
+namespace of its own where the pods' paths are an empty tmpfs, like a
+DaemonSet without hostPID. Each pod is a mount and PID namespace (rootful:
+its processes are root; rootless: a user namespace of an unprivileged uid)
+whose /app is an overlayfs of an image: a copy of a venv with the finderd
+client, and a module. Two images carry different content at the same path.
+The socket directory is bind-mounted into each pod. The pod's interpreter
+passes its root at connect; the daemon answers its paths as the pod sees
+them, and nothing of one pod reaches another."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import CLIENT_TIMEOUTS, health, run
+
+# The interpreter of the images: the system's 3.11 (the pods run as other
+# users, who cannot reach pyenv's under /root).
+IMAGE_PYTHON = "/usr/bin/python3.11"
+NOBODY = 65534
+ROOTLESS_UID = 4321
+
+PROBE = """
+import importlib.util, json, os, probe, finderd
+client = finderd.client()
+here = os.path.dirname(probe.__file__)
+print(json.dumps({
+    "value": probe.VALUE,
+    "only_in_b": importlib.util.find_spec("only_in_b") is not None,
+    "state": finderd.state(),
+    "described": client.describe(here) if client else None,
+    "counters": client.counters() if client else None,
+}))
+"""
+
+
+def needs_namespaces():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make namespaces and overlay mounts")
+    for tool in ("unshare", "setpriv"):
+        if not shutil.which(tool):
+            pytest.skip("needs %s(1)" % tool)
+    if not os.access(IMAGE_PYTHON, os.X_OK):
+        pytest.skip("needs %s for the images" % IMAGE_PYTHON)
+
+
+def make_image(base, name, client_python, modules):
+    """An image directory: venv/ (the system 3.11, with the finderd client of
+    client_python's venv copied in) and src/ with `modules`."""
+    image = os.path.join(base, name)
+    venv = os.path.join(image, "venv")
+    run([IMAGE_PYTHON, "-m", "venv", "--without-pip", venv])
+    site = run([client_python, "-c", "import finderd, os; print(os.path.dirname(os.path.dirname(finderd.__file__)))"]
+               ).stdout.strip()
+    target = os.path.join(venv, "lib", "python3.11", "site-packages")
+    for entry in os.listdir(site):
+        if entry.startswith("finderd"):
+            source = os.path.join(site, entry)
+            if os.path.isdir(source):
+                shutil.copytree(source, os.path.join(target, entry))
+            else:
+                shutil.copy2(source, target)
+    src = os.path.join(image, "src")
+    os.makedirs(src)
+    for module, text in modules.items():
+        with open(os.path.join(src, module + ".py"), "w") as f:
+            f.write(text)
+    return image
+
+
+class Node:
+    """The daemon, unprivileged, in namespaces of its own, and the pods."""
+
+    def __init__(self, finderd_bin, base):
+        self.base = base
+        self.app = os.path.join(base, "app")  # where every pod mounts its image
+        self.sockdir = os.path.join(base, "sock")
+        os.makedirs(self.app)
+        os.makedirs(self.sockdir)
+        os.chown(self.sockdir, NOBODY, NOBODY)
+        self.log = open(os.path.join(base, "daemon.log"), "w")
+        socket_path = os.path.join(self.sockdir, "finderd.sock")
+        self.daemon = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs tmpfs "$1" && exec setpriv --reuid %d --regid %d --clear-groups '
+             '--inh-caps=-all --bounding-set=-all --no-new-privs "$2" serve --socket "$3" '
+             '--socket-mode 666' % (NOBODY, NOBODY),
+             "sh", self.app, finderd_bin, socket_path],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while health(finderd_bin, socket_path).returncode != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail("the unprivileged daemon did not start:\n" + self.daemon_log())
+            time.sleep(0.1)
+
+    def daemon_log(self):
+        with open(os.path.join(self.base, "daemon.log")) as f:
+            return f.read()
+
+    def pod(self, image, rootless, script=PROBE):
+        """Runs `script` with the image's interpreter in a new pod; returns
+        what it printed, parsed."""
+        pod = tempfile.mkdtemp(prefix="pod-", dir=self.base)
+        upper, work = os.path.join(pod, "upper"), os.path.join(pod, "work")
+        os.makedirs(upper)
+        os.makedirs(work)
+        namespaces = ["unshare", "--mount", "--pid", "--fork", "--propagation", "private"]
+        if rootless:
+            for path in (pod, upper, work):
+                os.chown(path, ROOTLESS_UID, ROOTLESS_UID)
+            namespaces = ["setpriv", "--reuid", str(ROOTLESS_UID), "--regid", str(ROOTLESS_UID),
+                          "--clear-groups", "unshare", "--user", "--map-root-user"] + namespaces[1:]
+        app = self.app
+        env = {"PATH": "/usr/bin:/bin", "FINDERD_SOCKET": app + "/run/finderd.sock",
+               "FINDERD_DAEMON_USER": "nobody", "PYTHONPATH": app + "/src",
+               "PYTHONDONTWRITEBYTECODE": "1", **CLIENT_TIMEOUTS}
+        result = run(namespaces + [
+            "sh", "-c",
+            'set -e; mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"; '
+            'mkdir -p "$4/run"; mount --bind "$5" "$4/run"; exec "$4/venv/bin/python" -c "$6"',
+            "sh", image, upper, work, app, self.sockdir, script], env=env, check=False, timeout=120)
+        if result.returncode != 0:
+            pytest.fail("the pod failed:\n%s\n%s\ndaemon:\n%s" % (result.stdout, result.stderr, self.daemon_log()))
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def close(self):
+        self.daemon.terminate()
+        try:
+            self.daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            self.daemon.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def base():
+    needs_namespaces()
+    # World-searchable: the daemon (nobody) and rootless pods walk it.
+    path = tempfile.mkdtemp(prefix="finderd-views-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["umount", "-R", os.path.join(path, "app")], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["rootful", "rootless"])
+def test_an_unprivileged_node_daemon_serves_each_pod_as_it_sees_itself(finderd_bin, client_python, base,
+                                                                      rootless):
+    images = {
+        "a": make_image(base, "image-a", client_python, {"probe": "VALUE = 'a'\n"}),
+        "b": make_image(base, "image-b", client_python, {"probe": "VALUE = 'b'\n", "only_in_b": ""}),
+    }
+    subprocess.run(["chmod", "-R", "a+rX", images["a"], images["b"]], check=True)
+    node = Node(finderd_bin, base)
+    try:
+        seen = {name: node.pod(image, rootless) for name, image in images.items()}
+        again = node.pod(images["a"], rootless)
+    finally:
+        node.close()
+    for name, probe in list(seen.items()) + [("a", again)]:
+        assert probe["value"] == name, probe
+        assert probe["only_in_b"] == (name == "b"), probe
+        assert "served by" in probe["state"], probe
+        status, reason = probe["described"][0], probe["described"][1]
+        assert status == "served", "%s: %s (%s)" % (name, status, reason)
+        assert probe["counters"]["answered"] > 0, probe
+        assert probe["counters"]["not_served"] == 0, probe
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
