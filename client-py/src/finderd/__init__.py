@@ -114,7 +114,32 @@ def state():
     """One line: what finderd does in this interpreter now."""
     if _client is None:
         return _reason
-    return sys.modules["finderd._activation"].describe(_socket, _client.status())
+    said = _describe(_socket, _client.status())
+    if _launcher is not None and said.startswith("active:"):
+        said += " (the finderd-python launcher)"
+    return said
+
+
+def _times(n):
+    return "once" if n == 1 else "%d times" % n
+
+
+def _describe(socket, status):
+    """finderd.state() of an interpreter whose client is @status (Client.status())."""
+    if status["state"] == "served":
+        if not status["reconnects"]:
+            return "active: served by %s" % (socket,)
+        return "active: served by %s again (reconnected %s; lost it last: %s)" % (
+            socket, _times(status["reconnects"]), status["lost_reason"])
+    when = "the next import"
+    if status["retry_in_s"] > 0:
+        when = "the first import after %.1f s" % status["retry_in_s"]
+    tried = ""
+    if status["attempts"]:
+        tried = " (tried %s so far, the last failed: %s)" % (
+            _times(status["attempts"]), status["reason"])
+    return "fell back to stock: lost the daemon at %s (%s); reconnecting at %s%s" % (
+        socket, status["lost_reason"], when, tried)
 
 
 def client():
