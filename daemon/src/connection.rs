@@ -22,16 +22,19 @@ use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
 
 use crate::activity::OpenConnection;
+use crate::policy::limits::Place;
 use crate::policy::PeerInfo;
 use crate::views::{PeerView, Views};
 use authority::AuthorityFix;
 use handshake::{First, Handshake};
 
-/// A Unix stream with its peer's credentials read once, at accept, and the
-/// guard that counts it as open (for `max_connections_per_peer`).
+/// A Unix stream with its peer's credentials read once, at accept, the
+/// place it holds (for `max_connections_per_peer`) and the guard that
+/// marks its close for `--idle-exit`.
 pub struct PeerStream {
     stream: UnixStream,
     peer: PeerInfo,
+    _place: Place,
     _open: OpenConnection,
     /// Where the peer is in the HTTP/2 byte stream, and the deadline of the
     /// preface or frame it has started and not finished.
@@ -114,17 +117,19 @@ impl Framing {
 }
 
 impl PeerStream {
-    /// A stream whose peer is `peer` (from [`peer_of`]), counted as `open`;
-    /// a view it passes is opened in `views`.
+    /// A stream whose peer is `peer` (from [`peer_of`]), holding `place`,
+    /// its opening marked by `open`; a view it passes is opened in `views`.
     pub fn new(
         stream: UnixStream,
         peer: PeerInfo,
+        place: Place,
         open: OpenConnection,
         views: Arc<Views>,
     ) -> Self {
         Self {
             stream,
             peer,
+            _place: place,
             _open: open,
             framing: Framing::Preface { seen: 0 },
             stall: None,

@@ -6,7 +6,12 @@
 //! presence of every directory a path's resolution searched, and of the
 //! directory itself) when it crawls; they are cached with the listing and
 //! thrown away with it when inotify reports a change.
+//!
+//! Per-uid resource policy is in the submodules: `quota` (what a uid's
+//! requests make the daemon hold, in nodes, entries, bytes and watches) and
+//! `limits` (how many connections and requests in flight a uid holds at once).
 
+pub mod limits;
 pub mod quota;
 
 use std::io;

@@ -29,13 +29,14 @@ use crate::genfile::{GenFile, GenFileError};
 use crate::index::Index;
 use crate::logging::LogLevel;
 use crate::policy;
+use crate::policy::limits::{uid_name, OverLimit, PeerLimits, UidLimiter};
 use crate::policy::quota::Quotas;
 use crate::stats::Stats;
 use crate::systemd;
 use crate::views::Views;
 use crate::walk::Root;
 use crate::watch::{Heartbeat, Wake};
-use crate::wire::{Finder, FinderService, Learning, PeerRequests, RouteError, RouteTable};
+use crate::wire::{Finder, FinderService, Learning, RouteError, RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -95,8 +96,11 @@ pub async fn run(
     let signals = Signals::install()?;
     let (listener, files, config) = listen(config, activated)?;
     let stats = Arc::new(Stats::default());
+    // The idle clock starts with the daemon, not when it starts serving.
+    let activity = Arc::new(Activity::default());
     stats.set_limits(config.limits());
     let limits = Arc::new(LiveLimits::new(&config));
+    let peers = PeerLimits::new(Arc::clone(&limits));
     let genfile = Arc::new(GenFile::create(
         &config.generation_file(),
         config.values.generation_slots,
@@ -144,9 +148,9 @@ pub async fn run(
         Arc::clone(&limits),
         quotas,
         Arc::clone(&heartbeat),
+        peers.clone(),
         learning,
     );
-    let requests = finder.requests();
     let finder = FinderService::new(finder);
     let reload = Reload {
         source,
@@ -154,7 +158,8 @@ pub async fn run(
         limits,
         stats,
     };
-    let result = serve(config, listener, finder, &requests, &views, reload, signals).await;
+    let load = Load { peers, activity };
+    let result = serve(config, listener, finder, load, &views, reload, signals).await;
     // Writes the plan state file one last time.
     keeper.stop();
     heartbeat.stop();
@@ -270,11 +275,18 @@ impl Reload {
     }
 }
 
+/// Who holds what while serving: places per peer uid (policy) and the idle
+/// clock (`--idle-exit`).
+struct Load {
+    peers: PeerLimits,
+    activity: Arc<Activity>,
+}
+
 async fn serve(
     mut config: Config,
     listener: UnixListener,
     finder: FinderService,
-    requests: &PeerRequests,
+    load: Load,
     views: &Arc<Views>,
     reload: Reload,
     mut signals: Signals,
@@ -299,12 +311,12 @@ async fn serve(
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         )?
         .finish();
-    let activity = Arc::clone(&reload.stats.connections);
+    let Load { peers, activity } = load;
     let incoming = Incoming::new(
         listener,
         Arc::clone(views),
         Arc::clone(&activity),
-        Arc::clone(&reload.limits),
+        Arc::clone(&peers.connections),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -373,7 +385,7 @@ async fn serve(
                 Ok(())
             }
         },
-        () = no_request_in_flight(requests) => {
+        () = no_request_in_flight(&peers.requests) => {
             tracing::debug!("no request in flight; closing idle connections");
             Ok(())
         }
@@ -385,12 +397,12 @@ async fn serve(
 /// timeout, on idle connections whose clients (interpreters between two
 /// calls) do not read the GOAWAY and PING it sends; those connections carry
 /// nothing to lose.
-async fn no_request_in_flight(requests: &PeerRequests) {
+async fn no_request_in_flight(requests: &UidLimiter) {
     const CHECK: Duration = Duration::from_millis(10);
     let mut idle_checks = 0;
     while idle_checks < 2 {
         tokio::time::sleep(CHECK).await;
-        idle_checks = if requests.in_flight() == 0 {
+        idle_checks = if requests.held_now() == 0 {
             idle_checks + 1
         } else {
             0
@@ -407,7 +419,8 @@ struct Incoming {
     listener: UnixListener,
     views: Arc<Views>,
     activity: Arc<Activity>,
-    limits: Arc<LiveLimits>,
+    /// Connections per peer uid (`max_connections_per_peer`).
+    connections: Arc<UidLimiter>,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Accepts failed since the last success (logged once per episode).
     failed: u64,
@@ -421,13 +434,13 @@ impl Incoming {
         listener: UnixListener,
         views: Arc<Views>,
         activity: Arc<Activity>,
-        limits: Arc<LiveLimits>,
+        connections: Arc<UidLimiter>,
     ) -> Self {
         Self {
             listener,
             views,
             activity,
-            limits,
+            connections,
             backoff: None,
             failed: 0,
         }
@@ -440,31 +453,35 @@ impl Incoming {
     fn admit(&self, stream: tokio::net::UnixStream) -> Option<PeerStream> {
         let peer = policy::peer_of(&stream);
         let uid = peer.as_ref().map(|peer| peer.uid);
-        let limit = LiveLimits::get(&self.limits.max_connections_per_peer);
-        match self.activity.connection(uid, limit) {
-            Ok(open) => Some(PeerStream::new(stream, peer, open, Arc::clone(&self.views))),
+        match self.connections.take(uid) {
+            Ok(place) => {
+                let open = self.activity.connection();
+                let views = Arc::clone(&self.views);
+                Some(PeerStream::new(stream, peer, place, open, views))
+            }
             Err(over) => {
-                let uid = uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
-                let why = format!(
-                    "peer uid {uid} holds {} connections, the limit max_connections_per_peer = {}",
-                    over.open, over.limit
-                );
-                if over.first {
-                    tracing::warn!(
-                        peer_uid = %uid,
-                        open = over.open,
-                        limit = over.limit,
-                        "connection refused: max_connections_per_peer reached; this uid's further \
-                         interpreters run stock CPython until it closes some"
-                    );
-                }
-                // A fresh socket's send buffer is empty: this cannot block,
-                // and if it fails the close says enough.
-                let _ = stream.try_write(&connection::refusal_frames(&why));
+                refuse(&stream, &over);
                 None
             }
         }
     }
+}
+
+/// Tells a stream over `max_connections_per_peer` why it is closed (the
+/// first refusal of an episode is logged too).
+fn refuse(stream: &tokio::net::UnixStream, over: &OverLimit) {
+    if over.first {
+        tracing::warn!(
+            peer_uid = %uid_name(&over.uid),
+            open = over.held,
+            limit = over.limit,
+            "connection refused: max_connections_per_peer reached; this uid's further \
+             interpreters run stock CPython until it closes some"
+        );
+    }
+    // A fresh socket's send buffer is empty: this cannot block, and if it
+    // fails the close says enough.
+    let _ = stream.try_write(&connection::refusal_frames(&over.to_string()));
 }
 
 fn out_of_resources(error: &io::Error) -> bool {

@@ -4,12 +4,9 @@
 //! no decision in the daemon reads them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use finderd_proto::v1 as pb;
-
-use crate::activity::Activity;
 
 /// Buckets `i` hold latencies in `[2^(i-1), 2^i)` microseconds (bucket 0:
 /// below 1 us); the last one also holds everything slower.
@@ -118,14 +115,11 @@ pub struct Stats {
     pub crawls_sync: AtomicU64,
     pub crawls_uring: AtomicU64,
     pub evictions: AtomicU64,
-    pub peer_limit_rejections: AtomicU64,
     pub mtime_checks: AtomicU64,
     pub mtime_recrawls: AtomicU64,
     pub barrier_latency: Histogram,
     pub refresh_latency: Histogram,
     pub request_latency: Histogram,
-    /// Open connections per peer uid; also what `--idle-exit` watches.
-    pub connections: Arc<Activity>,
 }
 
 impl Default for Stats {
@@ -147,13 +141,11 @@ impl Default for Stats {
             crawls_sync: AtomicU64::new(0),
             crawls_uring: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
-            peer_limit_rejections: AtomicU64::new(0),
             mtime_checks: AtomicU64::new(0),
             mtime_recrawls: AtomicU64::new(0),
             barrier_latency: Histogram::default(),
             refresh_latency: Histogram::default(),
             request_latency: Histogram::default(),
-            connections: Arc::default(),
         }
     }
 }
@@ -204,7 +196,6 @@ impl Stats {
             request_latency: Some(self.request_latency.summary()),
             polled_roots: gauges.polled_roots,
             evictions: load(&self.evictions),
-            peer_limit_rejections: load(&self.peer_limit_rejections),
             io_uring: engines.io_uring,
             filesystems: engines.filesystems,
             limits: self
@@ -217,9 +208,8 @@ impl Stats {
                 .collect(),
             mtime_checks: load(&self.mtime_checks),
             mtime_recrawls: load(&self.mtime_recrawls),
-            open_connections: self.connections.open_connections() as u64,
-            connection_limit_rejections: self.connections.refused_connections(),
-            // Plans, compiled files, deadlines: `wire::planned` fills them.
+            // Plans, compiled files, deadlines: `wire::planned` fills them;
+            // connections and per-peer refusals: `wire::stats`, from policy.
             ..Default::default()
         }
     }

@@ -43,7 +43,7 @@ mod stats;
 
 pub use learning::Learning;
 pub use routes::{RouteError, RouteTable};
-pub use service::{FinderService, PeerRequests};
+pub use service::FinderService;
 
 use std::sync::Arc;
 
@@ -51,6 +51,7 @@ use finderd_proto::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::config::LiveLimits;
+use crate::policy::limits::{OverLimit, PeerLimits};
 use crate::policy::quota::{InflightLimit, Quotas};
 use crate::stats::Stats;
 use crate::views::Views;
@@ -85,12 +86,8 @@ pub enum Error {
         message: &'static str,
         reason: String,
     },
-    #[error("peer uid {uid} has {in_flight} requests in flight, over the limit max_requests_per_peer = {limit}")]
-    PeerLimit {
-        uid: String,
-        in_flight: usize,
-        limit: usize,
-    },
+    #[error(transparent)]
+    PeerLimit(#[from] OverLimit),
     #[error("program_key is empty; a Report needs the key its Snapshot sent")]
     EmptyProgramKey,
     #[error("{field} is {len} bytes, over the limit {limit} = {value}")]
@@ -117,7 +114,7 @@ impl From<Error> for Status {
             Error::UnsupportedVersion { .. } => Code::FailedPrecondition,
             Error::TooMany { .. }
             | Error::TooLong { .. }
-            | Error::PeerLimit { .. }
+            | Error::PeerLimit(_)
             | Error::Inflight(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         };
@@ -134,7 +131,9 @@ pub struct Finder {
     quotas: Arc<Quotas>,
     heartbeat: Arc<Heartbeat>,
     generations: pb::GenerationFile,
-    peers: Arc<PeerRequests>,
+    /// Places per peer uid: a request takes one of `requests`; Stats
+    /// shows the figures of both limiters.
+    peers: PeerLimits,
     learning: Learning,
 }
 
@@ -145,6 +144,7 @@ impl Finder {
         limits: Arc<LiveLimits>,
         quotas: Arc<Quotas>,
         heartbeat: Arc<Heartbeat>,
+        peers: PeerLimits,
         learning: Learning,
     ) -> Self {
         let genfile = views.host().genfile();
@@ -161,14 +161,9 @@ impl Finder {
             quotas,
             heartbeat,
             generations,
-            peers: Arc::default(),
+            peers,
             learning,
         }
-    }
-
-    /// The requests in flight, which the shutdown drain waits for.
-    pub fn requests(&self) -> Arc<PeerRequests> {
-        Arc::clone(&self.peers)
     }
 }
 
@@ -187,11 +182,17 @@ mod tests {
         let status = Status::from(Error::UnsupportedVersion { got: 2, speaks: 1 });
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains('2') && status.message().contains('1'));
-        let status = Status::from(Error::PeerLimit {
-            uid: "7".into(),
-            in_flight: 3,
+        let status = Status::from(Error::PeerLimit(OverLimit {
+            counted: crate::policy::limits::Counted::Requests,
+            uid: Some(7),
+            held: 3,
             limit: 3,
-        });
+            first: true,
+        }));
         assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "peer uid 7 has 3 requests in flight, over the limit max_requests_per_peer = 3"
+        );
     }
 }

@@ -18,7 +18,8 @@
 //! A uid over an index limit gets its own least-recently-used nodes
 //! evicted; past a per-uid watch limit its crawls are answered without
 //! being kept; past its in-flight bytes its requests get
-//! RESOURCE_EXHAUSTED naming the limit.
+//! RESOURCE_EXHAUSTED naming the limit. Connections and requests in flight
+//! are counted in places, not bytes: `limits.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,6 @@
 //! The `finderd.v1.Finder` service for tonic's router: one route per
-//! method, the per-peer limit on requests in flight, inline first and the
+//! method, the per-peer limit on requests in flight (a place taken from
+//! `policy::limits`), inline first and the
 //! blocking pool when the filesystem is needed, the request's deadline,
 //! latency and rejections, and the codec (requests decode with prost;
 //! replies are already encoded).
@@ -111,8 +112,8 @@ impl<Request: Message + Send + Sync + 'static> UnaryService<Request> for Method<
             let uid = peer.as_ref().map(|p| p.uid);
             let deadline = deadline(&finder, started, request.metadata());
             finder.count_request(name, uid);
-            let result = match finder.peers.admit(uid, &finder.limits) {
-                Ok(_permit) => {
+            let result = match finder.peers.requests.take(uid) {
+                Ok(_place) => {
                     let message = request.into_inner();
                     let charged = finder.quotas.inflight(uid, message.encoded_len() as u64);
                     match charged {
@@ -123,10 +124,7 @@ impl<Request: Message + Send + Sync + 'static> UnaryService<Request> for Method<
                         Err(over) => Err(Error::from(over)),
                     }
                 }
-                Err(error) => {
-                    bump(&finder.stats.peer_limit_rejections);
-                    Err(error)
-                }
+                Err(over) => Err(Error::from(over)),
             };
             finder.finish(name, uid, started, result)
         })
@@ -251,60 +249,6 @@ impl Finder {
     }
 }
 
-/// Requests in flight per peer uid, for `max_requests_per_peer`.
-#[derive(Default)]
-pub struct PeerRequests {
-    in_flight: std::sync::Mutex<std::collections::HashMap<Option<u32>, usize>>,
-}
-
-/// One admitted request; dropping it frees its place.
-pub struct PeerPermit<'a> {
-    requests: &'a PeerRequests,
-    uid: Option<u32>,
-}
-
-impl PeerRequests {
-    /// Requests in flight, all peers together.
-    pub fn in_flight(&self) -> usize {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        in_flight.values().sum()
-    }
-
-    fn admit<'a>(&'a self, uid: Option<u32>, limits: &LiveLimits) -> Result<PeerPermit<'a>, Error> {
-        let limit = LiveLimits::get(&limits.max_requests_per_peer);
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let count = in_flight.entry(uid).or_default();
-        if *count >= limit {
-            return Err(Error::PeerLimit {
-                uid: uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string()),
-                in_flight: *count,
-                limit,
-            });
-        }
-        *count += 1;
-        Ok(PeerPermit {
-            requests: self,
-            uid,
-        })
-    }
-}
-
-impl Drop for PeerPermit<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = self
-            .requests
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = in_flight.get_mut(&self.uid) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                in_flight.remove(&self.uid);
-            }
-        }
-    }
-}
-
 /// The `finderd.v1.Finder` service for tonic's router.
 #[derive(Clone)]
 pub struct FinderService {
@@ -424,34 +368,5 @@ where
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_per_peer_limit_counts_each_uid_apart() {
-        let mut config = crate::config::Config::resolve(Default::default()).expect("defaults");
-        config.values.max_requests_per_peer = 1;
-        let limits = LiveLimits::new(&config);
-        let requests = PeerRequests::default();
-        let first = requests.admit(Some(1000), &limits).expect("first");
-        let refused = requests
-            .admit(Some(1000), &limits)
-            .err()
-            .expect("second refused");
-        let status = Status::from(refused);
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(
-            status.message(),
-            "peer uid 1000 has 1 requests in flight, over the limit max_requests_per_peer = 1"
-        );
-        let _other = requests
-            .admit(Some(1001), &limits)
-            .expect("another uid is served");
-        drop(first);
-        let _again = requests.admit(Some(1000), &limits).expect("freed");
     }
 }

@@ -10,6 +10,7 @@ use prost::Message;
 
 use super::context::{Handled, Mode};
 use super::Finder;
+use crate::policy::limits::PeerLimits;
 use crate::policy::quota::Quotas;
 use crate::policy::{gate, PeerInfo};
 
@@ -19,9 +20,10 @@ pub fn stats(
     _request: &pb::StatsRequest,
     _mode: Mode,
 ) -> Handled {
-    let everything = finder
+    let mut everything = finder
         .stats
         .reply(finder.views.gauges(), finder.views.host().engine_report());
+    place_figures(&mut everything, &finder.peers);
     let reply = if gate::sees_everything(peer) {
         let mut reply = everything;
         let slow = finder
@@ -35,6 +37,15 @@ pub fn stats(
         own_figures(everything, peer, &finder.quotas)
     };
     Ok(Bytes::from(reply.encode_to_vec()))
+}
+
+/// Connections held and places refused, all uids together: kept by the
+/// per-uid limiters (`policy::limits`), not by `Stats`.
+fn place_figures(reply: &mut pb::StatsReply, peers: &PeerLimits) {
+    let figures = peers.figures();
+    reply.open_connections = figures.open_connections;
+    reply.connection_limit_rejections = figures.connections_refused;
+    reply.peer_limit_rejections = figures.requests_refused;
 }
 
 /// What any peer may know: the daemon's identity and limits, and its own
