@@ -994,7 +994,8 @@ class Bench:
                 out["variants"]["fuse"] = {"skipped": reason}
             else:
                 try:
-                    out["variants"]["fuse"] = self.s7_measure(self.s7fuse, jobs, starts)
+                    out["variants"]["fuse"] = self.s7_measure(
+                        self.s7fuse, self.args.fuse_jobs or jobs, starts)
                 finally:
                     self.s7_unmount()
         finally:
@@ -1386,6 +1387,8 @@ def main():
     parser.add_argument("--runs", type=int, default=0, help="timed runs per variant (overrides; "
                         "S7: interpreters per job)")
     parser.add_argument("--jobs", type=int, default=0, help="S7: jobs (new pods) per variant")
+    parser.add_argument("--fuse-jobs", type=int, default=0,
+                        help="S7 on FUSE: jobs (default: --jobs; a FUSE job takes ~4x longer)")
     parser.add_argument("--s7", action="store_true",
                         help="add S7 (about 6 minutes) to the run; --only S7 runs it alone")
     parser.add_argument("--python", required=True, help="base interpreter for the venvs")
