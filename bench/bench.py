@@ -28,6 +28,7 @@ import glob
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -42,6 +43,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 
 import harness  # noqa: E402
+import namespaces  # noqa: E402  (tests/python/namespaces.py: the daemon's and pods' namespaces)
 import report  # noqa: E402
 import support  # noqa: E402  (tests/python/support.py: how Python starts the daemon)
 
@@ -63,6 +65,13 @@ PREFETCH_BUDGETS_KB = (0, 64, 256, 1024, 4096)  # FINDERD_PREFETCH_KB; the clien
 PREFETCH_RUNS = (20, 3)  # interleaved rounds of the prefetch sweep: (full, quick)
 FIRST_RUNS = (5, 2)  # daemon restarts for "first run" samples: (full, quick)
 IMPORTTIME_RUNS = (5, 1)
+
+# S7 (issue 15): (jobs, interpreters per job), full and quick. Each job is a new
+# rootless pod (user, mount and PID namespaces) with the venv on an overlayfs.
+S7_SIZE = {"full": (10, 20), "quick": (2, 3)}
+# Goals of issue 15 for S7: later jobs' wall ratio (finderd/stock) on hot local
+# disk and on the FUSE variant of S5; round trips of each later job's first start.
+S7_GOALS = {"local": 0.97, "fuse": 0.30, "first_start_round_trips": 1}
 
 # Goals of issue 6: wall ratio and post-site lookup ratio (finderd/stock), at most.
 GOALS = {"S1": (1.03, 0.10), "S2": (0.98, 0.05), "S3": (0.96, 0.05), "S3p": (0.96, 0.05),
@@ -143,11 +152,159 @@ def requests_of(before, after):
             "lookup": after["lookup_requests"] - before["lookup_requests"]}
 
 
+# --------------------------------------------------------------------------- S7: jobs in pods
+
+# Runs in each job (a pod), with the image's base interpreter (-I -S): one JSON
+# command per line on stdin, one JSON reply per line on stdout. A command runs
+# one interpreter ("argv", "env", "cwd"), optionally under strace ("strace": the
+# log's path) or with its stderr kept ("stderr": true); the reply gives its
+# wall and CPU time (user+sys, from wait4) as harness.timed_run measures them.
+JOB_DRIVER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    cmd = json.loads(line)
+    argv = cmd["argv"]
+    if cmd.get("strace"):
+        argv = [cmd["strace_bin"], "-f", "-qq", "-T", "-o", cmd["strace"]] + argv
+    err = subprocess.PIPE if cmd.get("stderr") else subprocess.DEVNULL
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=cmd["env"], cwd=cmd["cwd"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    text = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0 and not text:
+        text = subprocess.run(argv, env=cmd["env"], cwd=cmd["cwd"], capture_output=True,
+                              text=True, errors="replace").stderr
+    print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rc": rc,
+                      "stderr": text[-4000:]}), flush=True)
+"""
+
+
+class Job:
+    """A job container: a new rootless pod (user, mount and PID namespaces)
+    whose @app is an overlayfs of @image, with the S7 daemon's socket
+    directory at @app/run; its interpreters start one after another, each
+    timed inside the pod (JOB_DRIVER)."""
+
+    def __init__(self, image, app, sockdir, pods):
+        os.makedirs(pods, exist_ok=True)
+        self.pod = os.path.join(pods, "pod-%d" % next(Job._serial))
+        shutil.rmtree(self.pod, ignore_errors=True)
+        upper, work = namespaces.pod_dirs(self.pod, rootless=True)
+        self.errlog = open(self.pod + ".log", "w")
+        argv = namespaces.pod_argv(True, image, upper, work, app, sockdir,
+                                   [namespaces.IMAGE_PYTHON, "-I", "-S", "-c", JOB_DRIVER])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.errlog, text=True, start_new_session=True)
+
+    _serial = iter(range(1, 1 << 30))
+
+    def run(self, argv, env, cwd, strace=None, stderr=False):
+        """One interpreter in this job: (wall seconds, CPU seconds, stderr)."""
+        cmd = {"argv": argv, "env": env, "cwd": cwd, "stderr": stderr}
+        if strace:
+            cmd.update(strace=strace, strace_bin=shutil.which("strace") or "strace")
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.errlog.flush()
+            with open(self.errlog.name) as f:
+                raise RuntimeError("the job (pod) ended: %s" % f.read()[-2000:])
+        reply = json.loads(line)
+        if reply["rc"] != 0:
+            raise RuntimeError("%s failed in the job (%d): %s" % (argv, reply["rc"],
+                                                                  reply["stderr"]))
+        return reply["wall"], reply["cpu"], reply["stderr"]
+
+    def strace_counts(self, argv, env, cwd):
+        """@argv under `strace -f -T` in this job, counted by harness.parse_log."""
+        log_path = os.path.join(self.pod, "strace-%d.log" % next(Job._serial))
+        self.run(argv, env, cwd, strace=log_path)
+        with open(log_path, errors="replace") as f:
+            return harness.parse_log(f)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.errlog.close()
+        shutil.rmtree(self.pod, ignore_errors=True)
+
+
+class NodeDaemon:
+    """S7's daemon: unprivileged (as nobody, no capabilities, when this runs
+    as root), in a mount and PID namespace of its own where the pods' mount
+    point is an empty tmpfs (namespaces.daemon_argv, as deploy/tests/
+    test_views.py runs it): it reads a job's files through that job's view
+    only."""
+
+    def __init__(self, binary, hidden, sockdir, extra_args):
+        self.binary, self.hidden, self.sockdir = binary, hidden, sockdir
+        self.socket = os.path.join(sockdir, "finderd.sock")
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        if os.geteuid() == 0:
+            os.chown(self.sockdir, namespaces.NOBODY, namespaces.NOBODY)
+            argv = namespaces.daemon_argv(self.binary, self.hidden, self.socket, self.extra_args)
+        else:  # already unprivileged; the pods' mount point is empty here anyway
+            argv = [self.binary, "serve", "--socket", self.socket, "--socket-mode", "666",
+                    *self.extra_args]
+        self.log = open(os.path.join(os.path.dirname(self.sockdir), "finderd.log"), "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env=dict(os.environ, RUST_LOG="finderd=warn"))
+        deadline = time.monotonic() + 30
+        while sh([self.binary, "health", "--socket", self.socket], capture_output=True,
+                 check=False).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the S7 daemon did not start (see %s)" % self.log.name)
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        # Its own session: the unshare wrapper and the daemon in its PID namespace.
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.proc = None
+        self.log.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def stats(self):
+        out = sh([self.binary, "stats", "--socket", self.socket, "--json"],
+                 capture_output=True, text=True).stdout
+        return json.loads(out)
+
+
 # --------------------------------------------------------------------------- set-up
 
 
-def make_venv(python, path, wheels, requirements=(), local_wheels=(), pth=None):
-    """A fresh venv at @path with @requirements from the wheel cache, all .pyc compiled."""
+def make_venv(python, path, wheels, requirements=(), local_wheels=(), pth=None, installer=None):
+    """A fresh venv at @path with @requirements from the wheel cache, all .pyc compiled
+    (pip run by @installer, default @python)."""
     shutil.rmtree(path, ignore_errors=True)
     sh([python, "-m", "venv", "--without-pip", path])
     vpy = os.path.join(path, "bin", "python")
@@ -157,6 +314,7 @@ def make_venv(python, path, wheels, requirements=(), local_wheels=(), pth=None):
     if requirements or local_wheels:
         # The base interpreter's pip installs into the venv, so no venv gets pip (or
         # ensurepip's setuptools and its distutils-precedence.pth) that another lacks.
+        python = installer or python
         cmd = [python, "-m", "pip", "--python", vpy, "install", "-q", "--no-index",
                "--find-links", wheels, *requirements, *local_wheels]
         if sh(cmd, env=env, check=False).returncode != 0:  # pip < 22.3 has no --python
@@ -408,7 +566,7 @@ class Bench:
         os.makedirs(self.cwd, exist_ok=True)
         wheels = os.path.join(self.work, "wheels")
         need_ci = any(s in self.selected for s in ("S3", "S3p", "S5", "S5p", "prefetch"))
-        if need_ci:
+        if need_ci or "S7" in self.selected:
             fetch_wheels(self.python, wheels)
         log("building the client wheel")
         client = build_client_wheel(self.python, os.path.join(self.work, "client-wheel"))
@@ -436,6 +594,7 @@ class Bench:
                 enable_launcher(self.venv[name])
         if "S4" in self.selected:
             self.longpath = make_longpath(os.path.join(self.root, "longpath"))
+        self.client_wheel, self.wheels = client, wheels
         self.base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
                          "LANG": "C.UTF-8"}
         # One uid runs every variant here, so the .pth client's and the launcher's plans
@@ -742,6 +901,268 @@ class Bench:
             % (result["stock_median_ms"], absent["wall"]["median_ms"], result["wall_ratio"],
                pth["wall"]["median_ms"], pth["wall_ratio"]["ratio"]))
 
+    # ---- S7
+
+    def s7_setup(self):
+        """S7's images (the CI set's venv of the system 3.11, stock and with the
+        client), the pods' mount point and the unprivileged daemon. Returns
+        why S7 cannot run here, or None."""
+        self.s7dir = os.path.join(self.work, "s7")
+        os.makedirs(self.s7dir, exist_ok=True)
+        os.chmod(self.s7dir, 0o755)  # the daemon (nobody) and the pods' uid walk it
+        reason = namespaces.rootless_pods_unavailable(self.s7dir)
+        if reason:
+            return reason
+        path = self.s7dir
+        while path != "/":  # every directory above must be searchable by them too
+            if not os.stat(path).st_mode & 0o001:
+                return "%s is not searchable by other users (the daemon runs as nobody)" % path
+            path = os.path.dirname(path)
+        images = os.path.join(self.s7dir, "images")
+        self.s7images = images
+        log("S7: images (venvs of %s) under %s" % (namespaces.IMAGE_PYTHON, images))
+        for name, wheel in (("stock", ()), ("finderd", self.client_wheel)):
+            make_venv(namespaces.IMAGE_PYTHON, os.path.join(images, name, "venv"), self.wheels,
+                      CI_PACKAGES, local_wheels=wheel, installer=self.python)
+            os.makedirs(os.path.join(images, name, "cwd"), exist_ok=True)
+        sh(["chmod", "-R", "a+rX", images])
+        self.s7app = os.path.join(self.s7dir, "app")  # where every job mounts its image
+        sockdir = os.path.join(self.s7dir, "sock")
+        for d in (self.s7app, sockdir):
+            os.makedirs(d, exist_ok=True)
+        self.s7daemon = NodeDaemon(self.args.finderd, self.s7app, sockdir,
+                                   ["--max-plan-bytes-per-uid", str(PLAN_BYTES_PER_UID)])
+        self.s7fuse = os.path.join(self.s7dir, "fuse")
+        return None
+
+    def s7_mount(self):
+        """The images through bindfs (S5's options, and allow_other: the pods'
+        uid reads them), for the FUSE variant. Returns why not, or None."""
+        if not os.path.exists("/dev/fuse"):
+            return "/dev/fuse is missing"
+        if not shutil.which("bindfs"):
+            return "bindfs is not installed (apt-get install bindfs)"
+        os.makedirs(self.s7fuse, exist_ok=True)
+        opts = "attr_timeout=0,entry_timeout=0,negative_timeout=0"
+        if os.geteuid() == 0:
+            opts += ",allow_other"
+        proc = subprocess.run(["bindfs", "-o", opts, self.s7images, self.s7fuse],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            return "bindfs failed: %s" % proc.stderr.strip()
+        return None
+
+    def s7_unmount(self):
+        fuse = getattr(self, "s7fuse", None)
+        if fuse and os.path.ismount(fuse):
+            for cmd in (["fusermount", "-u", fuse], ["umount", fuse], ["umount", "-l", fuse]):
+                if shutil.which(cmd[0]) and subprocess.run(cmd, capture_output=True).returncode == 0:
+                    break
+
+    def s7_jobs(self):
+        jobs, starts = S7_SIZE["quick" if self.quick else "full"]
+        if self.args.jobs:
+            jobs = self.args.jobs
+        if self.args.runs:
+            starts = self.args.runs
+        return max(2, jobs), max(2, starts)
+
+    def s7(self):
+        """S7: job containers without privilege, stock against finderd (issue 15)."""
+        log("S7: job containers (rootless pods, venv on overlayfs)")
+        t_start, load0 = time.monotonic(), loadavg()
+        jobs, starts = self.s7_jobs()
+        out = {"id": "S7", "title": "job containers: rootless pods, venv on an overlayfs",
+               "command": "python -c '%s' (the CI set), %d interpreters per job, %d jobs"
+                          % (CI_IMPORTS, starts, jobs),
+               "mode": "quick" if self.quick else "full", "measured": self.meta["date"],
+               "commit": self.meta["commit"], "jobs": jobs, "starts_per_job": starts,
+               "goals": S7_GOALS, "variants": {}}
+        reason = self.s7_setup()
+        if reason:
+            log("S7 skipped: %s" % reason)
+            out["skipped"] = reason
+            self.results["S7"] = out
+            return
+        out["daemon_user"] = "nobody, no capabilities" if os.geteuid() == 0 else \
+            "the benchmark's user (not root)"
+        try:
+            out["variants"]["local"] = self.s7_measure(self.s7images, jobs, starts)
+            reason = self.s7_mount()
+            if reason:
+                log("S7 on FUSE skipped: %s" % reason)
+                out["variants"]["fuse"] = {"skipped": reason}
+            else:
+                try:
+                    out["variants"]["fuse"] = self.s7_measure(
+                        self.s7fuse, self.args.fuse_jobs or jobs, starts)
+                finally:
+                    self.s7_unmount()
+        finally:
+            self.s7daemon.stop()
+        out["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
+                               "seconds": round(time.monotonic() - t_start, 1)}
+        self.results["S7"] = out
+
+    def s7_measure(self, images, jobs, starts):
+        """@jobs jobs of @starts interpreters each, stock and finderd side by side: a stock
+        job and a finderd job (new pods) open together, their interpreters alternating in
+        random order. The daemon is new (no plan) before the first job."""
+        where = "FUSE" if images == getattr(self, "s7fuse", None) else "local"
+        t_start, busy0, load0 = time.monotonic(), cpu_busy_sample(), loadavg()
+        app, sockdir = self.s7app, self.s7daemon.sockdir
+        python = os.path.join(app, "venv", "bin", "python")
+        cwd = os.path.join(app, "cwd")
+        env = self.env(FINDERD_SOCKET=os.path.join(app, "run", "finderd.sock"))
+        if os.geteuid() == 0:
+            env["FINDERD_DAEMON_USER"] = "nobody"
+        argv = [python, "-c", CI_IMPORTS]
+        image = {name: os.path.join(images, name) for name in ("stock", "finderd")}
+        pods = os.path.join(self.s7dir, "pods")
+
+        def job(name):
+            return Job(image[name], app, sockdir, pods)
+
+        # The page cache warm: one stock start and one of the finderd image with the client
+        # off (it does not reach the daemon), in a job each.
+        for name, e in (("stock", env), ("finderd", dict(env, FINDERD="off"))):
+            j = job(name)
+            try:
+                j.run(argv, e, cwd)
+            finally:
+                j.close()
+        self.s7daemon.restart()  # no plan, no view: the first job is the daemon's first sight
+        rng = random.Random()
+        per_job = []
+        stats = self.s7daemon.stats()
+        first_stats = stats
+        for number in range(jobs):
+            running = {"stock": job("stock"), "finderd": job("finderd")}
+            row = {"wall": {"stock": [], "finderd": []}, "cpu": {"stock": [], "finderd": []},
+                   "requests": []}
+            try:
+                for _ in range(starts):
+                    order = ["stock", "finderd"]
+                    rng.shuffle(order)
+                    for name in order:
+                        wall, cpu, _ = running[name].run(argv, env, cwd)
+                        row["wall"][name].append(wall)
+                        row["cpu"][name].append(cpu)
+                        if name == "finderd":
+                            after = self.s7daemon.stats()
+                            row["requests"].append(requests_of(stats, after))
+                            stats = after
+            finally:
+                for j in running.values():
+                    j.close()
+            per_job.append(row)
+            if number == 0:
+                first_stats = stats
+            log("S7 %s: job %d: stock %.1f ms, finderd %.1f ms; first start %s round trips"
+                % (where, number + 1, statistics.median(row["wall"]["stock"]) * 1e3,
+                   statistics.median(row["wall"]["finderd"]) * 1e3,
+                   sum(row["requests"][0].values())))
+        later_daemon = {k: stats[k] - first_stats[k] for k in (
+            "snapshot_requests", "lookup_requests", "directories_served", "hits", "misses",
+            "crawls_sync", "crawls_uring", "mtime_checks", "mtime_recrawls", "evictions")
+            if isinstance(stats.get(k), int)}
+        # The daemon's own latencies over the whole measurement (both jobs kinds' starts).
+        later_daemon["request_latency"] = stats.get("request_latency")
+        later_daemon["refresh_latency"] = stats.get("refresh_latency")
+
+        # Did the client stay served? A later job's first and second start with FINDERD_DEBUG=1
+        # (the client's normal deadline), then the same under strace (deadline lifted) for
+        # the lookups; stock and its `-S -c pass` in a stock job.
+        fallback, counts, traced_requests = {}, {}, {}
+        j = job("finderd")
+        try:
+            for label in ("first_start", "second_start"):
+                _, _, text = j.run(argv, dict(env, FINDERD_DEBUG="1"), cwd, stderr=True)
+                said = [line for line in text.splitlines()
+                        if line.startswith("finderd:") and "fell back" in line]
+                fallback[label] = said[0][len("finderd: "):] if said else None
+        finally:
+            j.close()
+        j = job("finderd")
+        try:
+            traced = under_ptrace((argv, env, cwd))
+            for label in ("finderd_first_start", "finderd_second_start"):
+                before = self.s7daemon.stats()
+                counts[label] = j.strace_counts(*traced)
+                traced_requests[label] = requests_of(before, self.s7daemon.stats())
+        finally:
+            j.close()
+        j = job("stock")
+        try:
+            presite = j.strace_counts([python, "-S", "-c", "pass"], env, cwd)
+            counts["stock"] = j.strace_counts(argv, env, cwd)
+        finally:
+            j.close()
+        return self.s7_assemble(where, per_job, counts, presite, fallback, traced_requests,
+                                later_daemon, t_start, busy0, load0)
+
+    def s7_assemble(self, where, per_job, counts, presite, fallback, traced_requests,
+                    later_daemon, t_start, busy0, load0):
+        def pooled(rows, kind, name):
+            return [x for r in rows for x in r[kind][name]]
+
+        def compare(rows, label):
+            stock, fd = pooled(rows, "wall", "stock"), pooled(rows, "wall", "finderd")
+            cs, cf = pooled(rows, "cpu", "stock"), pooled(rows, "cpu", "finderd")
+            ratio, lo, hi = harness.ratio_interval(fd, stock)
+            pr, plo, phi = harness.paired_ratio_interval(fd, stock)
+            trips = [sum(r.values()) for row in rows for r in row["requests"]]
+            return {"what": label, "starts": len(stock),
+                    "stock": {"wall": summarize(stock), "cpu": summarize(cs)},
+                    "finderd": {"wall": summarize(fd), "cpu": summarize(cf)},
+                    "wall_ratio": round(ratio, 4), "wall_ratio_ci95": [round(lo, 4), round(hi, 4)],
+                    "paired": round(pr, 4), "paired_ci95": [round(plo, 4), round(phi, 4)],
+                    "cpu_ratio": round(statistics.median(cf) / statistics.median(cs), 4),
+                    "round_trips_mean": round(statistics.mean(trips), 3),
+                    "round_trips_max": max(trips)}
+
+        first, later = per_job[:1], per_job[1:]
+        first_starts = [{"wall": {n: r["wall"][n][:1] for n in ("stock", "finderd")},
+                         "cpu": {n: r["cpu"][n][:1] for n in ("stock", "finderd")},
+                         "requests": r["requests"][:1]} for r in later]
+        rest = [{"wall": {n: r["wall"][n][1:] for n in ("stock", "finderd")},
+                 "cpu": {n: r["cpu"][n][1:] for n in ("stock", "finderd")},
+                 "requests": r["requests"][1:]} for r in later]
+        goal = S7_GOALS["fuse" if where == "FUSE" else "local"]
+        post = {name: c.minus(presite).lookups for name, c in counts.items()}
+        out = {
+            "where": where,
+            "first_job": compare(first, "the first job (a new daemon: no plan, no view)"),
+            "later_jobs": compare(later, "every start of the later jobs"),
+            "later_first_starts": compare(first_starts, "the first start of each later job"),
+            "later_other_starts": compare(rest, "the other starts of the later jobs"),
+            "first_start_round_trips": [r["requests"][0] for r in later],
+            "first_job_round_trips": per_job[0]["requests"],
+            "per_job": [{"stock_median_ms": round(statistics.median(r["wall"]["stock"]) * 1e3, 3),
+                         "finderd_median_ms": round(statistics.median(r["wall"]["finderd"]) * 1e3,
+                                                    3),
+                         "round_trips": [sum(x.values()) for x in r["requests"]]}
+                        for r in per_job],
+            "counts": {name: c.as_dict() for name, c in counts.items()},
+            "presite": presite.as_dict(),
+            "post_site_lookups": post,
+            "traced_round_trips": traced_requests,
+            "fallback": fallback,
+            "daemon_later_jobs": later_daemon,
+            "goal_wall_ratio": goal,
+            "machine_load": {"loadavg_start": load0, "loadavg_end": loadavg(),
+                             "cpu_busy_fraction": busy_fraction(busy0, cpu_busy_sample()),
+                             "seconds": round(time.monotonic() - t_start, 1)},
+        }
+        lj, fs = out["later_jobs"], out["later_first_starts"]
+        log("S7 %s: later jobs stock %.1f ms, finderd %.1f ms, ratio %.3f; first starts ratio "
+            "%.3f, round trips %s; post-site lookups %d -> %d" % (
+                where, lj["stock"]["wall"]["median_ms"], lj["finderd"]["wall"]["median_ms"],
+                lj["wall_ratio"], fs["wall_ratio"],
+                [sum(r.values()) for r in out["first_start_round_trips"]],
+                post["stock"], post["finderd_first_start"]))
+        return out
+
     # ---- S6
 
     def engines(self):
@@ -943,9 +1364,14 @@ class Bench:
                 self.prefetch_sweep()
             if "S6" in sel:
                 self.s6()
+            if "S7" in sel:
+                self.s7()
         finally:
             if getattr(self, "daemon", None):
                 self.daemon.stop()
+            if getattr(self, "s7daemon", None):
+                self.s7daemon.stop()
+            self.s7_unmount()
             self.unmount()
         self.meta["loadavg_end"] = loadavg()
         self.meta["seconds"] = round(time.monotonic() - started, 1)
@@ -956,9 +1382,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs: a check, not a result")
-    parser.add_argument("--only", default="", help="comma-separated ids: S1,S2,S3,S4,S5,S6,absent,prefetch "
-                        "(S3 includes S3p, S5 includes S5p)")
-    parser.add_argument("--runs", type=int, default=0, help="timed runs per variant (overrides)")
+    parser.add_argument("--only", default="", help="comma-separated ids: S1,S2,S3,S4,S5,S6,S7,absent,"
+                        "prefetch (S3 includes S3p, S5 includes S5p)")
+    parser.add_argument("--runs", type=int, default=0, help="timed runs per variant (overrides; "
+                        "S7: interpreters per job)")
+    parser.add_argument("--jobs", type=int, default=0, help="S7: jobs (new pods) per variant")
+    parser.add_argument("--fuse-jobs", type=int, default=0,
+                        help="S7 on FUSE: jobs (default: --jobs; a FUSE job takes ~4x longer)")
+    parser.add_argument("--s7", action="store_true",
+                        help="add S7 (about 6 minutes) to the run; --only S7 runs it alone")
     parser.add_argument("--python", required=True, help="base interpreter for the venvs")
     parser.add_argument("--finderd", required=True, help="the release daemon binary")
     parser.add_argument("--loadgen", required=True, help="bench/loadgen.c, built")
@@ -966,7 +1398,7 @@ def main():
                         help="S6: drop the page cache before each crawl (root; disturbs others)")
     parser.add_argument("--out", default=HERE, help="where results.json, RESULTS.md, plots/ go")
     args = parser.parse_args()
-    everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "prefetch", "S6"]
+    everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "prefetch", "S6", "S7"]
     if args.only:
         wanted = set()
         for item in args.only.split(","):
@@ -979,7 +1411,9 @@ def main():
             wanted.update(matched)
         args.only = [s for s in everything if s in wanted]
     else:
-        args.only = everything
+        # S7 (new pods, 400 interpreters per variant, FUSE too) takes longer than the
+        # rest of a full run allows: only on request.
+        args.only = [s for s in everything if s != "S7" or args.s7]
     bench = Bench(args)
 
     def terminated(signum, _frame):  # unmount and stop the daemon on SIGTERM/SIGHUP too

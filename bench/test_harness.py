@@ -115,3 +115,50 @@ Options:
                        "uring": ["--refresh-engine", "uring"]}
     engines, note = bench.parse_engines("Options:\n      --socket <PATH>\n          socket\n")
     assert engines == {"default": []} and "no io_uring" in note
+
+
+def test_s7_renders_goals_round_trips_and_skips():
+    import report
+
+    def compare(stock_ms, finderd_ms, trips):
+        wall = lambda ms: {"median_ms": ms, "iqr_ms": 1.0}  # noqa: E731
+        return {"what": "w", "starts": 20, "stock": {"wall": wall(stock_ms)},
+                "finderd": {"wall": wall(finderd_ms)}, "wall_ratio": finderd_ms / stock_ms,
+                "wall_ratio_ci95": [0.9, 1.1], "paired": finderd_ms / stock_ms, "cpu_ratio": 1.0,
+                "round_trips_mean": trips, "round_trips_max": trips}
+
+    counts = {"whole_run_lookups": 10, "total": 100, "seconds": {"path_stats": 0.001}}
+    local = {"goal_wall_ratio": 0.97, "first_job": compare(250, 260, 6),
+             "later_jobs": compare(250, 240, 1), "later_first_starts": compare(250, 245, 1),
+             "later_other_starts": compare(250, 240, 1),
+             "first_start_round_trips": [{"snapshot": 1, "lookup": 0}] * 9,
+             "per_job": [{"stock_median_ms": 250, "finderd_median_ms": 240, "round_trips": [1]}],
+             "post_site_lookups": {"stock": 1600, "finderd_first_start": 40,
+                                   "finderd_second_start": 40},
+             "counts": {"stock": counts, "finderd_first_start": counts},
+             "fallback": {"first_start": None, "second_start": None},
+             "daemon_later_jobs": {"snapshot_requests": 180, "lookup_requests": 0}}
+    s7 = {"id": "S7", "goals": {"first_start_round_trips": 1}, "command": "c", "mode": "full",
+          "measured": "d", "commit": "x", "variants": {"local": local,
+                                                       "fuse": {"skipped": "no bindfs"}}}
+    text = report.render_s7(s7)
+    assert "| local: w | 20 | 250.0 (1.00) | 240.0 (1.00) | 0.960" in text
+    assert "≤ 0.97 | met |" in text and "| local | 1+0, 1+0" in text
+    assert "| fuse | skipped: no bindfs |" in text
+    local["first_start_round_trips"][0] = {"snapshot": 1, "lookup": 3}
+    local["first_start_round_trips"] = [{"snapshot": 1, "lookup": 3}]
+    assert "not met: up to 4" in report.render_s7(s7)
+    assert "Skipped: no user namespaces." in report.render_s7({"skipped": "no user namespaces"})
+
+
+def test_s7_pods_are_rootless_overlay_mounts():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests", "python"))
+    import namespaces
+
+    argv = namespaces.pod_argv(True, "/img", "/u", "/w", "/app", "/sock", ["py", "-c", "x"])
+    assert "--user" in argv and "--map-root-user" in argv and "--mount" in argv
+    assert argv[-9:] == ["sh", "/img", "/u", "/w", "/app", "/sock", "py", "-c", "x"]
+    assert "mount -t overlay" in namespaces.POD_SCRIPT
+    daemon = namespaces.daemon_argv("/bin/finderd", "/app", "/sock/finderd.sock")
+    assert "--no-new-privs" in " ".join(daemon) and daemon[-6:-4] == ["/bin/finderd", "serve"]

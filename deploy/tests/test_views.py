@@ -22,12 +22,9 @@ import time
 import pytest
 
 from conftest import CLIENT_TIMEOUTS, health, run
-
-# The interpreter of the images: the system's 3.11 (the pods run as other
-# users, who cannot reach pyenv's under /root).
-IMAGE_PYTHON = "/usr/bin/python3.11"
-NOBODY = 65534
-ROOTLESS_UID = 4321
+# tests/python/namespaces.py (on sys.path by conftest): the daemon's and the
+# pods' namespaces, shared with the benchmark's S7.
+from namespaces import IMAGE_PYTHON, NOBODY, copy_client, daemon_argv, pod_argv, pod_dirs
 
 PROBE = """
 import importlib.util, json, os, probe, finderd
@@ -61,14 +58,7 @@ def make_image(base, name, client_python, modules):
     run([IMAGE_PYTHON, "-m", "venv", "--without-pip", venv])
     site = run([client_python, "-c", "import finderd, os; print(os.path.dirname(os.path.dirname(finderd.__file__)))"]
                ).stdout.strip()
-    target = os.path.join(venv, "lib", "python3.11", "site-packages")
-    for entry in os.listdir(site):
-        if entry.startswith("finderd"):
-            source = os.path.join(site, entry)
-            if os.path.isdir(source):
-                shutil.copytree(source, os.path.join(target, entry))
-            else:
-                shutil.copy2(source, target)
+    copy_client(site, venv)
     src = os.path.join(image, "src")
     os.makedirs(src)
     for module, text in modules.items():
@@ -89,13 +79,8 @@ class Node:
         os.chown(self.sockdir, NOBODY, NOBODY)
         self.log = open(os.path.join(base, "daemon.log"), "w")
         socket_path = os.path.join(self.sockdir, "finderd.sock")
-        self.daemon = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c",
-             'mount -t tmpfs tmpfs "$1" && exec setpriv --reuid %d --regid %d --clear-groups '
-             '--inh-caps=-all --bounding-set=-all --no-new-privs "$2" serve --socket "$3" '
-             '--socket-mode 666' % (NOBODY, NOBODY),
-             "sh", self.app, finderd_bin, socket_path],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.daemon = subprocess.Popen(daemon_argv(finderd_bin, self.app, socket_path),
+                                       stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while health(finderd_bin, socket_path).returncode != 0:
             if self.daemon.poll() is not None or time.monotonic() > deadline:
@@ -111,24 +96,14 @@ class Node:
         """Runs `script` with the image's interpreter in a new pod; returns
         what it printed, parsed."""
         pod = tempfile.mkdtemp(prefix="pod-", dir=self.base)
-        upper, work = os.path.join(pod, "upper"), os.path.join(pod, "work")
-        os.makedirs(upper)
-        os.makedirs(work)
-        namespaces = ["unshare", "--mount", "--pid", "--fork", "--propagation", "private"]
-        if rootless:
-            for path in (pod, upper, work):
-                os.chown(path, ROOTLESS_UID, ROOTLESS_UID)
-            namespaces = ["setpriv", "--reuid", str(ROOTLESS_UID), "--regid", str(ROOTLESS_UID),
-                          "--clear-groups", "unshare", "--user", "--map-root-user"] + namespaces[1:]
+        upper, work = pod_dirs(pod, rootless)
         app = self.app
         env = {"PATH": "/usr/bin:/bin", "FINDERD_SOCKET": app + "/run/finderd.sock",
                "FINDERD_DAEMON_USER": "nobody", "PYTHONPATH": app + "/src",
                "PYTHONDONTWRITEBYTECODE": "1", **CLIENT_TIMEOUTS}
-        result = run(namespaces + [
-            "sh", "-c",
-            'set -e; mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"; '
-            'mkdir -p "$4/run"; mount --bind "$5" "$4/run"; exec "$4/venv/bin/python" -c "$6"',
-            "sh", image, upper, work, app, self.sockdir, script], env=env, check=False, timeout=120)
+        result = run(pod_argv(rootless, image, upper, work, app, self.sockdir,
+                              [app + "/venv/bin/python", "-c", script]),
+                     env=env, check=False, timeout=120)
         if result.returncode != 0:
             pytest.fail("the pod failed:\n%s\n%s\ndaemon:\n%s" % (result.stdout, result.stderr, self.daemon_log()))
         return json.loads(result.stdout.strip().splitlines()[-1])
