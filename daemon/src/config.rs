@@ -155,6 +155,16 @@ settings_table! {
         reload: Limit,
         arg: (long, value_name = "N"),
     }
+    /// How long a peer view is kept after its last connection closed, in
+    /// milliseconds, so that the next interpreter of the same container
+    /// finds its index warm; 0: it goes with its last connection. A
+    /// lingering view keeps its container's root mount open, and is the
+    /// first to go when its uid needs room for a new view.
+    view_linger_ms: u64 {
+        default: 10_000,
+        reload: Limit,
+        arg: (long, value_name = "MS"),
+    }
     /// Bytes one peer uid may have in flight (request bodies being
     /// received, requests being answered, replies being sent); more is
     /// RESOURCE_EXHAUSTED naming the limit.
@@ -723,6 +733,11 @@ impl LiveLimits {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long a view outlives its last connection.
+    pub fn view_linger(&self) -> Duration {
+        Duration::from_millis(self.view_linger_ms.load(Ordering::Relaxed))
     }
 
     /// After a request, how long the lease is kept fresh.

@@ -266,6 +266,16 @@ fn frame_header(frames: &mut Vec<u8>, kind: u8, length: u32) {
     frames.extend_from_slice(&[kind, 0, 0, 0, 0, 0]);
 }
 
+/// A connection in a view that closes keeps the view a while longer
+/// (`view_linger_ms`), for the next interpreter of the same container.
+impl Drop for PeerStream {
+    fn drop(&mut self) {
+        if let Some(PeerView::View(view)) = self.peer.as_ref().and_then(|peer| peer.view.get()) {
+            self.views.linger(view);
+        }
+    }
+}
+
 impl Connected for PeerStream {
     type ConnectInfo = PeerInfo;
 

@@ -611,7 +611,8 @@ fn spawn_reader(views: Arc<Views>, heartbeat: Arc<Heartbeat>) -> io::Result<Join
 
 /// The thread that re-checks directories inotify does not cover (polled
 /// filesystems) every `poll_interval`: re-listed, which also catches
-/// in-place rewrites. It wakes at least every [`CHECKER_TICK`] so that a
+/// in-place rewrites; and lets go of the peer views that lingered past
+/// `view_linger_ms`. It wakes at least every [`CHECKER_TICK`] so that a
 /// reloaded interval takes effect at once.
 fn spawn_checker(
     views: Arc<Views>,
@@ -628,6 +629,7 @@ fn spawn_checker(
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
+                views.expire();
                 if last.elapsed() >= limits.poll_interval() {
                     last = std::time::Instant::now();
                     views.recheck();

@@ -17,10 +17,12 @@
 //!   (`crate::policy::gate`) decides from the facts of the inodes opened
 //!   what the peer may have: a descriptor of a directory the peer cannot
 //!   search is screened like any other path.
-//! - A view lives while a connection holds it (its index, inotify instance
-//!   and watches go with the last one), and one uid may hold
-//!   `max_views_per_uid` of them; a connection past that is answered
-//!   NOT_SERVED for every path.
+//! - A view lives while a connection holds it and `view_linger_ms` after
+//!   the last one closed (so that the next short interpreter of the same
+//!   container finds its index warm); then its index, inotify instance and
+//!   watches go. One uid may hold `max_views_per_uid` views; a new one past
+//!   that first takes the place of one of that uid's lingering views, else
+//!   its connection is answered NOT_SERVED for every path.
 //! - One barrier for all: `dry_ns` in the generation file promises that
 //!   every change made before it has bumped its slot, in every view. The
 //!   inotify descriptors of every index are in one epoll set: the barrier
@@ -164,12 +166,19 @@ struct Live {
     per_uid: HashMap<Option<u32>, u64>,
 }
 
+/// A view whose connection closed, kept for `view_linger_ms` from `since`.
+struct Lingering {
+    since: Instant,
+    view: Arc<View>,
+}
+
 /// Every index: the host's and the live views'.
 pub struct Views {
     host: Arc<Index>,
     host_key: Option<ViewKey>,
     epoll: OwnedFd,
     live: Mutex<Live>,
+    lingering: Mutex<Vec<Lingering>>,
     parts: Parts,
 }
 
@@ -206,6 +215,7 @@ impl Views {
             host_key,
             epoll,
             live: Mutex::default(),
+            lingering: Mutex::default(),
             parts: Parts {
                 limits,
                 quotas,
@@ -238,13 +248,18 @@ impl Views {
         if Some(key) == self.host_key {
             return PeerView::Own;
         }
+        let limit =
+            (self.parts.limits.max_views_per_uid).load(std::sync::atomic::Ordering::Relaxed);
+        let open = lock(&self.live).by_key.contains_key(&key);
+        if !open && self.held_by(uid) >= limit {
+            // Room first from this uid's views that no connection holds.
+            self.release_lingering(|l| l.view.owner == uid);
+        }
         let mut live = lock(&self.live);
         if let Some(view) = live.by_key.get(&key).and_then(Weak::upgrade) {
             return PeerView::View(view);
         }
         let held = live.per_uid.get(&uid).copied().unwrap_or(0);
-        let limit =
-            (self.parts.limits.max_views_per_uid).load(std::sync::atomic::Ordering::Relaxed);
         if held >= limit {
             tracing::info!(uid = ?uid, held, limit, "a view refused: max_views_per_uid");
             return PeerView::Refused(format!(
@@ -283,6 +298,46 @@ impl Views {
         *live.per_uid.entry(uid).or_default() += 1;
         tracing::debug!(key = ?key, uid = ?uid, "view opened");
         PeerView::View(view)
+    }
+
+    /// How many views `uid` holds.
+    fn held_by(&self, uid: Option<u32>) -> u64 {
+        lock(&self.live).per_uid.get(&uid).copied().unwrap_or(0)
+    }
+
+    /// A connection in `view` closed: the view is kept for `view_linger_ms`
+    /// from now (beyond its last connection).
+    pub fn linger(&self, view: &Arc<View>) {
+        let mut lingering = lock(&self.lingering);
+        match lingering.iter_mut().find(|l| Arc::ptr_eq(&l.view, view)) {
+            Some(kept) => kept.since = Instant::now(),
+            None => lingering.push(Lingering {
+                since: Instant::now(),
+                view: Arc::clone(view),
+            }),
+        }
+    }
+
+    /// Lets go of the lingering views that `which` picks (a view still
+    /// held by a connection stays until that one closes).
+    fn release_lingering(&self, which: impl Fn(&Lingering) -> bool) {
+        let released: Vec<Lingering> = {
+            let mut lingering = lock(&self.lingering);
+            let (gone, kept) = std::mem::take(&mut *lingering)
+                .into_iter()
+                .partition(|l| which(l));
+            *lingering = kept;
+            gone
+        };
+        // Dropped here, with no lock held: `View::drop` takes them.
+        drop(released);
+    }
+
+    /// Lets go of the views that lingered `view_linger_ms` (the checker
+    /// thread, at every tick: a reloaded value applies at once).
+    pub fn expire(&self) {
+        let linger = self.parts.limits.view_linger();
+        self.release_lingering(|l| l.since.elapsed() >= linger);
     }
 
     /// Forgets a view being dropped (its last connection closed).

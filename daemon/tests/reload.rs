@@ -323,6 +323,53 @@ async fn sighup_changes_max_views_per_uid() {
 }
 
 #[tokio::test]
+async fn sighup_changes_view_linger_ms() {
+    let served = Reloadable::start("view_linger_ms = 600000\n", &[]);
+    let root = tempfile::tempdir().expect("root");
+    std::fs::create_dir(root.path().join("lib")).expect("mkdir");
+    let lib = Path::new("/lib");
+    let mut host = served.daemon.client().await;
+    let baseline = stats(&mut host).await.watches;
+    let socket = served.daemon.socket.clone();
+    let connect = || async {
+        pb::finder_client::FinderClient::new(channel_in_view(&socket, root.path()).await)
+    };
+    let mut in_view = connect().await;
+    let first = lookup_one(&mut in_view, lib).await;
+    assert_ne!(first.slot, 0);
+    drop(in_view);
+    // Once the daemon saw the connection close, the view lingers: a new
+    // connection finds its index as it was.
+    wait_for_connections(&mut host, 1).await;
+    let mut in_view = connect().await;
+    let again = lookup_one(&mut in_view, lib).await;
+    assert_eq!(
+        again.generation, first.generation,
+        "kept after its last connection"
+    );
+    drop(in_view);
+    wait_for_connections(&mut host, 1).await;
+    served.reload("view_linger_ms = 0\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats(&mut host).await.watches != baseline {
+        assert!(
+            Instant::now() < deadline,
+            "the view lingered past the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the daemon counts `open` connections.
+async fn wait_for_connections(client: &mut Client, open: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats(client).await.open_connections != open {
+        assert!(Instant::now() < deadline, "connections did not close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn sighup_changes_max_inflight_bytes_per_uid() {
     let served = Reloadable::start("", &[]);
     let tree = tempfile::tempdir().expect("tempdir");

@@ -124,7 +124,7 @@ fn generation_offset(slot: u32) -> usize {
 }
 
 #[tokio::test]
-async fn views_are_bounded_per_uid_and_go_with_their_last_connection() {
+async fn views_are_bounded_per_uid_and_a_closed_view_makes_room() {
     let daemon = Daemon::start(&["--max-views-per-uid", "1"]);
     let (a, b) = (root_with(&["a.py"]), root_with(&["b.py"]));
     let lib = unique().join("lib");
@@ -140,7 +140,8 @@ async fn views_are_bounded_per_uid_and_go_with_their_last_connection() {
     );
     drop(in_a);
     // The daemon sees the connection close on its own time: a new
-    // connection in view B is served once view A is gone.
+    // connection in view B is served once view A, lingering without a
+    // connection, gave up its place.
     let mut served = None;
     for _ in 0..200 {
         let mut in_b = client_in(&daemon, b.path()).await;
@@ -151,7 +152,7 @@ async fn views_are_bounded_per_uid_and_go_with_their_last_connection() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let served = served.expect("view B served once view A went with its connection");
+    let served = served.expect("view B served once view A's connection closed");
     assert_eq!(names(&served), ["b.py"]);
 }
 
@@ -211,7 +212,7 @@ async fn a_plan_learned_in_one_view_serves_the_next_view_of_the_same_image() {
 
 #[tokio::test]
 async fn a_view_gives_back_its_watches_and_slots_when_its_last_connection_closes() {
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--view-linger-ms", "0"]);
     let a = root_with(&["a.py"]);
     let mut host = daemon.client().await;
     let before = stats(&mut host).await;
