@@ -14,6 +14,7 @@ them, and nothing of one pod reaches another."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +80,11 @@ class Node:
         os.chown(self.sockdir, NOBODY, NOBODY)
         self.log = open(os.path.join(base, "daemon.log"), "w")
         socket_path = os.path.join(self.sockdir, "finderd.sock")
+        # A session of its own: the daemon is unshare's child in another PID
+        # namespace, and only a signal to the whole group reaches it.
         self.daemon = subprocess.Popen(daemon_argv(finderd_bin, self.app, socket_path),
-                                       stdout=self.log, stderr=subprocess.STDOUT)
+                                       stdout=self.log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         deadline = time.monotonic() + 30
         while health(finderd_bin, socket_path).returncode != 0:
             if self.daemon.poll() is not None or time.monotonic() > deadline:
@@ -109,13 +113,21 @@ class Node:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def close(self):
-        self.daemon.terminate()
+        signal_group(self.daemon, signal.SIGTERM)
         try:
             self.daemon.wait(15)
         except subprocess.TimeoutExpired:
-            self.daemon.kill()
+            signal_group(self.daemon, signal.SIGKILL)
             self.daemon.wait()
         self.log.close()
+
+
+def signal_group(proc, signum):
+    """@signum to @proc's process group (unshare and the daemon it forked)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture
