@@ -45,24 +45,7 @@ pub struct PeerStream {
     /// The optional view message before the preface, and where views live.
     handshake: Handshake,
     views: Arc<Views>,
-    /// What h2 wrote and the socket has not taken yet ([`Coalesce`]).
-    out: Coalesce,
 }
-
-/// Writes gathered into one: h2 flushes after a DATA frame whose payload it
-/// did not copy (over 256 bytes), so a reply would go out as HEADERS+DATA,
-/// then its trailers, each waking the client. Writes are copied here; a
-/// flush is put off once (the task woken, so that it runs again at once)
-/// and the next one writes everything gathered in one call.
-#[derive(Default)]
-struct Coalesce {
-    bytes: Vec<u8>,
-    /// The last flush was put off; the next one writes.
-    deferred: bool,
-}
-
-/// Writes at least this large, with nothing gathered, go to the socket as they are.
-const COALESCE_MAX_BYTES: usize = 64 * 1024;
 
 /// Bytes read from the socket at a time while they pass through [`AuthorityFix`].
 const REWRITE_READ_BYTES: usize = 16 * 1024;
@@ -153,7 +136,6 @@ impl PeerStream {
             authority: AuthorityFix::default(),
             handshake: Handshake::default(),
             views,
-            out: Coalesce::default(),
         }
     }
 
@@ -316,67 +298,20 @@ impl AsyncRead for PeerStream {
     }
 }
 
-impl PeerStream {
-    /// Writes what was gathered; Ready once all of it is written.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.bytes.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.out.bytes))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out.bytes.drain(..n);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Takes `bufs` (`total` bytes): gathered, or written at once when large.
-    fn poll_gather(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-        total: usize,
-    ) -> Poll<io::Result<usize>> {
-        if self.out.bytes.len() + total > COALESCE_MAX_BYTES {
-            std::task::ready!(self.poll_write_out(cx))?;
-            if total >= COALESCE_MAX_BYTES {
-                return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-            }
-        }
-        for buf in bufs {
-            self.out.bytes.extend_from_slice(buf);
-        }
-        Poll::Ready(Ok(total))
-    }
-}
-
 impl AsyncWrite for PeerStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_gather(cx, &[io::IoSlice::new(buf)], buf.len())
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.out.bytes.is_empty() {
-            return Pin::new(&mut this.stream).poll_flush(cx);
-        }
-        if !this.out.deferred {
-            // h2 may have more to write in this turn (a reply's trailers
-            // after its DATA): put this flush off, the task runs again.
-            this.out.deferred = true;
-            cx.waker().wake_by_ref();
-            return Poll::Ready(Ok(()));
-        }
-        std::task::ready!(this.poll_write_out(cx))?;
-        this.out.deferred = false;
-        Pin::new(&mut this.stream).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_write_out(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
@@ -385,12 +320,11 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total = bufs.iter().map(|buf| buf.len()).sum();
-        self.poll_gather(cx, bufs, total)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 }
 

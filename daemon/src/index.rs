@@ -576,25 +576,6 @@ impl Index {
         Some(self.drain_locked(&mut watcher))
     }
 
-    /// [`drain`](Self::drain), reading the queue only when `queued` (an
-    /// epoll of its descriptor said it holds events): the watcher is locked
-    /// either way, so that events another thread read are applied first.
-    pub fn drain_if(&self, queued: bool) -> bool {
-        let mut watcher = lock(&self.watcher);
-        !queued || self.drain_locked(&mut watcher)
-    }
-
-    /// [`drain_if`](Self::drain_if) when nobody else holds the watcher;
-    /// `None` otherwise.
-    pub fn try_drain_if(&self, queued: bool) -> Option<bool> {
-        let mut watcher = match self.watcher.try_lock() {
-            Ok(watcher) => watcher,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
-        Some(!queued || self.drain_locked(&mut watcher))
-    }
-
     /// Reads the queue until it is dry, applying it.
     fn drain_locked(&self, watcher: &mut Watcher) -> bool {
         loop {

@@ -432,16 +432,11 @@ impl Views {
     /// Applies every change queued before now to `own` (waiting for its
     /// watcher) and to every other index with events, then publishes
     /// `dry_ns`. Returns how long it took.
-    ///
-    /// One `epoll_wait` says which inotify queues hold events; a queue it
-    /// reports empty is not read (the common case: nothing changed). The
-    /// watcher of `own` is still locked either way: one that another
-    /// thread read dry is applied only once that thread lets go of it.
     pub fn barrier(&self, own: &Index) -> Duration {
         let started = Instant::now();
         let before = monotonic_ns();
+        let mut dry = own.drain();
         let (host, views) = self.ready();
-        let mut dry = own.drain_if(self.queued(own, host, &views));
         if host && !std::ptr::eq(own, &*self.host) {
             dry &= self.host.drain();
         }
@@ -461,8 +456,8 @@ impl Views {
     pub fn try_barrier(&self, own: &Index) -> Option<Duration> {
         let started = Instant::now();
         let before = monotonic_ns();
+        let mut dry = own.try_drain()?;
         let (host, views) = self.ready();
-        let mut dry = own.try_drain_if(self.queued(own, host, &views))?;
         if host && !std::ptr::eq(own, &*self.host) {
             dry &= self.host.try_drain()?;
         }
@@ -475,15 +470,6 @@ impl Views {
             self.parts.genfile.set_dry_ns(before);
         }
         Some(started.elapsed())
-    }
-
-    /// Whether `own`'s queue was among those [`ready`](Self::ready) found
-    /// holding events (`host`: the host's; `views`: the views').
-    fn queued(&self, own: &Index, host: bool, views: &[Arc<View>]) -> bool {
-        if std::ptr::eq(own, &*self.host) {
-            return host;
-        }
-        views.iter().any(|view| std::ptr::eq(own, &view.index))
     }
 
     /// The reader thread's barrier: every index with events.
