@@ -77,7 +77,14 @@ S7_GOALS = {"local": 0.97, "fuse": 0.30, "first_start_round_trips": 1}
 GOALS = {"S1": (1.03, 0.10), "S2": (0.98, 0.05), "S3": (0.96, 0.05), "S3p": (0.96, 0.05),
          "S4": (0.55, 0.02), "S5": (0.25, 0.05), "S5p": (0.25, 0.05), "absent": (1.02, None)}
 S6_GOALS = {"lookup_p99_us": 100.0, "rps": 50000.0, "bytes_per_entry": 200.0,
-            "crawl_seconds": 0.5}
+            "crawl_seconds": 0.5, "connect_snapshot_p50_us": 100.0}
+# S6's raw Unix-socket floor: bytes each way of one exchange (client request, daemon
+# reply with its HTTP/2 frames), as strace shows them on the daemon for the Lookup of
+# the json package directory and for the Snapshot of S2's sys.path (preface and
+# SETTINGS included) on the 2-core machine.
+S6_FLOOR_BYTES = {"lookup": (189, 346), "connect-snapshot": (417, 19900)}
+# S6 --s6-steps: rounds of the interleaved comparison of daemon builds.
+S6_STEP_ROUNDS = {"full": 5, "quick": 1}
 # Goals of issue 13, the launcher against stock: wall ratio at most; whole-run lookups
 # (the dynamic loader's included) at most this share of stock's, or (S1) this many.
 LAUNCHER_GOALS = {"S1": {"wall": 0.96, "lookups_max": 10},
@@ -1199,6 +1206,9 @@ class Bench:
             out["rpc"].append(row)
             log("S6 %s x%d: %.0f req/s, p50 %.1f us, p99 %.1f us"
                 % (mode, clients, row["rps"], row["p50_us"], row["p99_us"]))
+        out["floor"] = self.s6_floor(seconds)
+        if self.args.s6_steps:
+            out["steps"] = self.s6_steps(stdlib, json.loads(s2_path))
         # Cold crawl: a new daemon per engine and repetition, one Lookup of all 1000 directories.
         tree = os.path.join(self.work, "tree100k")
         dirs = make_tree(tree)
@@ -1244,6 +1254,74 @@ class Bench:
         out["machine_load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
                                "seconds": round(time.monotonic() - t_start, 1)}
         self.results["S6"] = out
+
+    def s6_floor(self, seconds):
+        """The raw Unix-socket floor of S6's exchanges, measured beside them."""
+        rows = []
+        for what, clients, connect in [("lookup", 1, False), ("lookup", 16, False),
+                                       ("connect-snapshot", 1, True)]:
+            request, reply = S6_FLOOR_BYTES[what]
+            argv = [self.args.loadgen, "floor", "--clients", str(clients), "--seconds", seconds,
+                    "--request-bytes", str(request), "--reply-bytes", str(reply)]
+            row = json.loads(sh(argv + (["--connect"] if connect else []),
+                                capture_output=True, text=True).stdout)
+            row.update({"like": what, "request_bytes": request, "reply_bytes": reply,
+                        "connect": connect})
+            rows.append(row)
+            log("S6 floor %s x%d: %.0f req/s, p50 %.1f us, p99 %.1f us"
+                % (what, clients, row["rps"], row["p50_us"], row["p99_us"]))
+        return rows
+
+    def s6_steps(self, stdlib, s2_path):
+        """--s6-steps LABEL=BINARY,...: daemon builds compared in rounds, each
+        round every build in a random order and the floor beside them; medians
+        over the rounds (issue 16: where the time goes)."""
+        steps = []
+        for item in self.args.s6_steps.split(","):
+            label, _, binary = item.partition("=")
+            steps.append({"label": label, "binary": os.path.abspath(binary), "rounds": []})
+        floor = []
+        seconds = "1" if self.quick else "2"
+        calls = [("lookup", 1, [stdlib]), ("lookup", 16, [stdlib]),
+                 ("connect-snapshot", 1, s2_path)]
+        for _ in range(S6_STEP_ROUNDS["quick" if self.quick else "full"]):
+            order = list(range(len(steps) + 1))
+            random.shuffle(order)
+            for i in order:
+                if i == len(steps):
+                    floor.append(self.s6_floor(seconds))
+                    continue
+                step = steps[i]
+                daemon = Daemon(step["binary"], os.path.join(self.rundir, "step%d" % i))
+                os.makedirs(daemon.workdir, exist_ok=True)
+                daemon.start()
+                try:
+                    rows = []
+                    for mode, clients, paths in calls:
+                        argv = [self.args.loadgen, mode, "--socket", daemon.socket, "--clients",
+                                str(clients), "--seconds", seconds]
+                        for p in paths:
+                            argv += ["--path", p]
+                        rows.append(json.loads(sh(argv, capture_output=True, text=True).stdout))
+                finally:
+                    daemon.stop()
+                step["rounds"].append({"load": loadavg()[0], "rows": rows})
+        med = statistics.median
+        for step in steps:
+            rounds = step.pop("rounds")
+            step["loadavg"] = [r["load"] for r in rounds]
+            step["median"] = [{key: med(r["rows"][k][key] for r in rounds)
+                               for key in ("rps", "p50_us", "p90_us", "p99_us")}
+                              for k in range(len(calls))]
+            log("S6 step %s: lookup x1 p50 %.1f p99 %.1f us; x16 %.0f req/s; connect+Snapshot "
+                "p50 %.1f us" % (step["label"], step["median"][0]["p50_us"],
+                                 step["median"][0]["p99_us"], step["median"][1]["rps"],
+                                 step["median"][2]["p50_us"]))
+        return {"calls": ["%s x%d" % (mode, clients) for mode, clients, _ in calls],
+                "rounds": len(floor), "builds": steps,
+                "floor": [{key: med(f[k][key] for f in floor)
+                           for key in ("rps", "p50_us", "p90_us", "p99_us")}
+                          for k in range(len(calls))]}
 
     # ---- driver
 
@@ -1396,6 +1474,9 @@ def main():
     parser.add_argument("--loadgen", required=True, help="bench/loadgen.c, built")
     parser.add_argument("--drop-caches", action="store_true",
                         help="S6: drop the page cache before each crawl (root; disturbs others)")
+    parser.add_argument("--s6-steps", default="",
+                        help="S6: LABEL=BINARY,... daemon builds compared in interleaved rounds "
+                             "with the raw Unix-socket floor (RESULTS.md: where the time goes)")
     parser.add_argument("--out", default=HERE, help="where results.json, RESULTS.md, plots/ go")
     args = parser.parse_args()
     everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "prefetch", "S6", "S7"]

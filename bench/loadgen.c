@@ -6,13 +6,18 @@
  *   loadgen snapshot --socket S --clients N --seconds T --path DIR [--path DIR...]
  *   loadgen connect-snapshot --socket S --clients 1 --seconds T --path DIR...
  *   loadgen crawl    --socket S --list FILE
+ *   loadgen floor    --clients N --seconds T --request-bytes Q --reply-bytes R [--connect]
  *
  * lookup/snapshot: each client is a thread with its own persistent
  * connection, calling back to back for T seconds after a short warm-up.
  * connect-snapshot: a fresh connection per call (what one interpreter's
  * start-up pays). crawl: one Lookup of every directory listed in FILE (one
  * absolute path per line), timed: the daemon's cold crawl when it has not
- * seen them.
+ * seen them. floor: the raw Unix-socket floor for the same exchange: each
+ * client writes Q bytes and reads R bytes back from a thread of its own
+ * that answers with blocking read()/write() (no HTTP/2, no daemon); with
+ * --connect, every exchange connects to a listening socket first and
+ * closes after (what connect-snapshot pays at least).
  *
  * Prints one JSON object on stdout. Latencies are per call, client side
  * (request written to reply decoded), in microseconds.
@@ -20,6 +25,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +36,7 @@
 
 #include "finderd.h"
 
-enum mode { MODE_LOOKUP, MODE_SNAPSHOT, MODE_CONNECT_SNAPSHOT, MODE_CRAWL };
+enum mode { MODE_LOOKUP, MODE_SNAPSHOT, MODE_CONNECT_SNAPSHOT, MODE_CRAWL, MODE_FLOOR };
 
 static enum mode mode;
 static const char *socket_path;
@@ -37,6 +45,10 @@ static double seconds = 2.0;
 static struct finderd_str *paths;
 static size_t n_paths;
 static pthread_barrier_t start_barrier;
+/* floor: message sizes, and the listening socket with --connect (-1 without). */
+static size_t floor_request = 200, floor_reply = 400;
+static int floor_listen = -1;
+static struct sockaddr_un floor_addr;
 static volatile uint64_t deadline_ns;
 
 struct worker {
@@ -45,6 +57,7 @@ struct worker {
 	size_t n, cap;
 	uint64_t errors;
 	int first_error;
+	int fd; /* floor: this client's end of its socket pair */
 };
 
 static uint64_t now_ns(void)
@@ -88,6 +101,82 @@ static int one_call(struct finderd_conn *conn)
 	return rc;
 }
 
+
+/* Reads exactly @n bytes; 0, or -1 at end of stream or error. */
+static int read_full(int fd, char *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t r = write(fd, p, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* floor: answers every request of size floor_request on @fd with floor_reply bytes. */
+static void floor_answer(int fd)
+{
+	char *req = malloc(floor_request), *rep = calloc(1, floor_reply);
+	while (req && rep && read_full(fd, req, floor_request) == 0 &&
+	       write_full(fd, rep, floor_reply) == 0)
+		;
+	free(req);
+	free(rep);
+}
+
+static void *floor_server(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	if (floor_listen < 0) {
+		floor_answer(fd);
+		close(fd);
+		return NULL;
+	}
+	for (;;) { /* --connect: one exchange per accepted connection */
+		int c = accept(floor_listen, NULL, NULL);
+		if (c < 0)
+			return NULL;
+		floor_answer(c);
+		close(c);
+	}
+}
+
+/* floor: one exchange on @w's socket (a new connection with --connect). */
+static int floor_call(struct worker *w, char *req, char *rep)
+{
+	int fd = w->fd, rc = 0;
+	if (floor_listen >= 0) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&floor_addr, sizeof floor_addr) < 0)
+			rc = -errno;
+	}
+	if (!rc && (write_full(fd, req, floor_request) || read_full(fd, rep, floor_reply)))
+		rc = -EIO;
+	if (floor_listen >= 0 && fd >= 0)
+		close(fd);
+	return rc;
+}
+
 static void record(struct worker *w, uint64_t ns)
 {
 	if (w->n == w->cap) {
@@ -106,9 +195,14 @@ static void *run_worker(void *arg)
 	struct worker *w = arg;
 	struct finderd_options opts = options();
 	struct finderd_conn *conn = NULL;
+	char *req = calloc(1, floor_request), *rep = malloc(floor_reply);
 	int rc;
 
-	if (mode != MODE_CONNECT_SNAPSHOT) {
+	if (mode == MODE_FLOOR) {
+		for (int i = 0; i < 50; i++)
+			if ((rc = floor_call(w, req, rep)) < 0)
+				die("warm-up exchange", rc);
+	} else if (mode != MODE_CONNECT_SNAPSHOT) {
 		rc = finderd_connect(&opts, &conn);
 		if (rc < 0)
 			die("connect", rc);
@@ -121,7 +215,9 @@ static void *run_worker(void *arg)
 		uint64_t t0 = now_ns();
 		if (t0 >= deadline_ns)
 			break;
-		if (mode == MODE_CONNECT_SNAPSHOT) {
+		if (mode == MODE_FLOOR) {
+			rc = floor_call(w, req, rep);
+		} else if (mode == MODE_CONNECT_SNAPSHOT) {
 			rc = finderd_connect(&opts, &conn);
 			if (rc == 0)
 				rc = one_call(conn);
@@ -135,13 +231,15 @@ static void *run_worker(void *arg)
 			if (!w->errors)
 				w->first_error = rc;
 			w->errors++;
-			if (mode != MODE_CONNECT_SNAPSHOT)
+			if (mode != MODE_CONNECT_SNAPSHOT && !(mode == MODE_FLOOR && floor_listen >= 0))
 				break; /* the connection is unusable after an error */
 			continue;
 		}
 		record(w, t1 - t0);
 	}
 	finderd_close(conn);
+	free(req);
+	free(rep);
 	return NULL;
 }
 
@@ -220,10 +318,50 @@ static int crawl(void)
 	return 0;
 }
 
+
+/* floor: a server thread per client (a socket pair each), or with --connect
+ * a listening socket in a fresh directory and as many accepting threads. */
+static void start_floor(struct worker *workers, int with_connect)
+{
+	static char dir[] = "/tmp/loadgen-floor-XXXXXX";
+	pthread_t t;
+	if (with_connect) {
+		if (!mkdtemp(dir))
+			die("mkdtemp", -errno);
+		floor_addr.sun_family = AF_UNIX;
+		snprintf(floor_addr.sun_path, sizeof floor_addr.sun_path, "%s/s", dir);
+		floor_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (floor_listen < 0 ||
+		    bind(floor_listen, (struct sockaddr *)&floor_addr, sizeof floor_addr) < 0 ||
+		    listen(floor_listen, 128) < 0)
+			die("floor socket", -errno);
+	}
+	for (int i = 0; i < clients; i++) {
+		int sv[2] = {-1, -1};
+		if (!with_connect && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			die("socketpair", -errno);
+		workers[i].fd = sv[0];
+		if (pthread_create(&t, NULL, floor_server, (void *)(intptr_t)sv[1]))
+			die("pthread_create", -errno);
+		pthread_detach(t);
+	}
+}
+
+/* The directory part of @path (modified in place). */
+static char *dirname_of(char *path)
+{
+	char *slash = strrchr(path, '/');
+	if (slash)
+		*slash = 0;
+	return path;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: loadgen lookup|snapshot|connect-snapshot|crawl --socket S "
-			"[--clients N] [--seconds T] [--path DIR]... [--list FILE]\n");
+			"[--clients N] [--seconds T] [--path DIR]... [--list FILE]\n"
+			"       loadgen floor [--clients N] [--seconds T] [--request-bytes Q] "
+			"[--reply-bytes R] [--connect]\n");
 	exit(2);
 }
 
@@ -239,9 +377,16 @@ int main(int argc, char **argv)
 		mode = MODE_CONNECT_SNAPSHOT;
 	else if (!strcmp(argv[1], "crawl"))
 		mode = MODE_CRAWL;
+	else if (!strcmp(argv[1], "floor"))
+		mode = MODE_FLOOR;
 	else
 		usage();
+	int floor_connect = 0;
 	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--connect")) {
+			floor_connect = 1;
+			continue;
+		}
 		if (i + 1 >= argc)
 			usage();
 		if (!strcmp(argv[i], "--socket"))
@@ -254,15 +399,23 @@ int main(int argc, char **argv)
 			add_path(argv[++i]);
 		else if (!strcmp(argv[i], "--list"))
 			read_list(argv[++i]);
+		else if (!strcmp(argv[i], "--request-bytes"))
+			floor_request = (size_t)atol(argv[++i]);
+		else if (!strcmp(argv[i], "--reply-bytes"))
+			floor_reply = (size_t)atol(argv[++i]);
 		else
 			usage();
 	}
-	if (!socket_path || !n_paths || clients < 1)
+	if (mode != MODE_FLOOR && (!socket_path || !n_paths))
+		usage();
+	if (clients < 1 || !floor_request || !floor_reply)
 		usage();
 	if (mode == MODE_CRAWL)
 		return crawl();
 
 	struct worker *workers = calloc((size_t)clients, sizeof *workers);
+	if (mode == MODE_FLOOR)
+		start_floor(workers, floor_connect);
 	pthread_barrier_init(&start_barrier, NULL, (unsigned)clients + 1);
 	deadline_ns = UINT64_MAX;
 	for (int i = 0; i < clients; i++)
@@ -300,5 +453,9 @@ int main(int argc, char **argv)
 	       errors ? finderd_strerror(first_error) : "");
 	free(all);
 	free(workers);
+	if (floor_listen >= 0) {
+		unlink(floor_addr.sun_path);
+		rmdir(dirname_of(floor_addr.sun_path));
+	}
 	return errors && !total ? 1 : 0;
 }

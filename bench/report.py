@@ -407,6 +407,7 @@ def s6_rows(s6):
     best = max(lookups, key=lambda r: r["rps"]) if lookups else None
     crawl = s6.get("crawl", {}).get("engines", {})
     crawl_best = min((e["seconds_median"] for e in crawl.values()), default=None)
+    connect = next((r for r in s6["rpc"] if r["mode"] == "connect-snapshot"), None)
     bpe = min((e["rss_bytes_per_entry_median"] for e in crawl.values()
                if e["rss_bytes_per_entry_median"] is not None), default=None)
     return [
@@ -418,7 +419,9 @@ def s6_rows(s6):
          (g["bytes_per_entry"], False)),
         ("100k-file cold crawl (s)", crawl_best, "≤ %g" % g["crawl_seconds"],
          (g["crawl_seconds"], False)),
-    ]
+    ] + ([("connect + Snapshot p50 (us)", connect["p50_us"],
+           "≤ %g" % g["connect_snapshot_p50_us"], (g["connect_snapshot_p50_us"], False))]
+         if connect and "connect_snapshot_p50_us" in g else [])
 
 
 def render_scenario(sid, s, s6):
@@ -647,6 +650,19 @@ def render_s6(s6):
             r["what"], r["clients"], r["rps"], r["p50_us"], r["p90_us"], r["p99_us"],
             r["max_us"], r["errors"]))
     w("")
+    if s6.get("floor"):
+        w("The raw Unix-socket floor, measured in the same run (`loadgen floor`: the same "
+          "bytes each way, answered by a thread doing blocking `read`/`write`, no HTTP/2, no "
+          "daemon; `--connect`: a new connection per exchange):\n")
+        w("| like | clients | bytes (request / reply) | requests/s | p50 us | p99 us |")
+        w("|---|---|---|---|---|---|")
+        for r in s6["floor"]:
+            w("| %s | %d | %d / %d | %.0f | %.1f | %.1f |" % (
+                r["like"], r["clients"], r["request_bytes"], r["reply_bytes"], r["rps"],
+                r["p50_us"], r["p99_us"]))
+        w("")
+    if s6.get("steps"):
+        w(render_s6_steps(s6["steps"]))
     c = s6.get("crawl", {})
     if c:
         w("Cold crawl: %s; page cache %s; one Lookup of every directory sent to a new daemon "
@@ -669,6 +685,33 @@ def render_s6(s6):
                                     verdict(value, better[0], better[1])))
     w("")
     return "\n".join(out)
+
+
+def render_s6_steps(steps):
+    """S6: where the time goes: daemon builds, one per step, against the floor."""
+    out = ["### S6: where the time goes\n",
+           "Each row a daemon build (one commit of issue 16's work), measured in %d rounds "
+           "(every build and the raw Unix-socket floor once per round, in a random order; "
+           "medians of the rounds); ×floor: the build's figure over the floor's of the same "
+           "run (requests/s: the floor's over the build's). Load average per round: "
+           "%s.\n" % (steps["rounds"], "; ".join(
+               "%s %s" % (b["label"], ", ".join("%.2f" % x for x in b["loadavg"]))
+               for b in steps["builds"])),
+           "| build | Lookup x1 p50 us (×floor) | Lookup x1 p99 us (×floor) | "
+           "Lookup x16 requests/s (×floor) | Lookup x16 p99 us | connect + Snapshot p50 us "
+           "(×floor) |",
+           "|---|---|---|---|---|---|"]
+    f = steps["floor"]
+    rows = [("raw Unix-socket floor", f)] + [(b["label"], b["median"]) for b in steps["builds"]]
+    for label, m in rows:
+        floor = m is f
+        out.append("| %s | %.1f%s | %.1f%s | %.0f%s | %.1f | %.1f%s |" % (
+            label, m[0]["p50_us"], "" if floor else " (%.1f)" % (m[0]["p50_us"] / f[0]["p50_us"]),
+            m[0]["p99_us"], "" if floor else " (%.1f)" % (m[0]["p99_us"] / f[0]["p99_us"]),
+            m[1]["rps"], "" if floor else " (%.1f)" % (f[1]["rps"] / m[1]["rps"]),
+            m[1]["p99_us"],
+            m[2]["p50_us"], "" if floor else " (%.1f)" % (m[2]["p50_us"] / f[2]["p50_us"])))
+    return "\n".join(out) + "\n"
 
 
 def render_prefetch(p):
