@@ -539,6 +539,9 @@ def test_inotify_queue_overflow_is_counted_and_answers_stay_fresh(make_daemon, p
         set_max_queued_events(256)
     try:
         d = make_daemon()
+        # Answered: the daemon serves, so its inotify instance exists and has
+        # read the lowered limit (its socket listens before it is made).
+        d.stats()
     finally:
         if lowered is not None:
             set_max_queued_events(lowered)
