@@ -816,6 +816,13 @@ int finderd_client_dir(struct finderd_client *client, const char *path, size_t l
  * every held listing, as finderd_client_invalidate() does. Costs no system
  * call. Python's client calls it from an audit hook for every "open" with
  * write intent and every "os.rename", "os.remove", "os.mkdir"... event.
+ *
+ * The mark lasts until the next revalidation, whoever's question causes
+ * it. A caller whose threads share @client (serialised, as the GIL does)
+ * must call it again once the change is made when another thread may have
+ * asked in between: that question's revalidation may have run before the
+ * change existed. Python's client keeps each announced change and touches
+ * it again before every question until the changing thread asks one.
  * Since 0.2 (symbol version FINDERD_0.2).
  */
 void finderd_client_touch(struct finderd_client *client, const char *path, size_t len);

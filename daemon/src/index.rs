@@ -1180,16 +1180,26 @@ impl Index {
         let Some(Node::Listed(old)) = self.nodes.get(key).map(|n| n.clone()) else {
             return false;
         };
-        let names: Vec<Bytes> = names.into_iter().collect();
+        let changed: Vec<Bytes> = names.into_iter().collect();
+        let max_entries = LiveLimits::get(&self.limits.max_entries_per_directory);
         let Ok(refresh::Restat {
             stat,
             names: mut found,
             links,
-        }) = refresh::restat(&self.root, &old.real, &names)
+        }) = refresh::restat(
+            &self.root,
+            &old.real,
+            &changed,
+            &old.entries,
+            max_entries,
+            || !watcher.events_queued(),
+        )
         else {
             self.invalidate(key, released);
             return false;
         };
+        // The reported names, and those that appeared or vanished since.
+        let names: Vec<Bytes> = found.iter().map(|(name, _)| name.clone()).collect();
         // Names that stopped being symlinks lose their target watches; the
         // symlinks are resolved again (they may go elsewhere now) and
         // re-stat'ed once their watches are in place.

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod uring;
 
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -294,10 +295,45 @@ pub fn relist(
     Ok((Fingerprint::of(&st), entries))
 }
 
-/// Re-reads `names` in the directory at the real path `real`.
-pub fn restat(root: &Root, real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
+/// Re-reads, in the directory at the real path `real` whose last listing
+/// was `listed` (sorted by name), the `changed` names (those the inotify
+/// events just read name), and returns them with the directory's
+/// fingerprint.
+///
+/// The listing must be at least as new as that fingerprint: `FileFinder`
+/// keys its cache on the directory's mtime, and a listing that lacks a name
+/// the mtime already reflects stays cached, without it, until the directory
+/// changes again (an import of a module another thread had just written
+/// failed that way). The `fstat` sees a change that may have happened after
+/// the events were read. So after it, a `getdents` waits for the
+/// directory's lock (held by a namespace change until its event is queued),
+/// and `queue_empty` says whether any event came since the read; if one did,
+/// every name that appeared or vanished is re-read too, by listing the
+/// directory (which is at least as new as the `fstat` by itself).
+pub fn restat(
+    root: &Root,
+    real: &[u8],
+    changed: &[Bytes],
+    listed: &[Entry],
+    max_entries: usize,
+    queue_empty: impl FnOnce() -> bool,
+) -> io::Result<Restat> {
     let dir = root.open_directory(real, libc::O_RDONLY)?;
     let st = fstat(&dir)?;
+    wait_for_namespace_changes(&dir)?;
+    let names = if queue_empty() {
+        changed.iter().cloned().collect()
+    } else {
+        // SAFETY: an open directory; rewinding it changes no memory.
+        if unsafe { libc::lseek(dir.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let current = read_names(&dir, max_entries).map_err(|error| match error {
+            ReadError::TooMany => io::Error::from_raw_os_error(libc::EFBIG),
+            ReadError::Io(error) => error,
+        })?;
+        names_to_restat(changed, listed, &current)
+    };
     let mut found = Vec::with_capacity(names.len());
     let mut links = Vec::new();
     for name in names {
@@ -309,13 +345,56 @@ pub fn restat(root: &Root, real: &[u8], names: &[Bytes]) -> io::Result<Restat> {
         if entry.as_ref().is_some_and(|e| e.link) {
             links.push(name.clone());
         }
-        found.push((name.clone(), entry));
+        found.push((name, entry));
     }
     Ok(Restat {
         stat: Fingerprint::of(&st),
         names: found,
         links,
     })
+}
+
+/// One small `getdents64`: it takes the directory's lock, so a create,
+/// unlink or rename in it that had begun has queued its inotify event (the
+/// kernel queues it before the lock is released) by the time this returns.
+fn wait_for_namespace_changes(dir: &OwnedFd) -> io::Result<()> {
+    let mut buffer = [0u8; 1024];
+    // SAFETY: the kernel writes at most `buffer.len()` bytes into it.
+    let read = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    if read < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `changed`, and the names that are in one of `listed` (sorted) and
+/// `current` but not in the other; sorted, each once.
+fn names_to_restat(changed: &[Bytes], listed: &[Entry], current: &Names) -> BTreeSet<Bytes> {
+    let mut names: BTreeSet<Bytes> = changed.iter().cloned().collect();
+    let mut present = HashSet::with_capacity(current.records.len());
+    for record in &current.records {
+        let name = &current.arena[record.start..record.start + record.len];
+        present.insert(name);
+        let known = listed
+            .binary_search_by(|e| e.name.as_ref().cmp(name))
+            .is_ok();
+        if !known {
+            names.insert(Bytes::copy_from_slice(name));
+        }
+    }
+    for entry in listed {
+        if !present.contains(entry.name.as_ref()) {
+            names.insert(entry.name.clone());
+        }
+    }
+    names
 }
 
 enum ReadError {
@@ -840,6 +919,39 @@ mod tests {
         let limited = crawl(&Root::Host, &bytes_of(&dir), &recorder, 2, &engines());
         assert!(
             matches!(&limited, Outcome::Refused { refusal, .. } if refusal.reason.contains("more than 2 entries"))
+        );
+    }
+
+    /// Events came after the read (the queue is not empty): the names that
+    /// appeared or vanished since the listing are re-read too, so that the
+    /// listing is as new as the fingerprint taken with it.
+    #[test]
+    fn restat_reads_unreported_names_when_events_came_after_the_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for name in ["kept", "reported", "gone"] {
+            std::fs::write(tmp.path().join(name), b"").expect("write");
+        }
+        let real = bytes_of(tmp.path());
+        let (_, listed) = relist(&Root::Host, &real, 100).expect("relist");
+        std::fs::write(tmp.path().join("reported"), b"longer").expect("write");
+        std::fs::write(tmp.path().join("unreported"), b"").expect("write");
+        std::fs::remove_file(tmp.path().join("gone")).expect("rm");
+        let changed = [Bytes::from_static(b"reported")];
+        let names = |restat: Restat| -> Vec<(Vec<u8>, bool)> {
+            (restat.names.into_iter())
+                .map(|(name, entry)| (name.to_vec(), entry.is_some()))
+                .collect()
+        };
+        let quiet = restat(&Root::Host, &real, &changed, &listed, 100, || true).expect("restat");
+        assert_eq!(names(quiet), [(b"reported".to_vec(), true)]);
+        let busy = restat(&Root::Host, &real, &changed, &listed, 100, || false).expect("restat");
+        assert_eq!(
+            names(busy),
+            [
+                (b"gone".to_vec(), false),
+                (b"reported".to_vec(), true),
+                (b"unreported".to_vec(), true)
+            ]
         );
     }
 }

@@ -346,6 +346,14 @@ impl Watcher {
         Some(targets)
     }
 
+    /// Whether events wait in the queue (`FIONREAD`); an error says yes.
+    pub fn events_queued(&self) -> bool {
+        let mut bytes: libc::c_int = 0;
+        // SAFETY: FIONREAD on an inotify descriptor writes one int.
+        let rc = unsafe { libc::ioctl(self.raw_fd(), libc::FIONREAD, &mut bytes) };
+        rc != 0 || bytes > 0
+    }
+
     /// Reads once from the queue. `Ok(None)`: the queue is dry.
     pub fn read(&mut self) -> io::Result<Option<Vec<Change>>> {
         let mut buffer = std::mem::take(&mut self.buffer);

@@ -248,6 +248,56 @@ def test_in_process_freshness_matches_stock(python, daemon, tmp):
         assert log == expected, (switch, log)
 
 
+# A thread announces a change (the audit event comes before the system call,
+# which runs without the GIL), another thread's question revalidates the
+# directory before the change exists, and only then is the change made: the
+# changing thread's import must still see it. The daemon is stopped once
+# the other thread has asked, so nothing but the client's own bookkeeping
+# can tell it of the new file; the change is made through libc, which
+# raises no second audit event.
+ANNOUNCED_THEN_MADE = """
+import ctypes, importlib, json, os, signal, sys, threading
+src, daemon_pid = os.environ["ANNOUNCED_SRC"], int(os.environ["ANNOUNCED_DAEMON_PID"])
+path = os.path.join(src, "late.py")
+flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+def another_thread_asks():
+    try:
+        importlib.import_module("not_here_at_all")
+    except ImportError:
+        pass
+importlib.import_module("present")
+sys.audit("open", path, "w", flags)
+asker = threading.Thread(target=another_thread_asks)
+asker.start()
+asker.join()
+os.kill(daemon_pid, signal.SIGSTOP)
+try:
+    fd = ctypes.CDLL(None, use_errno=True).open(os.fsencode(path), flags, 0o644)
+    assert fd >= 0, ctypes.get_errno()
+    os.write(fd, b"where = 'late'\\n")
+    os.close(fd)
+    try:
+        got = importlib.import_module("late").where
+    except ImportError as exc:
+        got = type(exc).__name__
+finally:
+    os.kill(daemon_pid, signal.SIGCONT)
+print(json.dumps(got))
+"""
+
+
+def test_a_change_revalidated_by_another_thread_before_it_is_made_is_seen(python, daemon, tmp):
+    # A lease far longer than the test: only the client can know.
+    daemon.stop()
+    daemon.start("--lease-ms", "60000")
+    src = os.path.join(tmp, "announced")
+    support.write(os.path.join(src, "present.py"), "where = 'present'\n")
+    got = support.run_json(python, ANNOUNCED_THEN_MADE, daemon.socket, PYTHONPATH=src,
+                           PYTHONDONTWRITEBYTECODE="1", FINDERD_TIMEOUT_MS="1000",
+                           ANNOUNCED_SRC=src, ANNOUNCED_DAEMON_PID=str(daemon.proc.pid))
+    assert got == "late"
+
+
 # --------------------------------------------------------------------------
 # Graceful absence
 # --------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "finderd.h"
 #include "resolver.h" /* recordings, for the benchmark's bound */
@@ -80,9 +81,14 @@ typedef struct {
 
 static PyObject *epoch_name; /* interned "_epoch" */
 
-/* Distrust every listing when importlib.invalidate_caches() ran since last time. */
+static void settle_changes(ClientObject *self);
+
+/* Distrust every listing when importlib.invalidate_caches() ran since last
+ * time, and every directory a change of this process may still be making
+ * (settle_changes()). Called before every question. */
 static void follow_invalidations(ClientObject *self)
 {
+	settle_changes(self);
 	PyObject *epoch;
 
 	if (!self->epoch_owner)
@@ -390,24 +396,133 @@ static const struct {
 };
 
 /*
+ * Changes still being made. The audit event comes before the system call,
+ * and the call runs without the GIL: another thread's question in between
+ * revalidates the directory under the daemon's barrier before the change
+ * exists, which clears the touch, and the changing thread's import right
+ * after the call would then trust the listing from before (up to a lease,
+ * until the daemon reads the event). So each touch is kept here and made
+ * again before every question, until the changing thread itself asks a
+ * question or raises another event (its call has returned by then: one
+ * more touch, and the revalidation it causes sees the change), or, for a
+ * thread that does neither, until PENDING_KEEP_US have passed. A question
+ * made after that is still exact when the change took less than
+ * PENDING_KEEP_US minus the daemon's lease (200 ms by default) to make.
+ */
+#define PENDING_MAX 64
+#define PENDING_KEEP_US 1000000
+
+struct pending_change {
+	unsigned long thread; /* PyThread_get_thread_ident(); 0: no thread clears it */
+	uint64_t at_us;       /* when it was announced */
+	char *path;           /* NULL: every held listing */
+	size_t len;
+	int create_dir;
+};
+
+static struct pending_change pending[PENDING_MAX];
+static size_t n_pending;
+
+static uint64_t monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Tell the resolver of @p: its directory is to be revalidated before use. */
+static void touch_change(struct finderd_client *client, const struct pending_change *p)
+{
+	if (!p->path)
+		finderd_client_invalidate(client);
+	else if (p->create_dir)
+		finderd_client_touch_mkdir(client, p->path, p->len);
+	else
+		finderd_client_touch(client, p->path, p->len);
+}
+
+static void forget_change(size_t i)
+{
+	PyMem_RawFree(pending[i].path);
+	pending[i] = pending[--n_pending];
+}
+
+/*
+ * Touch again every pending change; forget those of the current thread
+ * (made by now) and those older than PENDING_KEEP_US.
+ */
+static void retouch_pending(struct finderd_client *client)
+{
+	unsigned long me = PyThread_get_thread_ident();
+	uint64_t now = monotonic_us();
+	size_t i = 0;
+
+	while (i < n_pending) {
+		touch_change(client, &pending[i]);
+		if (pending[i].thread == me || now - pending[i].at_us > PENDING_KEEP_US)
+			forget_change(i);
+		else
+			i++;
+	}
+}
+
+/* Before a question of the tracked client: see retouch_pending(). */
+static void settle_changes(ClientObject *self)
+{
+	if (n_pending && self == tracked)
+		retouch_pending(self->client);
+}
+
+/* Keep @p (its path copied) until its change is surely made. When the
+ * table is full, one entry that distrusts everything stands for all. */
+static void keep_pending(struct pending_change p)
+{
+	size_t i;
+
+	for (i = 0; i < n_pending; i++)
+		if (pending[i].thread == p.thread && pending[i].create_dir == p.create_dir &&
+		    pending[i].len == p.len && pending[i].path && p.path &&
+		    memcmp(pending[i].path, p.path, p.len) == 0) {
+			pending[i].at_us = p.at_us;
+			return;
+		}
+	if (p.path) {
+		char *copy = PyMem_RawMalloc(p.len ? p.len : 1);
+
+		if (copy)
+			memcpy(copy, p.path, p.len);
+		p.path = copy; /* out of memory: NULL, everything */
+	}
+	if (n_pending == PENDING_MAX) {
+		while (n_pending)
+			forget_change(0);
+		p.thread = 0;
+		PyMem_RawFree(p.path);
+		p.path = NULL;
+	}
+	pending[n_pending++] = p;
+}
+
+/*
  * Tell the resolver that @path is about to change (all, if it is not a
  * path); @create_dir: it is to be mkdir()ed, which changes nothing where a
- * directory exists.
+ * directory exists. The thread's earlier changes are made by now.
  */
 static void touch_path(PyObject *path, int relative_to_fd, int create_dir)
 {
-	const char *data;
+	struct pending_change p = {PyThread_get_thread_ident(), monotonic_us(), NULL, 0, create_dir};
 	Py_ssize_t len;
-	PyObject *owner;
+	PyObject *owner = NULL;
+	const char *data;
 
-	if (relative_to_fd || !path || !path_bytes(path, &data, &len, &owner)) {
-		finderd_client_invalidate(tracked->client);
-		return;
+	retouch_pending(tracked->client);
+	if (!relative_to_fd && path && path_bytes(path, &data, &len, &owner)) {
+		p.path = (char *)data;
+		p.len = (size_t)len;
 	}
-	if (create_dir)
-		finderd_client_touch_mkdir(tracked->client, data, (size_t)len);
-	else
-		finderd_client_touch(tracked->client, data, (size_t)len);
+	touch_change(tracked->client, &p);
+	keep_pending(p);
 	Py_XDECREF(owner);
 }
 
