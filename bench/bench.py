@@ -1076,6 +1076,14 @@ class Bench:
         # The daemon's own latencies over the whole measurement (both jobs kinds' starts).
         later_daemon["request_latency"] = stats.get("request_latency")
         later_daemon["refresh_latency"] = stats.get("refresh_latency")
+        # Compiled files served from memory, and which filesystems counted as slow.
+        plans, first_plans = stats.get("plans") or {}, first_stats.get("plans") or {}
+        for key in ("cached_files_served", "cached_bytes_served", "compiled_reads_sync",
+                    "compiled_reads_uring", "compiled_reads_changed", "deadline_replies"):
+            if isinstance(plans.get(key), int):
+                later_daemon[key] = plans[key] - first_plans.get(key, 0)
+        later_daemon["slow_devices"] = plans.get("slow_devices")
+        later_daemon["filesystems"] = stats.get("filesystems")
 
         # Did the client stay served? A later job's first and second start with FINDERD_DEBUG=1
         # (the client's normal deadline), then the same under strace (deadline lifted) for

@@ -865,8 +865,20 @@ def s7_where(s):
                 d.get("crawls_sync", 0) + d.get("crawls_uring", 0),
                 "%.0f" % ((d.get("crawls_sync", 0) + d.get("crawls_uring", 0)) / later_starts)
                 if later_starts else "?", v["later_other_starts"]["wall_ratio"],
-                v["later_other_starts"]["cpu_ratio"], fs["wall_ratio"], _s7_followups(v)))
+                v["later_other_starts"]["cpu_ratio"], fs["wall_ratio"], _s7_followups(v))
+            + _s7_compiled(d))
     return "\n".join(out) + "\n"
+
+
+def _s7_compiled(d):
+    """What the later jobs got of compiled files from memory (runs that count it)."""
+    if "cached_files_served" not in d:
+        return ""
+    reads = d.get("compiled_reads_sync", 0) + d.get("compiled_reads_uring", 0)
+    return (" Compiled files: %d served from memory (%.1f MiB), %d read by the daemon for "
+            "plans, %d of them not the file listed." % (
+                d["cached_files_served"], d.get("cached_bytes_served", 0) / 2 ** 20, reads,
+                d.get("compiled_reads_changed", 0)))
 
 def render_not_done(sc):
     out = ["## Not measured, and why\n"]

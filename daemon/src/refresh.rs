@@ -42,6 +42,9 @@ pub struct Fingerprint {
     pub size: u64,
     pub ino: u64,
     pub ctime_ns: i64,
+    /// The object's own device: on overlayfs a file from a lower layer
+    /// is not on its directory's (the overlay's) device.
+    pub dev: u64,
 }
 
 impl Fingerprint {
@@ -52,6 +55,7 @@ impl Fingerprint {
             size: st.st_size as u64,
             ino: st.st_ino,
             ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+            dev: st.st_dev,
         }
     }
 
@@ -63,6 +67,7 @@ impl Fingerprint {
             size: stx.stx_size,
             ino: stx.stx_ino,
             ctime_ns: ns(&stx.stx_ctime),
+            dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
         }
     }
 }

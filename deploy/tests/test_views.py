@@ -71,18 +71,19 @@ def make_image(base, name, client_python, modules):
 class Node:
     """The daemon, unprivileged, in namespaces of its own, and the pods."""
 
-    def __init__(self, finderd_bin, base):
+    def __init__(self, finderd_bin, base, extra=()):
         self.base = base
+        self.finderd_bin = finderd_bin
         self.app = os.path.join(base, "app")  # where every pod mounts its image
         self.sockdir = os.path.join(base, "sock")
         os.makedirs(self.app)
         os.makedirs(self.sockdir)
         os.chown(self.sockdir, NOBODY, NOBODY)
         self.log = open(os.path.join(base, "daemon.log"), "w")
-        socket_path = os.path.join(self.sockdir, "finderd.sock")
+        socket_path = self.socket = os.path.join(self.sockdir, "finderd.sock")
         # A session of its own: the daemon is unshare's child in another PID
         # namespace, and only a signal to the whole group reaches it.
-        self.daemon = subprocess.Popen(daemon_argv(finderd_bin, self.app, socket_path),
+        self.daemon = subprocess.Popen(daemon_argv(finderd_bin, self.app, socket_path, extra),
                                        stdout=self.log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         deadline = time.monotonic() + 30
@@ -96,10 +97,25 @@ class Node:
         with open(os.path.join(self.base, "daemon.log")) as f:
             return f.read()
 
-    def pod(self, image, rootless, script=PROBE):
+    def stats(self):
+        """The daemon's Stats, asked as root (every figure)."""
+        return json.loads(run([self.finderd_bin, "stats", "--socket", self.socket, "--json"]
+                              ).stdout)
+
+    def pod(self, image, rootless, script=PROBE, upper_on_tmpfs=False):
         """Runs `script` with the image's interpreter in a new pod; returns
-        what it printed, parsed."""
+        what it printed, parsed. @upper_on_tmpfs: the overlay's upper layer
+        on another filesystem than the image."""
         pod = tempfile.mkdtemp(prefix="pod-", dir=self.base)
+        if upper_on_tmpfs:
+            run(["mount", "-t", "tmpfs", "tmpfs", pod])
+        try:
+            return self._run_pod(pod, image, rootless, script)
+        finally:
+            if upper_on_tmpfs:
+                run(["umount", pod], check=False)
+
+    def _run_pod(self, pod, image, rootless, script):
         upper, work = pod_dirs(pod, rootless)
         app = self.app
         env = {"PATH": "/usr/bin:/bin", "FINDERD_SOCKET": app + "/run/finderd.sock",
@@ -163,6 +179,28 @@ def test_an_unprivileged_node_daemon_serves_each_pod_as_it_sees_itself(finderd_b
         assert status == "served", "%s: %s (%s)" % (name, status, reason)
         assert probe["counters"]["answered"] > 0, probe
         assert probe["counters"]["not_served"] == 0, probe
+
+
+def test_compiled_files_of_a_lower_layer_on_another_filesystem_are_served(finderd_bin, client_python,
+                                                                          base):
+    """An overlay whose upper layer is on another filesystem than its image
+    (a tmpfs here, as a pod's writable layer; S7 puts the image on FUSE)
+    gives the image's files a device of their own, not the overlay's. The
+    daemon keeps a planned compiled file only if the file it read is the one
+    listed, device included: the file's own. With the overlay counted slow
+    (polled), the second pod's Snapshot carries the compiled file its plan
+    names."""
+    image = make_image(base, "image", client_python, {"probe": "VALUE = 'a'\n"})
+    run([IMAGE_PYTHON, "-m", "compileall", "-q", os.path.join(image, "src")])
+    subprocess.run(["chmod", "-R", "a+rX", image], check=True)
+    node = Node(finderd_bin, base, extra=["--poll-filesystem", "overlay"])
+    try:
+        probes = [node.pod(image, rootless=False, upper_on_tmpfs=True) for _ in range(2)]
+        plans = node.stats()["plans"]
+    finally:
+        node.close()
+    assert [p["value"] for p in probes] == ["a", "a"], probes
+    assert plans["cached_files_served"] > 0, json.dumps(plans)
 
 
 if __name__ == "__main__":

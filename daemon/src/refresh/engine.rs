@@ -159,6 +159,10 @@ struct Choice {
 const FIRST_RECALIBRATION: Duration = Duration::from_secs(10);
 
 impl Choice {
+    fn is_slow(&self, threshold_ns: u64) -> bool {
+        self.polled || (self.measured.is_some() && self.sync_ns >= threshold_ns)
+    }
+
     fn due(&self, recalibrate: Duration) -> bool {
         let Some(at) = self.measured else {
             return true;
@@ -307,19 +311,22 @@ impl Engines {
         }
     }
 
-    /// The devices whose filesystems are slow, in order: polled (inotify
-    /// cannot see them: remote or userspace filesystems), or a measured
-    /// `statx` costs at least `threshold_ns`. Compiled files there are worth
-    /// serving from memory.
+    /// The devices whose filesystems are slow, in order (`is_slow_device`).
     pub fn slow_devices(&self, threshold_ns: u64) -> Vec<u64> {
-        let mut devices: Vec<u64> = self
-            .choices()
-            .iter()
-            .filter(|(_, c)| c.polled || (c.measured.is_some() && c.sync_ns >= threshold_ns))
+        let mut devices: Vec<u64> = (self.choices().iter())
+            .filter(|(_, c)| c.is_slow(threshold_ns))
             .map(|(device, _)| *device)
             .collect();
         devices.sort_unstable();
         devices
+    }
+
+    /// Whether `device`'s filesystem is slow: polled (inotify cannot see
+    /// it: remote or userspace filesystems), or a measured `statx` costs at
+    /// least `threshold_ns`. Compiled files there are worth serving from
+    /// memory.
+    pub fn is_slow_device(&self, device: u64, threshold_ns: u64) -> bool {
+        (self.choices().get(&device)).is_some_and(|c| c.is_slow(threshold_ns))
     }
 
     pub fn report(&self) -> EngineReport {

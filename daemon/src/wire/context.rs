@@ -93,8 +93,6 @@ pub struct Context<'a> {
     /// Why no path of this request is answered (a peer in another mount
     /// namespace without a view, a view refused).
     refusal: Option<String>,
-    /// Devices of slow filesystems (`Directory.slow_filesystem`).
-    slow: Vec<u64>,
     /// The barrier ran: the index reflects every change made before the
     /// request. At a deadline with the watcher busy it may not have.
     fresh: bool,
@@ -119,7 +117,6 @@ impl<'a> Context<'a> {
             mode,
             index,
             refusal,
-            slow: index.engines().slow_devices(finder.learning.slow_stat_ns),
             fresh: false,
         }
     }
@@ -239,9 +236,11 @@ impl<'a> Context<'a> {
         entry.kind
     }
 
-    /// Whether a listing lives on a filesystem measured as slow.
+    /// Whether a listing lives on a filesystem measured as slow. Asked of
+    /// the engines each time, not once per request: a request's own crawls
+    /// are what first tells a new view's filesystems (a job's overlay) apart.
     pub fn is_slow(&self, listing: &Listing) -> bool {
-        self.slow.contains(&listing.device)
+        (self.index.engines()).is_slow_device(listing.device, self.finder.learning.slow_stat_ns)
     }
 }
 

@@ -134,7 +134,10 @@ fn wanted(root: &Root, listing: &Listing, name: Bytes) -> Option<Wanted> {
         dir_id: (dir.dev, dir.ino),
         name,
         identity: Identity {
-            dev: listing.device,
+            // The file's own device, not its directory's: they differ on
+            // overlayfs (a lower layer's files), where the read's fstat
+            // would never match the directory's device.
+            dev: entry.stat.dev,
             ino: entry.stat.ino,
             ctime_ns: entry.stat.ctime_ns,
             mtime_ns: entry.stat.mtime_ns,
