@@ -223,7 +223,9 @@ async fn generation_file_slots_follow_changes() {
 async fn dry_ns_is_kept_fresh_while_active_and_ages_when_idle() {
     let daemon = Daemon::start(&["--active-window-secs", "1", "--lease-ms", "40"]);
     let mut client = daemon.client().await;
-    let tree = tempfile::tempdir().expect("tempdir");
+    // Not under /tmp: the daemon watches the tree's ancestors, and other
+    // tests churn /tmp, which leaves no quiet interval on a busy machine.
+    let tree = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let reply = snapshot(&mut client, &[tree.path()], 0).await;
     let genfile = path_of(&reply.generations.expect("generations").path);
     let dry_ns = || read_gen_u64(&genfile, 24);
@@ -728,9 +730,17 @@ async fn a_stale_socket_is_replaced() {
     let socket = dir.path().join("finderd.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
     assert!(socket.exists(), "a socket file nobody listens on");
+    // A child another test thread forked a moment ago holds the listener
+    // until it execs: only once connecting is refused is the socket stale
+    // (else the daemon would not have started when the socket answers).
+    wait_until("the socket refuses", || {
+        matches!(std::os::unix::net::UnixStream::connect(&socket),
+                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
     // Panics when the daemon exits or never listens.
     let daemon = Daemon::start_in(dir, &[]);
-    assert!(daemon.stderr().contains("replacing stale socket"));
+    let stderr = daemon.stderr();
+    assert!(stderr.contains("replacing stale socket"), "{stderr}");
 }
 
 #[tokio::test]
@@ -925,20 +935,35 @@ fn run_as_nobody(socket: &Path, paths: &[&Path]) -> Vec<String> {
         .expect("copy test binary");
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let joined: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let output = std::process::Command::new(&helper)
-        .args([
-            "peer_policy_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FINDERD_TEST_PEER_SOCKET", socket)
-        .env("FINDERD_TEST_PEER_PATHS", joined.join("\n"))
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run helper as uid 65534");
+    let run = || {
+        std::process::Command::new(&helper)
+            .args([
+                "peer_policy_helper",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FINDERD_TEST_PEER_SOCKET", socket)
+            .env("FINDERD_TEST_PEER_PATHS", joined.join("\n"))
+            .uid(65534)
+            .gid(65534)
+            .output()
+    };
+    // The copy was open for writing a moment ago: a child another test
+    // thread forked meanwhile holds that descriptor until it execs, and
+    // exec of the copy fails with ETXTBSY until then.
+    let mut output = run();
+    for _ in 0..50 {
+        match &output {
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                output = run();
+            }
+            _ => break,
+        }
+    }
+    let output = output.expect("run helper as uid 65534");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
