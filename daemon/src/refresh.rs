@@ -363,7 +363,11 @@ pub fn restat(
 /// unlink or rename in it that had begun has queued its inotify event (the
 /// kernel queues it before the lock is released) by the time this returns.
 fn wait_for_namespace_changes(dir: &OwnedFd) -> io::Result<()> {
-    let mut buffer = [0u8; 1024];
+    getdents(dir, &mut [0u8; 1024]).map(drop)
+}
+
+/// One `getdents64` into `buffer`: the bytes it filled (0 at the end).
+fn getdents(dir: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `buffer.len()` bytes into it.
     let read = unsafe {
         libc::syscall(
@@ -376,7 +380,7 @@ fn wait_for_namespace_changes(dir: &OwnedFd) -> io::Result<()> {
     if read < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(read as usize)
 }
 
 /// `changed`, and the names that are in one of `listed` (sorted) and
@@ -564,22 +568,11 @@ fn read_names(dir: &OwnedFd, max_entries: usize) -> Result<Names, ReadError> {
     };
     let mut buffer = vec![0u8; GETDENTS_BUFFER];
     loop {
-        // SAFETY: the kernel writes at most `buffer.len()` bytes into it.
-        let read = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                dir.as_raw_fd(),
-                buffer.as_mut_ptr(),
-                buffer.len(),
-            )
-        };
-        if read < 0 {
-            return Err(ReadError::Io(io::Error::last_os_error()));
-        }
+        let read = getdents(dir, &mut buffer).map_err(ReadError::Io)?;
         if read == 0 {
             return Ok(names);
         }
-        parse_dirents(&buffer[..read as usize], &mut names);
+        parse_dirents(&buffer[..read], &mut names);
         if names.records.len() > max_entries {
             return Err(ReadError::TooMany);
         }
