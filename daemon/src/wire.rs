@@ -20,7 +20,10 @@
 //! inline on the async worker (the barrier is one short mutex hold and a
 //! non-blocking read of the inotify queue); anything that needs the
 //! filesystem (a crawl, a stat check of a polled directory) is answered on
-//! tokio's blocking pool. A request carrying a `grpc-timeout` is answered by
+//! tokio's blocking pool, and so is a request that takes longer inline than
+//! `context::INLINE_BUDGET` (1 ms) or is larger than 64 KiB: the async
+//! worker is one thread every peer's requests wait for, so no one request
+//! may hold it for long (one uid's deep-chain Lookups took it for 8 ms each). A request carrying a `grpc-timeout` is answered by
 //! `deadline_percent` of it even then: what is not indexed by that time is
 //! NOT_SERVED "being indexed" and the crawl goes on in the background.
 

@@ -7,11 +7,12 @@ out (the last line of stdout).
 Steps ("do"):
   rpc       {"method": "Snapshot"|"Lookup"|"Report"|"Stats", "paths": [...],
              "program_key": "...", "directories": [...], "bytecode_files": [...],
-             "bytecode_bytes": N, "prefetch_bytes": N}
-            -> code, and for replies every directory (path, status, reason,
-               slot, entries with kind, mode, mtime_ns, size), the cached
-               files (path, size, sha256 of the bytes), planned count; for
-               Stats the decoded fields (own_figures_only among them).
+             "bytecode_bytes": N, "prefetch_bytes": N, "brief": false}
+            -> code; brief: and the reply's size; otherwise for replies
+               every directory (path, status, reason, slot, entries with
+               kind, mode, mtime_ns, size), the cached files (path, size,
+               sha256 of the bytes), planned count; for Stats the decoded
+               fields (own_figures_only among them).
   symlink   {"target": T, "path": P}: P becomes a symlink to T (atomically).
   write     {"path": P, "data": "...", "mtime_ns": N}: a file, and its mtime.
   mkdir     {"path": P, "mode": 0o755}
@@ -25,6 +26,10 @@ Steps ("do"):
             more than are sent (never completed). Prints {"held": ...}
             once sent, then holds everything until stdin closes, and
             reports how many streams the daemon refused meanwhile.
+  warm_starts {"paths": [...], "interval_ms": N}: a warm start's Snapshot
+            of the paths every N ms, timed. Prints {"ready": true} once the
+            first is answered, goes on until stdin closes, then reports
+            every latency in ms (the victim beside a flood).
 Paths are strings (surrogateescape for non-UTF-8 bytes).
 """
 
@@ -212,10 +217,32 @@ def hold(socket_path, step):
     return {"held": sent, "refused": len(refused)}
 
 
+def warm_starts(socket_path, step):
+    ch = wire.Channel(socket_path, timeout=120)
+    body = wire.snapshot_request(fs(step["paths"]))
+    ch.call("Snapshot", body)
+    print(json.dumps({"ready": True}), flush=True)
+    closed = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+    latencies = []
+    while not closed.is_set():
+        started = time.monotonic()
+        code, _ = ch.call("Snapshot", body)
+        if code != "OK":
+            raise AssertionError("a warm start was refused: %s" % code)
+        latencies.append((time.monotonic() - started) * 1000)
+        closed.wait(step["interval_ms"] / 1000)
+    ch.close()
+    return {"latencies_ms": latencies}
+
+
 def run(ch, step):
     what = step["do"]
     if what == "rpc":
-        return decoded(step["method"], *ch.call(step["method"], request(step)))
+        code, body = ch.call(step["method"], request(step))
+        if step.get("brief"):
+            return {"code": code, "bytes": len(body)}
+        return decoded(step["method"], code, body)
     if what == "symlink":
         replace_symlink(step["target"], step["path"])
         return {}
@@ -242,6 +269,9 @@ def main():
     steps = json.loads(sys.stdin.readline() if sys.argv[2] == "-" else sys.argv[2])
     if steps and steps[0]["do"] == "hold":
         print(json.dumps([hold(socket_path, steps[0])]))
+        return
+    if steps and steps[0]["do"] == "warm_starts":
+        print(json.dumps([warm_starts(socket_path, steps[0])]))
         return
     ch = wire.Channel(socket_path, timeout=120)
     try:

@@ -39,7 +39,19 @@ pub enum Unanswered {
     /// Answering needs the filesystem (inline only): run the handler again
     /// on the blocking pool.
     NeedsFilesystem,
+    /// Answering inline took longer than [`INLINE_BUDGET`]: run the handler
+    /// again on the blocking pool, so that one big request does not hold
+    /// the async worker every other peer's requests wait for.
+    OverInlineBudget,
 }
+
+/// How long a handler may run on the async worker. The wire is served by
+/// one thread by default (`worker_threads` 0), so this is also how long any
+/// peer's request can make everyone else's wait: a warm start's Snapshot
+/// takes well under it; a request naming thousands of directories (or one
+/// deep chain) goes over it and is answered on the blocking pool, where it
+/// only competes for a core.
+pub const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl From<Error> for Unanswered {
     fn from(error: Error) -> Self {
@@ -96,6 +108,8 @@ pub struct Context<'a> {
     /// The barrier ran: the index reflects every change made before the
     /// request. At a deadline with the watcher busy it may not have.
     fresh: bool,
+    /// When the handler started (inline: for [`INLINE_BUDGET`]).
+    started: std::time::Instant,
 }
 
 impl<'a> Context<'a> {
@@ -118,6 +132,7 @@ impl<'a> Context<'a> {
             index,
             refusal,
             fresh: false,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -156,6 +171,9 @@ impl<'a> Context<'a> {
         known_generation: u64,
         role: Role,
     ) -> Result<Answer, Unanswered> {
+        if self.mode == Mode::Inline {
+            self.within_inline_budget()?;
+        }
         if let Some(reason) = non_canonical_reason(path) {
             return Ok(Answer::NotServed(format!(
                 "path is not canonical: {reason}"
@@ -184,6 +202,14 @@ impl<'a> Context<'a> {
             index.claim(path, &indexed, self.peer.as_ref().map(|peer| peer.uid));
         }
         Ok(answer_for(self.peer, indexed, known_generation))
+    }
+
+    /// Inline, whether the handler may go on on the async worker.
+    fn within_inline_budget(&self) -> Result<(), Unanswered> {
+        if self.started.elapsed() > INLINE_BUDGET {
+            return Err(Unanswered::OverInlineBudget);
+        }
+        Ok(())
     }
 
     /// The answer for a directory not indexed by the deadline.

@@ -144,57 +144,76 @@ fn hold_reply(
     Ok(reply)
 }
 
-/// Inline first; on the blocking pool when the inline attempt needs the
-/// filesystem. With a `deadline`, a blocking attempt still running then is
-/// left to finish in the background (its crawls stay in the index) and the
-/// request is answered with what is indexed (`Mode::Deadline`).
-async fn run<Request: Send + Sync + 'static>(
+/// Requests larger than this are not tried inline: they would go over the
+/// inline budget (`context::INLINE_BUDGET`) anyway, and trying would waste
+/// that budget of the async worker. 64 KiB is a thousand typical paths.
+const INLINE_MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Inline first (when small enough); on the blocking pool when the inline
+/// attempt needs the filesystem or goes over its budget. With a
+/// `deadline`, a blocking attempt still running then is left to finish in
+/// the background (its crawls stay in the index) and the request is
+/// answered with what is indexed (`Mode::Deadline`).
+async fn run<Request: Message + Send + Sync + 'static>(
     finder: &Arc<Finder>,
     handler: Handler<Request>,
     peer: PeerInfo,
     message: Request,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Bytes, Error> {
-    match handler(finder, &peer, &message, Mode::Inline) {
-        Ok(reply) => return Ok(reply),
-        Err(Unanswered::Rejected(error)) => return Err(error),
-        Err(Unanswered::NeedsFilesystem) => {}
+    if message.encoded_len() <= INLINE_MAX_REQUEST_BYTES {
+        match handler(finder, &peer, &message, Mode::Inline) {
+            Ok(reply) => return Ok(reply),
+            Err(Unanswered::Rejected(error)) => return Err(error),
+            Err(Unanswered::NeedsFilesystem | Unanswered::OverInlineBudget) => {}
+        }
     }
     let message = Arc::new(message);
-    let (worker, worker_peer, worker_message) =
-        (Arc::clone(finder), peer.clone(), Arc::clone(&message));
-    let blocking = tokio::task::spawn_blocking(move || {
-        handler(&worker, &worker_peer, &worker_message, Mode::Blocking)
-    });
+    let blocking = on_blocking_pool(finder, handler, &peer, &message, Mode::Blocking);
     let joined = match deadline {
         None => blocking.await,
         Some(deadline) => match tokio::time::timeout_at(deadline, blocking).await {
             Ok(joined) => joined,
-            Err(_elapsed) => return at_deadline(finder, handler, &peer, &message),
+            Err(_elapsed) => return at_deadline(finder, handler, &peer, &message).await,
         },
     };
     answered(joined.map_err(|error| Error::Internal(error.to_string()))?)
+}
+
+/// Runs the handler in `mode` on tokio's blocking pool.
+fn on_blocking_pool<Request: Send + Sync + 'static>(
+    finder: &Arc<Finder>,
+    handler: Handler<Request>,
+    peer: &PeerInfo,
+    message: &Arc<Request>,
+    mode: Mode,
+) -> tokio::task::JoinHandle<Handled> {
+    let (finder, peer, message) = (Arc::clone(finder), peer.clone(), Arc::clone(message));
+    tokio::task::spawn_blocking(move || handler(&finder, &peer, &message, mode))
 }
 
 /// A handler's outcome where it may not ask for the filesystem again.
 fn answered(handled: Handled) -> Result<Bytes, Error> {
     handled.map_err(|unanswered| match unanswered {
         Unanswered::Rejected(error) => error,
-        Unanswered::NeedsFilesystem => {
-            Error::Internal("a handler off the async worker asked for the filesystem".to_string())
-        }
+        Unanswered::NeedsFilesystem | Unanswered::OverInlineBudget => Error::Internal(
+            "a handler off the async worker asked for the blocking pool".to_string(),
+        ),
     })
 }
 
-/// Answers `message` in `Mode::Deadline`: only what is indexed.
-fn at_deadline<Request>(
-    finder: &Finder,
+/// Answers `message` in `Mode::Deadline`: only what is indexed. On the
+/// blocking pool too: a big request answered from the index alone can still
+/// take longer than the async worker may be held (`INLINE_BUDGET`).
+async fn at_deadline<Request: Send + Sync + 'static>(
+    finder: &Arc<Finder>,
     handler: Handler<Request>,
     peer: &PeerInfo,
-    message: &Request,
+    message: &Arc<Request>,
 ) -> Result<Bytes, Error> {
     bump(&finder.learning.deadline_replies);
-    answered(handler(finder, peer, message, Mode::Deadline))
+    let joined = on_blocking_pool(finder, handler, peer, message, Mode::Deadline).await;
+    answered(joined.map_err(|error| Error::Internal(error.to_string()))?)
 }
 
 /// When a request with this metadata must be answered: `deadline_percent`
