@@ -10,8 +10,9 @@
  *
  * lookup/snapshot: each client is a thread with its own persistent
  * connection, calling back to back for T seconds after a short warm-up.
- * connect-snapshot: a fresh connection per call (what one interpreter's
- * start-up pays). crawl: one Lookup of every directory listed in FILE (one
+ * connect-snapshot: a fresh connection per call, connected as an
+ * interpreter's resolver connects (FINDERD_CONNECT_LAZY: what one start-up
+ * pays). crawl: one Lookup of every directory listed in FILE (one
  * absolute path per line), timed: the daemon's cold crawl when it has not
  * seen them. floor: the raw Unix-socket floor for the same exchange: each
  * client writes Q bytes and reads R bytes back from a thread of its own
@@ -202,7 +203,12 @@ static void *run_worker(void *arg)
 		for (int i = 0; i < 50; i++)
 			if ((rc = floor_call(w, req, rep)) < 0)
 				die("warm-up exchange", rc);
-	} else if (mode != MODE_CONNECT_SNAPSHOT) {
+	} else if (mode == MODE_CONNECT_SNAPSHOT) {
+		/* As an interpreter's resolver connects: the request goes out
+		 * with the connection preface, without waiting for the server's
+		 * SETTINGS (one round trip, not two). */
+		opts.flags |= FINDERD_CONNECT_LAZY;
+	} else {
 		rc = finderd_connect(&opts, &conn);
 		if (rc < 0)
 			die("connect", rc);

@@ -137,7 +137,7 @@ fn wanted(root: &Root, listing: &Listing, name: Bytes) -> Option<Wanted> {
             // The file's own device, not its directory's: they differ on
             // overlayfs (a lower layer's files), where the read's fstat
             // would never match the directory's device.
-            dev: entry.stat.dev,
+            dev: entry.stat.device(),
             ino: entry.stat.ino,
             ctime_ns: entry.stat.ctime_ns,
             mtime_ns: entry.stat.mtime_ns,
