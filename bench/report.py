@@ -684,7 +684,33 @@ def render_s6(s6):
         w("| %s %s | %s | %s |" % (label, goal, "not measured" if value is None else _num(value),
                                     verdict(value, better[0], better[1])))
     w("")
+    against = s6_against_floor(s6)
+    if against:
+        w(against)
     return "\n".join(out)
+
+
+def s6_against_floor(s6):
+    """The latency goals beside the raw Unix-socket floor of the same run:
+    a goal below the floor cannot be met by any daemon on this machine."""
+    floor = {(r["like"], r["clients"]): r for r in s6.get("floor", [])}
+    rpc = {(r["mode"], r["clients"]): r for r in s6["rpc"] if "mode" in r}
+    pairs = [("Lookup p99, 1 client", ("lookup", 1), ("lookup", 1), "p99_us",
+              s6["goals"]["lookup_p99_us"]),
+             ("connect + Snapshot p50", ("connect-snapshot", 1), ("connect-snapshot", 1),
+              "p50_us", s6["goals"].get("connect_snapshot_p50_us"))]
+    parts = []
+    for label, mine, theirs, key, goal in pairs:
+        if mine not in rpc or theirs not in floor:
+            continue
+        value, base = rpc[mine][key], floor[theirs][key]
+        note = " (the goal, %g us, is below the floor on this machine)" % goal \
+            if goal is not None and base > goal else ""
+        parts.append("%s %.1f us = %.2f× the floor's %.1f us%s" % (label, value, value / base,
+                                                                     base, note))
+    if not parts:
+        return ""
+    return "Against the raw Unix-socket floor of this run: %s.\n" % "; ".join(parts)
 
 
 def render_s6_steps(steps):
