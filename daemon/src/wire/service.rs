@@ -202,16 +202,21 @@ fn answered(handled: Handled) -> Result<Bytes, Error> {
     })
 }
 
-/// Answers `message` in `Mode::Deadline`: only what is indexed. On the
-/// blocking pool too: a big request answered from the index alone can still
-/// take longer than the async worker may be held (`INLINE_BUDGET`).
-async fn at_deadline<Request: Send + Sync + 'static>(
+/// Answers `message` in `Mode::Deadline`: only what is indexed. Inline
+/// when it is small, so that a deadline is met even with every thread of
+/// the blocking pool stuck on a hung filesystem; a large one on the pool, as
+/// answering it from the index alone can still take longer than the async
+/// worker may be held (`INLINE_BUDGET`).
+async fn at_deadline<Request: Message + Send + Sync + 'static>(
     finder: &Arc<Finder>,
     handler: Handler<Request>,
     peer: &PeerInfo,
     message: &Arc<Request>,
 ) -> Result<Bytes, Error> {
     bump(&finder.learning.deadline_replies);
+    if message.encoded_len() <= INLINE_MAX_REQUEST_BYTES {
+        return answered(handler(finder, peer, message, Mode::Deadline));
+    }
     let joined = on_blocking_pool(finder, handler, peer, message, Mode::Deadline).await;
     answered(joined.map_err(|error| Error::Internal(error.to_string()))?)
 }
