@@ -455,8 +455,11 @@ def parse_engines(help_text):
             k += 1
         block = " ".join(lines[j:k])
         values = re.search(r"possible values: ([^\]]+)\]", block)
-        if values:
-            names = [v.strip() for v in values.group(1).split(",") if v.strip()]
+        # `--help` lists them one per line instead: "- uring: Batched ...".
+        listed = [m.group(1) for m in map(re.compile(r"^\s*-\s+([a-z0-9_-]+):").match,
+                                          lines[j:k]) if m]
+        if values or listed:
+            names = listed or [v.strip() for v in values.group(1).split(",") if v.strip()]
             if any("uring" in v for v in names):
                 return {v: [flag, v] for v in names}, None
         elif "<" not in lines[j]:  # a switch

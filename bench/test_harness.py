@@ -113,6 +113,23 @@ Options:
     assert note is None
     assert engines == {"auto": ["--refresh-engine", "auto"], "sync": ["--refresh-engine", "sync"],
                        "uring": ["--refresh-engine", "uring"]}
+    # The form `--help` prints once the values have their own help.
+    listed = """Options:
+      --refresh-engine <ENGINE>
+          How crawls stat directory entries. (restart to change) [default: auto]
+
+          Possible values:
+          - auto:  Measure both per filesystem and keep the faster
+          - sync:  One system call per entry
+          - uring: Batched `IORING_OP_STATX`
+
+      --uring-batch <N>
+          Entries per io_uring submission. [default: 64]
+"""
+    engines, note = bench.parse_engines(listed)
+    assert note is None
+    assert engines == {"auto": ["--refresh-engine", "auto"], "sync": ["--refresh-engine", "sync"],
+                       "uring": ["--refresh-engine", "uring"]}
     engines, note = bench.parse_engines("Options:\n      --socket <PATH>\n          socket\n")
     assert engines == {"default": []} and "no io_uring" in note
 
