@@ -7,6 +7,7 @@
 //! peer's view (`handshake.rs`, `crate::views`).
 
 mod authority;
+mod coalesce;
 mod handshake;
 mod hpack;
 
@@ -15,7 +16,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
@@ -45,6 +46,8 @@ pub struct PeerStream {
     /// The optional view message before the preface, and where views live.
     handshake: Handshake,
     views: Arc<Views>,
+    /// What h2 wrote that the socket has not taken yet (see [`coalesce`]).
+    out: coalesce::Coalesce,
 }
 
 /// Bytes read from the socket at a time while they pass through [`AuthorityFix`].
@@ -136,6 +139,7 @@ impl PeerStream {
             authority: AuthorityFix::default(),
             handshake: Handshake::default(),
             views,
+            out: coalesce::Coalesce::default(),
         }
     }
 
@@ -300,19 +304,22 @@ impl AsyncRead for PeerStream {
 
 impl AsyncWrite for PeerStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let this = &mut *self;
+        this.out.poll_flush(&mut this.stream, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(this.out.poll_write_out(&mut this.stream, cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -320,11 +327,12 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        this.out.poll_write(&mut this.stream, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 }
 
