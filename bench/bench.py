@@ -1269,18 +1269,23 @@ class Bench:
     def s6_floor(self, seconds):
         """The raw Unix-socket floor of S6's exchanges, measured beside them."""
         rows = []
-        for what, clients, connect in [("lookup", 1, False), ("lookup", 16, False),
-                                       ("connect-snapshot", 1, True)]:
+        # "poll": the client waits as libfinderd does while its replies come
+        # quickly (client-c/src/spin.h): the floor of the one-client rows.
+        for what, clients, connect, wait in [("lookup", 1, False, "block"),
+                                             ("lookup", 1, False, "poll"),
+                                             ("lookup", 16, False, "block"),
+                                             ("connect-snapshot", 1, True, "block"),
+                                             ("connect-snapshot", 1, True, "poll")]:
             request, reply = S6_FLOOR_BYTES[what]
             argv = [self.args.loadgen, "floor", "--clients", str(clients), "--seconds", seconds,
                     "--request-bytes", str(request), "--reply-bytes", str(reply)]
-            row = json.loads(sh(argv + (["--connect"] if connect else []),
-                                capture_output=True, text=True).stdout)
+            argv += (["--connect"] if connect else []) + (["--poll"] if wait == "poll" else [])
+            row = json.loads(sh(argv, capture_output=True, text=True).stdout)
             row.update({"like": what, "request_bytes": request, "reply_bytes": reply,
-                        "connect": connect})
+                        "connect": connect, "wait": wait})
             rows.append(row)
-            log("S6 floor %s x%d: %.0f req/s, p50 %.1f us, p99 %.1f us"
-                % (what, clients, row["rps"], row["p50_us"], row["p99_us"]))
+            log("S6 floor %s x%d (client waits: %s): %.0f req/s, p50 %.1f us, p99 %.1f us"
+                % (what, clients, wait, row["rps"], row["p50_us"], row["p99_us"]))
         return rows
 
     def s6_steps(self, stdlib, s2_path):

@@ -6,7 +6,7 @@
  *   loadgen snapshot --socket S --clients N --seconds T --path DIR [--path DIR...]
  *   loadgen connect-snapshot --socket S --clients 1 --seconds T --path DIR...
  *   loadgen crawl    --socket S --list FILE
- *   loadgen floor    --clients N --seconds T --request-bytes Q --reply-bytes R [--connect]
+ *   loadgen floor    --clients N --seconds T --request-bytes Q --reply-bytes R [--connect] [--poll]
  *
  * lookup/snapshot: each client is a thread with its own persistent
  * connection, calling back to back for T seconds after a short warm-up.
@@ -18,7 +18,10 @@
  * client writes Q bytes and reads R bytes back from a thread of its own
  * that answers with blocking read()/write() (no HTTP/2, no daemon); with
  * --connect, every exchange connects to a listening socket first and
- * closes after (what connect-snapshot pays at least).
+ * closes after (what connect-snapshot pays at least); with --poll, the
+ * client waits for the reply as libfinderd does when its waits are short
+ * (client-c/src/spin.h): non-blocking receives and sched_yield() for up to
+ * SPIN_US, then a blocking read.
  *
  * Prints one JSON object on stdout. Latencies are per call, client side
  * (request written to reply decoded), in microseconds.
@@ -26,6 +29,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -49,6 +53,9 @@ static pthread_barrier_t start_barrier;
 /* floor: message sizes, and the listening socket with --connect (-1 without). */
 static size_t floor_request = 200, floor_reply = 400;
 static int floor_listen = -1;
+static int floor_poll;
+/* floor --poll: as FDI_SPIN_MAX_US in client-c/src/spin.h. */
+#define SPIN_US 200
 static struct sockaddr_un floor_addr;
 static volatile uint64_t deadline_ns;
 
@@ -162,6 +169,22 @@ static void *floor_server(void *arg)
 	}
 }
 
+/* floor --poll: wait for the first bytes of a reply without sleeping (for at
+ * most SPIN_US), then read the rest as read_full() does. */
+static int read_polling(int fd, char *p, size_t n)
+{
+	uint64_t start = now_ns();
+	do {
+		ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+		if (r > 0)
+			return (size_t)r == n ? 0 : read_full(fd, p + r, n - (size_t)r);
+		if (r == 0 || (errno != EAGAIN && errno != EINTR))
+			return -1;
+		sched_yield();
+	} while (now_ns() - start < SPIN_US * 1000u);
+	return read_full(fd, p, n);
+}
+
 /* floor: one exchange on @w's socket (a new connection with --connect). */
 static int floor_call(struct worker *w, char *req, char *rep)
 {
@@ -171,7 +194,8 @@ static int floor_call(struct worker *w, char *req, char *rep)
 		if (fd < 0 || connect(fd, (struct sockaddr *)&floor_addr, sizeof floor_addr) < 0)
 			rc = -errno;
 	}
-	if (!rc && (write_full(fd, req, floor_request) || read_full(fd, rep, floor_reply)))
+	if (!rc && (write_full(fd, req, floor_request) ||
+		    (floor_poll ? read_polling : read_full)(fd, rep, floor_reply)))
 		rc = -EIO;
 	if (floor_listen >= 0 && fd >= 0)
 		close(fd);
@@ -367,7 +391,7 @@ static void usage(void)
 	fprintf(stderr, "usage: loadgen lookup|snapshot|connect-snapshot|crawl --socket S "
 			"[--clients N] [--seconds T] [--path DIR]... [--list FILE]\n"
 			"       loadgen floor [--clients N] [--seconds T] [--request-bytes Q] "
-			"[--reply-bytes R] [--connect]\n");
+			"[--reply-bytes R] [--connect] [--poll]\n");
 	exit(2);
 }
 
@@ -391,6 +415,10 @@ int main(int argc, char **argv)
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connect")) {
 			floor_connect = 1;
+			continue;
+		}
+		if (!strcmp(argv[i], "--poll")) {
+			floor_poll = 1;
 			continue;
 		}
 		if (i + 1 >= argc)

@@ -653,13 +653,17 @@ def render_s6(s6):
     if s6.get("floor"):
         w("The raw Unix-socket floor, measured in the same run (`loadgen floor`: the same "
           "bytes each way, answered by a thread doing blocking `read`/`write`, no HTTP/2, no "
-          "daemon; `--connect`: a new connection per exchange):\n")
-        w("| like | clients | bytes (request / reply) | requests/s | p50 us | p99 us |")
-        w("|---|---|---|---|---|---|")
+          "daemon; `--connect`: a new connection per exchange). The client waits for each "
+          "reply in a blocking `read` (block), or as libfinderd does while its replies come "
+          "quickly (poll: non-blocking receives and `sched_yield` for up to 200 us first, "
+          "client-c/src/spin.h):\n")
+        w("| like | clients | client waits | bytes (request / reply) | requests/s | p50 us | "
+          "p99 us |")
+        w("|---|---|---|---|---|---|---|")
         for r in s6["floor"]:
-            w("| %s | %d | %d / %d | %.0f | %.1f | %.1f |" % (
-                r["like"], r["clients"], r["request_bytes"], r["reply_bytes"], r["rps"],
-                r["p50_us"], r["p99_us"]))
+            w("| %s | %d | %s | %d / %d | %.0f | %.1f | %.1f |" % (
+                r["like"], r["clients"], r.get("wait", "block"), r["request_bytes"],
+                r["reply_bytes"], r["rps"], r["p50_us"], r["p99_us"]))
         w("")
     if s6.get("steps"):
         w(render_s6_steps(s6["steps"]))
@@ -692,8 +696,11 @@ def render_s6(s6):
 
 def s6_against_floor(s6):
     """The latency goals beside the raw Unix-socket floor of the same run:
-    a goal below the floor cannot be met by any daemon on this machine."""
-    floor = {(r["like"], r["clients"]): r for r in s6.get("floor", [])}
+    a goal below the floor cannot be met by any daemon on this machine. The
+    floor waits as libfinderd does: polling first where the run measured it."""
+    floor = {}
+    for r in sorted(s6.get("floor", []), key=lambda r: r.get("wait", "block") == "poll"):
+        floor[(r["like"], r["clients"])] = r
     rpc = {(r["mode"], r["clients"]): r for r in s6["rpc"] if "mode" in r}
     pairs = [("Lookup p99, 1 client", ("lookup", 1), ("lookup", 1), "p99_us",
               s6["goals"]["lookup_p99_us"]),
@@ -706,8 +713,8 @@ def s6_against_floor(s6):
         value, base = rpc[mine][key], floor[theirs][key]
         note = " (the goal, %g us, is below the floor on this machine)" % goal \
             if goal is not None and base > goal else ""
-        parts.append("%s %.1f us = %.2f× the floor's %.1f us%s" % (label, value, value / base,
-                                                                     base, note))
+        parts.append("%s %.1f us = %.2f× the floor's %.1f us (client waits: %s)%s" % (
+            label, value, value / base, base, floor[theirs].get("wait", "block"), note))
     if not parts:
         return ""
     return "Against the raw Unix-socket floor of this run: %s.\n" % "; ".join(parts)

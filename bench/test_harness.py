@@ -179,3 +179,20 @@ def test_s7_pods_are_rootless_overlay_mounts():
     assert "mount -t overlay" in namespaces.POD_SCRIPT
     daemon = namespaces.daemon_argv("/bin/finderd", "/app", "/sock/finderd.sock")
     assert "--no-new-privs" in " ".join(daemon) and daemon[-6:-4] == ["/bin/finderd", "serve"]
+
+
+def test_s6_goals_are_set_against_the_floor_the_client_waits_like():
+    import report
+
+    def floor(wait, p50, p99):
+        return {"like": "lookup", "clients": 1, "wait": wait, "p50_us": p50, "p99_us": p99}
+
+    s6 = {"goals": {"lookup_p99_us": 100},
+          "rpc": [{"mode": "lookup", "clients": 1, "p50_us": 40.0, "p99_us": 90.0}],
+          "floor": [floor("poll", 18.0, 36.0), floor("block", 60.0, 110.0)]}
+    text = report.s6_against_floor(s6)
+    assert "90.0 us = 2.50× the floor's 36.0 us (client waits: poll)" in text
+    assert "below the floor" not in text
+    s6["floor"] = [floor("block", 60.0, 110.0)]  # an older run: blocking floor only
+    text = report.s6_against_floor(s6)
+    assert "the floor's 110.0 us (client waits: block)" in text and "below the floor" in text

@@ -12,6 +12,7 @@
 #include "pb.h"
 #include "reply.h"
 #include "sock.h"
+#include "spin.h"
 #include "trust.h"
 
 /* Holds one complete frame (9 + 16384 bytes) and then some. */
@@ -33,6 +34,7 @@ struct finderd_conn {
 	int send_err; /* a write failed: output is dropped, reading goes on */
 	int sent;     /* some output went out (the preface, at least) */
 	uint32_t rcv_timeout_us; /* the socket's SO_RCVTIMEO; 0: ppoll() only */
+	struct fdi_spin spin;    /* whether waits for the server poll first */
 	int64_t hs_deadline;     /* the server's SETTINGS are due by then; 0: unset */
 	int last_status;
 	struct fdi_buf last_message; /* NUL-terminated */
@@ -90,11 +92,12 @@ static int conn_input(struct finderd_conn *c, long n)
 }
 
 /*
- * Wait for input until @deadline and feed it to the session. With nothing
- * to write and a deadline further than the socket's SO_RCVTIMEO (plus a
- * jiffy), one blocking recv() does it; otherwise ppoll() and then recv().
+ * Sleep until input comes or @deadline and feed it to the session. With
+ * nothing to write and a deadline further than the socket's SO_RCVTIMEO
+ * (plus a jiffy), one blocking recv() does it; otherwise ppoll() and then
+ * recv().
  */
-static int conn_wait(struct finderd_conn *c, int64_t deadline)
+static int conn_sleep(struct finderd_conn *c, int64_t deadline)
 {
 	short events = POLLIN, rev = 0;
 	int64_t left = deadline - fdi_now_us();
@@ -113,6 +116,32 @@ static int conn_wait(struct finderd_conn *c, int64_t deadline)
 		ret = -EBADF;
 	if (!ret && (rev & (POLLIN | POLLHUP | POLLERR)))
 		ret = conn_input(c, fdi_sock_recv(c->fd, c->rbuf + c->rlen, room));
+	return ret;
+}
+
+/*
+ * Wait for input until @deadline and feed it to the session. A wait for
+ * the server (nothing left to write) polls briefly before it sleeps when
+ * that pays (see spin.h).
+ */
+static int conn_wait(struct finderd_conn *c, int64_t deadline)
+{
+	int64_t start = fdi_now_us();
+	int for_server = !fdi_h2_out_len(&c->h2);
+	int ret;
+
+	if (for_server && start < deadline) {
+		long got = fdi_spin_poll(&c->spin, c->fd, c->rbuf + c->rlen,
+					 sizeof(c->rbuf) - c->rlen, deadline - start);
+
+		if (got != -EAGAIN) {
+			fdi_spin_note(&c->spin, fdi_now_us() - start);
+			return conn_input(c, got);
+		}
+	}
+	ret = conn_sleep(c, deadline);
+	if (for_server && !ret)
+		fdi_spin_note(&c->spin, fdi_now_us() - start);
 	return ret;
 }
 
@@ -250,8 +279,10 @@ int finderd_connect(const struct finderd_options *opts, struct finderd_conn **co
 	ret = fdi_sock_connect(o.socket_path, deadline, &c->fd);
 	if (!ret)
 		ret = fdi_check_listener(c->fd, o.daemon_user);
-	if (!ret)
+	if (!ret) {
 		conn_tune(c);
+		fdi_spin_init(&c->spin);
+	}
 	/*
 	 * The view before the HTTP/2 preface (the daemon reads it first), and
 	 * only to a listener that passed the trust check: the descriptor gives
