@@ -138,6 +138,9 @@ const char *finderd_strerror(int err);
 #define FINDERD_DEFAULT_CONNECT_TIMEOUT_US 20000u
 /** Default deadline of one call (request sent to reply read), in microseconds. */
 #define FINDERD_DEFAULT_CALL_TIMEOUT_US 50000u
+/** Without snapshot_timeout_us, finderd_snapshot()'s deadline is this many
+ *  call deadlines. Since 0.3. */
+#define FINDERD_SNAPSHOT_TIMEOUT_CALLS 2u
 /** Default upper bound of one received gRPC message, in bytes. */
 #define FINDERD_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
 /** Default first pause of the resolver between reconnect attempts, in
@@ -203,6 +206,15 @@ struct finderd_options {
 	/** Resolver only: longest such pause; 0 means
 	 *  FINDERD_DEFAULT_RECONNECT_MAX_US (since 0.3). */
 	uint32_t reconnect_max_us;
+	/**
+	 * Deadline of finderd_snapshot() (the resolver's start-up call); 0
+	 * means FINDERD_SNAPSHOT_TIMEOUT_CALLS times @call_timeout_us (since
+	 * 0.3). One Snapshot brings a whole start's directories: in a view the
+	 * daemon has not indexed (a new container on a slow filesystem) their
+	 * crawl takes longer than one Lookup's, and the daemon answers with
+	 * what it has read by a share of this deadline.
+	 */
+	uint32_t snapshot_timeout_us;
 };
 
 /**

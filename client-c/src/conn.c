@@ -366,19 +366,20 @@ static void finish_request(struct fdi_buf *b)
 
 /* One unary call: @req holds the framed request; on success @call->body
  * holds the response and *@msg, *@len the message inside it. */
-static int conn_call(struct finderd_conn *c, const char *path, const struct fdi_buf *req,
-		     struct fdi_grpc_call *call, const uint8_t **msg, size_t *len)
+static int conn_call(struct finderd_conn *c, const char *path, uint32_t timeout_us,
+		     const struct fdi_buf *req, struct fdi_grpc_call *call, const uint8_t **msg,
+		     size_t *len)
 {
 	const struct fdi_alloc *a = &c->opts.alloc;
 	struct fdi_buf hb = { NULL, 0, 0 };
-	int64_t deadline = fdi_now_us() + c->opts.call_timeout_us;
+	int64_t deadline = fdi_now_us() + timeout_us;
 	int ret, sret;
 
 	if (c->dead || c->send_err)
 		return FINDERD_ECLOSED;
 	c->last_status = -1;
 	c->last_message.len = 0;
-	ret = fdi_grpc_headers(&hb, a, path, c->opts.call_timeout_us);
+	ret = fdi_grpc_headers(&hb, a, path, timeout_us);
 	if (!ret)
 		ret = fdi_h2_submit(&c->h2, hb.data, hb.len, req->data, req->len, &fdi_grpc_cb, call);
 	fdi_buf_free(&hb, a);
@@ -397,11 +398,12 @@ static int conn_call(struct finderd_conn *c, const char *path, const struct fdi_
 	return sret ? sret : fdi_grpc_call_finish(call, msg, len);
 }
 
-/* Frame @req, call @path, and leave the response in @call. */
+/* Frame @req, call @path within @timeout_us, and leave the response in @call. */
 typedef int (*encode_fn)(struct fdi_buf *b, const struct fdi_alloc *a, const void *arg);
 
-static int call_method(struct finderd_conn *c, const char *path, encode_fn enc, const void *arg,
-		       struct fdi_grpc_call *call, const uint8_t **msg, size_t *len)
+static int call_method_within(struct finderd_conn *c, const char *path, uint32_t timeout_us,
+			      encode_fn enc, const void *arg, struct fdi_grpc_call *call,
+			      const uint8_t **msg, size_t *len)
 {
 	const struct fdi_alloc *a = &c->opts.alloc;
 	struct fdi_buf req = { NULL, 0, 0 };
@@ -413,10 +415,17 @@ static int call_method(struct finderd_conn *c, const char *path, encode_fn enc, 
 		ret = enc(&req, a, arg);
 	if (!ret) {
 		finish_request(&req);
-		ret = conn_call(c, path, &req, call, msg, len);
+		ret = conn_call(c, path, timeout_us, &req, call, msg, len);
 	}
 	fdi_buf_free(&req, a);
 	return ret;
+}
+
+/* call_method_within() the call deadline (every call but a Snapshot). */
+static int call_method(struct finderd_conn *c, const char *path, encode_fn enc, const void *arg,
+		       struct fdi_grpc_call *call, const uint8_t **msg, size_t *len)
+{
+	return call_method_within(c, path, c->opts.call_timeout_us, enc, arg, call, msg, len);
 }
 
 /* The first @n directories answer @paths, in order. */
@@ -484,8 +493,8 @@ int finderd_snapshot(struct finderd_conn *conn, const struct finderd_snapshot_re
 		return -EINVAL;
 	args.req = req;
 	args.mount_namespace = conn->opts.mount_namespace;
-	ret = call_method(conn, "/finderd.v1.Finder/Snapshot", enc_snapshot, &args, &call, &msg,
-			  &len);
+	ret = call_method_within(conn, "/finderd.v1.Finder/Snapshot", conn->opts.snapshot_timeout_us,
+				 enc_snapshot, &args, &call, &msg, &len);
 	if (!ret)
 		ret = make_reply(conn, &call, msg, len, FDI_REPLY_SNAPSHOT, &r);
 	if (!ret)

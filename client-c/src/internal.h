@@ -76,6 +76,7 @@ struct fdi_opts {
 	const char *daemon_user;  /* NULL: $FINDERD_DAEMON_USER */
 	uint32_t reconnect_min_us;
 	uint32_t reconnect_max_us;
+	uint32_t snapshot_timeout_us;
 	struct fdi_alloc alloc;
 };
 

@@ -163,6 +163,11 @@ int fdi_opts_load(struct fdi_opts *out, const struct finderd_options *in)
 		o.call_timeout_us ? o.call_timeout_us : FINDERD_DEFAULT_CALL_TIMEOUT_US;
 	out->max_message_bytes =
 		o.max_message_bytes ? o.max_message_bytes : FINDERD_DEFAULT_MAX_MESSAGE_BYTES;
+	out->snapshot_timeout_us =
+		o.snapshot_timeout_us
+			? o.snapshot_timeout_us
+			: (uint32_t)FDI_MIN((uint64_t)out->call_timeout_us * FINDERD_SNAPSHOT_TIMEOUT_CALLS,
+					    UINT32_MAX);
 	if (hooks) {
 		out->alloc.alloc = o.alloc;
 		out->alloc.realloc = o.realloc;

@@ -89,7 +89,17 @@ static void test_options(void)
 	CHECK_INT(r.max_message_bytes, FINDERD_DEFAULT_MAX_MESSAGE_BYTES);
 	CHECK_INT(r.reconnect_min_us, FINDERD_DEFAULT_RECONNECT_MIN_US);
 	CHECK_INT(r.reconnect_max_us, FINDERD_DEFAULT_RECONNECT_MAX_US);
+	CHECK_INT(r.snapshot_timeout_us,
+		  FINDERD_SNAPSHOT_TIMEOUT_CALLS * FINDERD_DEFAULT_CALL_TIMEOUT_US);
 	CHECK(r.daemon_user == NULL);
+	/* A Snapshot's deadline follows the call deadline unless it is set. */
+	o.call_timeout_us = 3000000000u;
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK(r.snapshot_timeout_us == UINT32_MAX);
+	o.snapshot_timeout_us = 5;
+	CHECK_INT(fdi_opts_load(&r, &o), 0);
+	CHECK_INT(r.snapshot_timeout_us, 5);
+	finderd_options_init(&o);
 	/* The longest pause is never shorter than the first. */
 	o.reconnect_min_us = 5000;
 	o.reconnect_max_us = 10;

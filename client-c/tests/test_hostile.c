@@ -814,6 +814,71 @@ static void case_grpc_status(void)
 	reap(pid);
 }
 
+/* -- deadlines: a Snapshot's is its own */
+
+/* hpack emit: keeps the value of grpc-timeout in @ud (a char[32]). */
+static int keep_timeout(void *ud, const uint8_t *name, size_t nlen, const uint8_t *value,
+			size_t vlen)
+{
+	if (nlen == 12 && memcmp(name, "grpc-timeout", 12) == 0 && vlen < 32) {
+		memcpy(ud, value, vlen);
+		((char *)ud)[vlen] = 0;
+	}
+	return 0;
+}
+
+/* Answers two calls with UNKNOWN, each with the grpc-timeout it asked for
+ * as the message. */
+static void srv_echo_timeout(int fd)
+{
+	static struct frame f;
+	struct fdi_hpack h;
+	char timeout[32] = "none";
+	int calls = 0;
+
+	if (handshake(fd, NULL, NULL, 0) || fdi_hpack_init(&h, wire_alloc(), 4096))
+		return;
+	while (calls < 2 && rd_frame(fd, &f) == 0) {
+		struct fdi_buf b = { NULL, 0, 0 }, blk = { NULL, 0, 0 };
+
+		if (f.hd.type == FDI_HEADERS &&
+		    fdi_hpack_decode(&h, f.p, f.hd.length, keep_timeout, timeout))
+			break;
+		if ((f.hd.type != FDI_DATA && f.hd.type != FDI_HEADERS) ||
+		    !(f.hd.flags & FDI_FLAG_END_STREAM))
+			continue;
+		w_resp_headers(&blk, 1);
+		w_trailers(&blk, 2, timeout, 0);
+		headers_frame(&b, f.hd.stream_id, FDI_FLAG_END_STREAM, &blk);
+		send_buf(fd, &b);
+		w_free(&blk);
+		calls++;
+	}
+	fdi_hpack_free(&h);
+	finish(fd);
+}
+
+static void case_snapshot_deadline(void)
+{
+	static const struct finderd_str sp[] = { { "/a", 2 } };
+	struct finderd_snapshot_request req = { NULL, sp, 1, { NULL, 0 }, 0, 0 };
+	struct finderd_reply *r = NULL;
+	struct finderd_conn *c;
+	const char *msg = NULL;
+	int status = -1;
+	pid_t pid = serve(srv_echo_timeout);
+
+	/* Twice the call deadline by default (FINDERD_SNAPSHOT_TIMEOUT_CALLS). */
+	CHECK_INT(connect_opts(&c, 0, 30000, 0), 0);
+	CHECK_INT(finderd_snapshot(c, &req, &r), FINDERD_EGRPC);
+	CHECK_INT(finderd_last_status(c, &msg), 2);
+	CHECK(msg && strcmp(msg, "60000u") == 0);
+	CHECK_INT(finderd_health(c, NULL, &status), FINDERD_EGRPC);
+	CHECK(finderd_last_status(c, &msg) == 2 && msg && strcmp(msg, "30000u") == 0);
+	finderd_close(c);
+	reap(pid);
+}
+
 /* -- flow control, both directions */
 
 #define BIG_ENTRIES 100000
@@ -1036,6 +1101,7 @@ int main(void)
 		case_connection_errors();
 		case_stream_errors();
 		case_grpc_status();
+		case_snapshot_deadline();
 		case_flow_control();
 		case_alloc_failures();
 	}

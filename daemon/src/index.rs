@@ -308,6 +308,38 @@ pub trait Screen {
     fn uid(&self) -> Option<u32>;
 }
 
+/// Threads the whole daemon may run as helpers of [`Index::crawl_all`] at
+/// any time. Daemon-wide, not per request: a peer flooding requests that
+/// name unindexed paths gets no more parallelism than this in total, on top
+/// of the blocking pool's threads.
+pub const CRAWL_HELPERS: usize = 4;
+
+static CRAWL_HELPERS_LENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Helper threads taken from [`CRAWL_HELPERS`], given back on drop.
+struct CrawlHelpers {
+    count: usize,
+}
+
+impl CrawlHelpers {
+    /// Up to `wanted` helpers, as many as the allowance has left.
+    fn borrow(wanted: usize) -> Self {
+        let lent = &CRAWL_HELPERS_LENT;
+        let mut count = 0;
+        let _ = lent.fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_use| {
+            count = wanted.min(CRAWL_HELPERS.saturating_sub(in_use));
+            Some(in_use + count)
+        });
+        Self { count }
+    }
+}
+
+impl Drop for CrawlHelpers {
+    fn drop(&mut self) {
+        CRAWL_HELPERS_LENT.fetch_sub(self.count, Ordering::AcqRel);
+    }
+}
+
 /// Why a path is asked for (sys.path entries are counted as roots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -434,6 +466,8 @@ pub struct Index {
     dependencies: Mutex<Dependencies>,
     /// Also the barrier: reading the queue and applying it happen under it.
     watcher: Mutex<Watcher>,
+    /// When the last drain that left the queue dry began.
+    drained_ns: AtomicU64,
     inotify_fd: RawFd,
     genfile: Arc<GenFile>,
     limits: Arc<LiveLimits>,
@@ -489,6 +523,7 @@ impl Index {
             dependencies: Mutex::new(Dependencies::default()),
             inotify_fd: watcher.raw_fd(),
             watcher: Mutex::new(watcher),
+            drained_ns: AtomicU64::new(0),
             genfile,
             limits,
             quotas,
@@ -564,6 +599,12 @@ impl Index {
         self.drain_locked(&mut watcher)
     }
 
+    /// When the last drain that left the queue dry began (`monotonic_ns`):
+    /// every change made before then is applied.
+    pub fn drained_since_ns(&self) -> u64 {
+        self.drained_ns.load(Ordering::SeqCst)
+    }
+
     /// [`drain`](Self::drain) when nobody else holds the watcher (the
     /// reader thread applying a burst of events, a crawl taking a watch);
     /// `None` otherwise, so the async thread never waits on that mutex.
@@ -578,9 +619,13 @@ impl Index {
 
     /// Reads the queue until it is dry, applying it.
     fn drain_locked(&self, watcher: &mut Watcher) -> bool {
+        let started_ns = monotonic_ns();
         loop {
             match watcher.read() {
-                Ok(None) => return true,
+                Ok(None) => {
+                    self.drained_ns.fetch_max(started_ns, Ordering::SeqCst);
+                    return true;
+                }
                 Ok(Some(changes)) => self.apply(changes, watcher),
                 Err(error) => {
                     // Not knowing what changed is an overflow; dry_ns stays
@@ -599,6 +644,41 @@ impl Index {
         let indexed = self.checked_current(key, screen);
         self.note_use(key, &indexed, role);
         indexed
+    }
+
+    /// Crawls every key of `keys` the index holds nothing for, several at
+    /// once: this thread and up to `helpers` more, taken from a daemon-wide
+    /// allowance ([`CRAWL_HELPERS`]; none left: this thread alone). A
+    /// request naming many directories of a new view (a job's first start
+    /// on a slow filesystem) then waits about as long as its slowest crawl,
+    /// not their sum. The answers are not returned: the request asks for
+    /// them again and finds them indexed.
+    pub fn crawl_all(&self, keys: &[&Bytes], screen: &(dyn Screen + Sync), helpers: usize) {
+        let unknown: Vec<&Bytes> = (keys.iter().copied())
+            .filter(|key| !self.nodes.contains_key(*key))
+            .collect();
+        if unknown.len() < 2 {
+            return; // nothing to overlap: the request's own ask crawls it
+        }
+        let lent = CrawlHelpers::borrow(helpers.min(unknown.len() - 1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            while let Some(key) = unknown.get(next.fetch_add(1, Ordering::Relaxed)) {
+                self.answer(key, Role::Other, screen);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..lent.count {
+                // A thread that cannot start leaves its share to the others.
+                let spawned = std::thread::Builder::new()
+                    .name("finderd-crawl".to_string())
+                    .spawn_scoped(scope, work);
+                if let Err(error) = spawned {
+                    tracing::debug!(%error, "no crawl helper thread");
+                }
+            }
+            work();
+        });
     }
 
     /// [`answer`](Self::answer) when it needs no filesystem access: `key`
@@ -1566,18 +1646,13 @@ mod tests {
         u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
     }
 
-    #[test]
-    fn overflow_drops_every_node_and_its_slot_and_watches() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let tree = tmp.path().join("tree");
-        std::fs::create_dir(&tree).expect("mkdir");
-        let genfile_path = tmp.path().join("gen");
+    /// A host index whose generation file is `dir`/gen.
+    fn host_index(dir: &std::path::Path, stats: &Arc<Stats>) -> Index {
         let genfile = Arc::new(
-            GenFile::create(&genfile_path, 16, std::time::Duration::from_millis(200))
+            GenFile::create(&dir.join("gen"), 64, std::time::Duration::from_millis(200))
                 .expect("genfile"),
         );
-        let stats = Arc::new(Stats::default());
-        let index = Index::new(
+        Index::new(
             Root::Host,
             Arc::new(LiveLimits::new(
                 &crate::config::Config::resolve(Default::default()).expect("defaults"),
@@ -1585,10 +1660,91 @@ mod tests {
             Arc::default(),
             &RefreshConfig::default(),
             genfile,
-            Arc::clone(&stats),
+            Arc::clone(stats),
         )
-        .expect("index");
-        let key = Bytes::copy_from_slice(tree.as_os_str().as_bytes());
+        .expect("index")
+    }
+
+    fn key_of(path: &std::path::Path) -> Bytes {
+        Bytes::copy_from_slice(path.as_os_str().as_bytes())
+    }
+
+    /// The tests that borrow crawl helpers, one at a time: the allowance is
+    /// daemon-wide, shared by the test threads.
+    static HELPER_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn crawl_all_indexes_every_unknown_key_and_returns_its_helpers() {
+        let _one = lock(&HELPER_TESTS);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stats = Arc::new(Stats::default());
+        let index = host_index(tmp.path(), &stats);
+        let mut keys = Vec::new();
+        for n in 0..12 {
+            let dir = tmp.path().join(format!("d{n}"));
+            std::fs::create_dir(&dir).expect("mkdir");
+            std::fs::write(dir.join("m.py"), b"").expect("write");
+            keys.push(key_of(&dir));
+        }
+        keys.push(key_of(&tmp.path().join("missing")));
+        let asked: Vec<&Bytes> = keys.iter().chain(keys.iter()).collect(); // twice each
+        index.crawl_all(&asked, &Everywhere, CRAWL_HELPERS);
+        for key in &keys {
+            assert!(
+                index.peek(key, Role::Other).is_some(),
+                "{key:?} not indexed"
+            );
+        }
+        let Some(Indexed::Listed(listing)) = index.peek(&keys[0], Role::Other) else {
+            panic!("not listed");
+        };
+        assert_eq!(listing.entries.len(), 1);
+        assert!(matches!(
+            index.peek(&keys[12], Role::Other),
+            Some(Indexed::Absent(_))
+        ));
+        assert_eq!(
+            CRAWL_HELPERS_LENT.load(Ordering::Acquire),
+            0,
+            "helpers given back"
+        );
+        let misses = stats.misses.load(Ordering::Relaxed);
+        assert_eq!(misses, keys.len() as u64, "each key crawled once");
+        index.crawl_all(&asked, &Everywhere, CRAWL_HELPERS); // all known: no crawl
+        assert_eq!(stats.misses.load(Ordering::Relaxed), misses);
+    }
+
+    #[test]
+    fn a_dry_drain_records_when_it_began() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let index = host_index(tmp.path(), &Arc::new(Stats::default()));
+        assert_eq!(index.drained_since_ns(), 0);
+        let before = monotonic_ns();
+        assert!(index.drain());
+        let drained = index.drained_since_ns();
+        assert!(drained >= before);
+        assert!(index.drain());
+        assert!(index.drained_since_ns() >= drained);
+    }
+
+    #[test]
+    fn crawl_helpers_are_bounded_daemon_wide() {
+        let _one = lock(&HELPER_TESTS);
+        let all = CrawlHelpers::borrow(CRAWL_HELPERS + 3);
+        assert!(all.count <= CRAWL_HELPERS);
+        let more = CrawlHelpers::borrow(2);
+        assert!(all.count + more.count <= CRAWL_HELPERS);
+    }
+
+    #[test]
+    fn overflow_drops_every_node_and_its_slot_and_watches() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir(&tree).expect("mkdir");
+        let genfile_path = tmp.path().join("gen");
+        let stats = Arc::new(Stats::default());
+        let index = host_index(tmp.path(), &stats);
+        let key = key_of(&tree);
         let Indexed::Listed(listing) = index.answer(&key, Role::SysPathEntry, &Everywhere) else {
             panic!("not listed");
         };

@@ -28,7 +28,10 @@ use crate::stats::bump;
 pub enum Mode {
     Inline,
     Blocking,
-    Deadline,
+    Deadline {
+        /// When the request arrived (`genfile::monotonic_ns`).
+        arrived_ns: u64,
+    },
 }
 
 /// Why a handler gave no reply.
@@ -153,9 +156,17 @@ impl<'a> Context<'a> {
             Mode::Inline => views
                 .try_barrier(self.index)
                 .ok_or(Unanswered::NeedsFilesystem)?,
-            Mode::Deadline => match views.try_barrier(self.index) {
+            Mode::Deadline { arrived_ns } => match views.try_barrier(self.index) {
                 Some(elapsed) => elapsed,
-                None => return Ok(()),
+                None => {
+                    // A watcher is busy (a crawl taking a watch). If this
+                    // view's events were drained since the request arrived
+                    // (by its own blocking attempt's barrier, or the reader
+                    // thread), its index already reflects every change made
+                    // before the request: what it holds may be answered.
+                    self.fresh = self.index.drained_since_ns() >= arrived_ns;
+                    return Ok(());
+                }
             },
         };
         finder.stats.barrier_latency.record(elapsed);
@@ -192,7 +203,7 @@ impl<'a> Context<'a> {
         let indexed = match self.mode {
             Mode::Inline => index.peek(path, role).ok_or(Unanswered::NeedsFilesystem)?,
             Mode::Blocking => index.answer(path, role, &PeerScreen(self.peer)),
-            Mode::Deadline => match index.peek(path, role) {
+            Mode::Deadline { .. } => match index.peek(path, role) {
                 Some(indexed) => indexed,
                 None => return Ok(self.being_indexed()),
             },
@@ -202,6 +213,21 @@ impl<'a> Context<'a> {
             index.claim(path, &indexed, self.peer.as_ref().map(|peer| peer.uid));
         }
         Ok(answer_for(self.peer, indexed, known_generation))
+    }
+
+    /// Crawls ahead, several at once, the directories among `paths` this
+    /// request will [`ask`](Self::ask) for and the view has not indexed
+    /// (`Index::crawl_all`), with this peer's permissions. Only on the
+    /// blocking pool, and only for paths `ask` would crawl.
+    pub fn crawl_ahead<'p>(&self, paths: impl IntoIterator<Item = &'p Bytes>) {
+        if self.mode != Mode::Blocking || !self.fresh || self.refusal.is_some() {
+            return;
+        }
+        let crawlable: Vec<&Bytes> = (paths.into_iter())
+            .filter(|path| non_canonical_reason(path).is_none() && too_deep(path).is_none())
+            .collect();
+        let helpers = crate::index::CRAWL_HELPERS;
+        (self.index).crawl_all(&crawlable, &PeerScreen(self.peer), helpers);
     }
 
     /// Inline, whether the handler may go on on the async worker.

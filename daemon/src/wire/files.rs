@@ -56,7 +56,7 @@ pub fn for_snapshot(
     if found.contains(&Lookup::Missing) {
         match context.mode {
             Mode::Inline => return Err(Unanswered::NeedsFilesystem),
-            Mode::Deadline => {}
+            Mode::Deadline { .. } => {}
             Mode::Blocking => {
                 fill(files, &candidates, &found);
                 for (candidate, found) in candidates.iter().zip(found.iter_mut()) {

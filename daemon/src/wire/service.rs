@@ -27,6 +27,7 @@ use super::snapshot::snapshot;
 use super::stats::stats;
 use super::{routes, Error, Finder};
 use crate::config::LiveLimits;
+use crate::genfile::monotonic_ns;
 use crate::policy::quota::Inflight;
 use crate::policy::PeerInfo;
 use crate::stats::{bump, Stats};
@@ -108,6 +109,7 @@ impl<Request: Message + Send + Sync + 'static> UnaryService<Request> for Method<
         let (name, handler, held) = (self.name, self.handler, Arc::clone(&self.held));
         Box::pin(async move {
             let started = Instant::now();
+            let arrived_ns = monotonic_ns();
             let peer: PeerInfo = request.extensions().get::<PeerInfo>().cloned().flatten();
             let uid = peer.as_ref().map(|p| p.uid);
             let deadline = deadline(&finder, started, request.metadata());
@@ -118,7 +120,8 @@ impl<Request: Message + Send + Sync + 'static> UnaryService<Request> for Method<
                     let charged = finder.quotas.inflight(uid, message.encoded_len() as u64);
                     match charged {
                         Ok(charge) => {
-                            let reply = run(&finder, handler, peer, message, deadline).await;
+                            let reply =
+                                run(&finder, handler, peer, message, (deadline, arrived_ns)).await;
                             hold_reply(reply, charge, &held)
                         }
                         Err(over) => Err(Error::from(over)),
@@ -159,7 +162,7 @@ async fn run<Request: Message + Send + Sync + 'static>(
     handler: Handler<Request>,
     peer: PeerInfo,
     message: Request,
-    deadline: Option<tokio::time::Instant>,
+    (deadline, arrived_ns): (Option<tokio::time::Instant>, u64),
 ) -> Result<Bytes, Error> {
     if message.encoded_len() <= INLINE_MAX_REQUEST_BYTES {
         match handler(finder, &peer, &message, Mode::Inline) {
@@ -174,7 +177,10 @@ async fn run<Request: Message + Send + Sync + 'static>(
         None => blocking.await,
         Some(deadline) => match tokio::time::timeout_at(deadline, blocking).await {
             Ok(joined) => joined,
-            Err(_elapsed) => return at_deadline(finder, handler, &peer, &message).await,
+            Err(_elapsed) => {
+                let mode = Mode::Deadline { arrived_ns };
+                return at_deadline(finder, handler, &peer, &message, mode).await;
+            }
         },
     };
     answered(joined.map_err(|error| Error::Internal(error.to_string()))?)
@@ -212,12 +218,13 @@ async fn at_deadline<Request: Message + Send + Sync + 'static>(
     handler: Handler<Request>,
     peer: &PeerInfo,
     message: &Arc<Request>,
+    mode: Mode,
 ) -> Result<Bytes, Error> {
     bump(&finder.learning.deadline_replies);
     if message.encoded_len() <= INLINE_MAX_REQUEST_BYTES {
-        return answered(handler(finder, peer, message, Mode::Deadline));
+        return answered(handler(finder, peer, message, mode));
     }
-    let joined = on_blocking_pool(finder, handler, peer, message, Mode::Deadline).await;
+    let joined = on_blocking_pool(finder, handler, peer, message, mode).await;
     answered(joined.map_err(|error| Error::Internal(error.to_string()))?)
 }
 

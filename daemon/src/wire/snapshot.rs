@@ -42,6 +42,9 @@ pub fn snapshot(
     check_snapshot(&finder.limits, request)?;
     let mut context = Context::in_namespace_of(finder, peer, mode, request.mount_namespace);
     context.barrier()?;
+    let plan = plan_of(finder, peer, &request.program_key);
+    let planned = plan.iter().flat_map(|plan| plan.directories.iter());
+    context.crawl_ahead(request.sys_path.iter().chain(planned));
     let mut reply = Answers::new(&context, &header(finder), SNAPSHOT_DIRECTORIES_FIELD);
     let mut served = Vec::new();
     for path in &request.sys_path {
@@ -49,7 +52,7 @@ pub fn snapshot(
             served.push(listing);
         }
     }
-    match plan_of(finder, peer, &request.program_key) {
+    match plan {
         // The plan replaces the guess.
         Some(plan) => add_plan(&mut reply, &plan, request.bytecode_bytes)?,
         None => prefetch(&mut reply, &served, request.prefetch_bytes)?,
