@@ -205,7 +205,9 @@ def render(meta, sc, plots, here):
     if s6:
         w(render_s6(s6))
     if sc.get("S7"):
-        w(render_s7(sc["S7"]))
+        s3 = sc.get("S3", {})
+        w(render_s7(sc["S7"], s3["variants"]["bound"]["wall_ratio"]["ratio"]
+                    if s3.get("bound") == "measured" else None))
     w(render_not_done(sc))
     for sub, who in (("daemon", "the daemon's micro-benchmarks"),
                      ("client-c", "libfinderd's micro-benchmarks")):
@@ -768,8 +770,9 @@ def render_prefetch(p):
     return "\n".join(out) + "\n"
 
 
-def render_s7(s):
-    """S7 (issue 15): job containers without privilege, first job and later jobs."""
+def render_s7(s, local_bound=None):
+    """S7 (issue 15): job containers without privilege, first job and later jobs.
+    @local_bound: S3's bound ratio (the same imports, local disk), when measured."""
     out = ["## S7: job containers without privilege (issue 15)\n"]
     w = out.append
     if "skipped" in s:
@@ -839,7 +842,7 @@ def render_s7(s):
                                       " ".join(str(t) for t in j["round_trips"]))
             for i, j in enumerate(v["per_job"])))
     w("")
-    w(s7_where(s))
+    w(s7_where(s, local_bound))
     return "\n".join(out) + "\n"
 
 
@@ -860,7 +863,7 @@ def _s7_followups(v):
                 sum(extra) / len(extra), max(extra)))
 
 
-def s7_where(s):
+def s7_where(s, local_bound=None):
     """Where the time goes, from this run's measurements."""
     out = ["### S7: where the time goes\n"]
     for name, v in s["variants"].items():
@@ -899,8 +902,19 @@ def s7_where(s):
                 "%.0f" % ((d.get("crawls_sync", 0) + d.get("crawls_uring", 0)) / later_starts)
                 if later_starts else "?", v["later_other_starts"]["wall_ratio"],
                 v["later_other_starts"]["cpu_ratio"], fs["wall_ratio"], _s7_followups(v))
-            + _s7_compiled(d))
+            + _s7_compiled(d)
+            + (_s7_bound(local_bound, v["goal_wall_ratio"]) if name == "local" else ""))
     return "\n".join(out) + "\n"
+
+
+def _s7_bound(bound, goal):
+    """What removing every lookup can give at most, for the local variant."""
+    if bound is None:
+        return ""
+    return (" The most any finderd can gain here is the lookups' share: S3 runs the same "
+            "imports on local disk, and its bound (the client answering every lookup from a recorded "
+            "answer, no daemon) is %.3f of stock%s." % (
+                bound, "; the goal of %.2f is below it" % goal if bound > goal else ""))
 
 
 def _s7_compiled(d):

@@ -33,7 +33,6 @@ pub fn lookup(
     let known = &request.known_generations;
     // Generations of another daemon run (another epoch) mean nothing here.
     let comparable = request.known_epoch == finder.generations.epoch;
-    context.crawl_ahead(&request.paths);
     for (at, path) in request.paths.iter().enumerate() {
         let known_generation = known.get(at).copied().filter(|_| comparable).unwrap_or(0);
         reply.add_known(path, known_generation, Role::Other)?;
