@@ -146,7 +146,8 @@ impl<'a> Context<'a> {
 
     /// Applies every change queued before now (see `Index::barrier`).
     /// Inline, a busy watcher means the blocking pool; at the deadline, it
-    /// means every answer is "being indexed".
+    /// means every answer is "being indexed", unless this view was drained
+    /// since the request arrived.
     pub fn barrier(&mut self) -> Result<(), Unanswered> {
         let finder = self.finder;
         finder.heartbeat.note_request();
