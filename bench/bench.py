@@ -1289,13 +1289,18 @@ class Bench:
         return rows
 
     def s6_steps(self, stdlib, s2_path):
-        """--s6-steps LABEL=BINARY,...: daemon builds compared in rounds, each
-        round every build in a random order and the floor beside them; medians
-        over the rounds (issue 16: where the time goes)."""
+        """--s6-steps LABEL=BINARY[+VAR=VALUE...],...: daemon builds (and the load
+        generator's environment: FINDERD_NO_SPIN=1 for a client that never polls)
+        compared in rounds, each round every build in a random order and the floor
+        beside them; medians over the rounds (issue 16: where the time goes)."""
         steps = []
         for item in self.args.s6_steps.split(","):
-            label, _, binary = item.partition("=")
-            steps.append({"label": label, "binary": os.path.abspath(binary), "rounds": []})
+            label, _, rest = item.partition("=")
+            binary, *assignments = rest.split("+")
+            env = dict(a.split("=", 1) for a in assignments)
+            waits = "block" if env.get("FINDERD_NO_SPIN") else "poll"
+            steps.append({"label": label, "binary": os.path.abspath(binary), "env": env,
+                          "client_waits": waits, "rounds": []})
         floor = []
         seconds = "1" if self.quick else "2"
         calls = [("lookup", 1, [stdlib]), ("lookup", 16, [stdlib]),
@@ -1318,7 +1323,8 @@ class Bench:
                                 str(clients), "--seconds", seconds]
                         for p in paths:
                             argv += ["--path", p]
-                        rows.append(json.loads(sh(argv, capture_output=True, text=True).stdout))
+                        rows.append(json.loads(sh(argv, capture_output=True, text=True,
+                                                  env=dict(os.environ, **step["env"])).stdout))
                 finally:
                     daemon.stop()
                 step["rounds"].append({"load": loadavg()[0], "rows": rows})
@@ -1333,11 +1339,17 @@ class Bench:
                 "p50 %.1f us" % (step["label"], step["median"][0]["p50_us"],
                                  step["median"][0]["p99_us"], step["median"][1]["rps"],
                                  step["median"][2]["p50_us"]))
+        def floor_median(like, clients, wait):
+            rows = [next(r for r in f if (r["like"], r["clients"], r["wait"]) ==
+                         (like, clients, wait)) for f in floor]
+            return {key: med(r[key] for r in rows) for key in ("rps", "p50_us", "p90_us",
+                                                               "p99_us")}
+
+        floors = {wait: [floor_median(mode, clients, wait if clients == 1 else "block")
+                         for mode, clients, _ in calls] for wait in ("block", "poll")}
         return {"calls": ["%s x%d" % (mode, clients) for mode, clients, _ in calls],
-                "rounds": len(floor), "builds": steps,
-                "floor": [{key: med(f[k][key] for f in floor)
-                           for key in ("rps", "p50_us", "p90_us", "p99_us")}
-                          for k in range(len(calls))]}
+                "rounds": len(floor), "builds": steps, "floor": floors["block"],
+                "floor_poll": floors["poll"]}
 
     # ---- driver
 
@@ -1491,8 +1503,9 @@ def main():
     parser.add_argument("--drop-caches", action="store_true",
                         help="S6: drop the page cache before each crawl (root; disturbs others)")
     parser.add_argument("--s6-steps", default="",
-                        help="S6: LABEL=BINARY,... daemon builds compared in interleaved rounds "
-                             "with the raw Unix-socket floor (RESULTS.md: where the time goes)")
+                        help="S6: LABEL=BINARY[+VAR=VALUE...],... daemon builds (and the load "
+                             "generator's environment) compared in interleaved rounds with the "
+                             "raw Unix-socket floor (RESULTS.md: where the time goes)")
     parser.add_argument("--out", default=HERE, help="where results.json, RESULTS.md, plots/ go")
     args = parser.parse_args()
     everything = ["S1", "absent", "S2", "S3", "S3p", "S4", "S5", "S5p", "prefetch", "S6", "S7"]

@@ -725,10 +725,12 @@ def s6_against_floor(s6):
 def render_s6_steps(steps):
     """S6: where the time goes: daemon builds, one per step, against the floor."""
     out = ["### S6: where the time goes\n",
-           "Each row a daemon build (one commit of issue 16's work), measured in %d rounds "
+           "Each row a daemon build (one commit of issue 16's work; the client's environment "
+           "after a +), measured in %d rounds "
            "(every build and the raw Unix-socket floor once per round, in a random order; "
            "medians of the rounds); ×floor: the build's figure over the floor's of the same "
-           "run (requests/s: the floor's over the build's). Load average per round: "
+           "run whose client waits as the build's does (requests/s: the floor's over the "
+           "build's; 16 clients never poll). Load average per round: "
            "%s.\n" % (steps["rounds"], "; ".join(
                "%s %s" % (b["label"], ", ".join("%.2f" % x for x in b["loadavg"]))
                for b in steps["builds"])),
@@ -736,17 +738,27 @@ def render_s6_steps(steps):
            "Lookup x16 requests/s (×floor) | Lookup x16 p99 us | connect + Snapshot p50 us "
            "(×floor) |",
            "|---|---|---|---|---|---|"]
-    f = steps["floor"]
-    rows = [("raw Unix-socket floor", f)] + [(b["label"], b["median"]) for b in steps["builds"]]
-    for label, m in rows:
-        floor = m is f
+    floors = {"block": steps["floor"], "poll": steps.get("floor_poll")}
+    rows = [("raw Unix-socket floor, client blocks", floors["block"], None)]
+    if floors["poll"]:
+        rows.append(("raw Unix-socket floor, client polls", floors["poll"], None))
+    for b in steps["builds"]:
+        label = b["label"] + "".join(" +%s=%s" % kv for kv in b.get("env", {}).items())
+        rows.append((label, b["median"], floors[b.get("client_waits", "block")] or
+                     floors["block"]))
+    for label, m, f in rows:
         out.append("| %s | %.1f%s | %.1f%s | %.0f%s | %.1f | %.1f%s |" % (
-            label, m[0]["p50_us"], "" if floor else " (%.1f)" % (m[0]["p50_us"] / f[0]["p50_us"]),
-            m[0]["p99_us"], "" if floor else " (%.1f)" % (m[0]["p99_us"] / f[0]["p99_us"]),
-            m[1]["rps"], "" if floor else " (%.1f)" % (f[1]["rps"] / m[1]["rps"]),
+            label, m[0]["p50_us"], _times(m[0]["p50_us"], f and f[0]["p50_us"]),
+            m[0]["p99_us"], _times(m[0]["p99_us"], f and f[0]["p99_us"]),
+            m[1]["rps"], _times(f and f[1]["rps"], f and m[1]["rps"]),
             m[1]["p99_us"],
-            m[2]["p50_us"], "" if floor else " (%.1f)" % (m[2]["p50_us"] / f[2]["p50_us"])))
+            m[2]["p50_us"], _times(m[2]["p50_us"], f and f[2]["p50_us"])))
     return "\n".join(out) + "\n"
+
+
+def _times(value, base):
+    """ (value/base), or nothing without a base."""
+    return " (%.1f)" % (value / base) if base else ""
 
 
 def render_prefetch(p):

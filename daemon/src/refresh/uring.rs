@@ -24,6 +24,9 @@ pub enum UringError {
     NoStatx,
 }
 
+/// Rings kept for the next crawl once no crawl uses them.
+const IDLE_RINGS: usize = 1;
+
 /// A pool of rings (one per concurrent crawl) and the batch size.
 pub struct UringStater {
     rings: Mutex<Vec<IoUring>>,
@@ -84,8 +87,12 @@ impl UringStater {
 
     fn give_back(&self, ring: IoUring) {
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-        // Keep a few: crawls run on a handful of blocking threads.
-        if rings.len() < 8 {
+        // Keep one. The others were made for crawls that overlapped (a new
+        // view's Snapshot crawls up to 5 directories at once: see
+        // `Index::crawl_all`); kept, they would hold a descriptor and locked
+        // memory each long after the burst. Making one again costs one
+        // io_uring_setup.
+        if rings.len() < IDLE_RINGS {
             rings.push(ring);
         }
     }
